@@ -1,0 +1,152 @@
+import Foundation
+
+/// One conntrack entry in the mirror. A value type of about 150 bytes; the mirror holds one per kernel entry.
+public struct Flow: Sendable, Equatable {
+    public var id: UInt32
+    /// AF_INET (2) or AF_INET6 (10).
+    public var l3proto: UInt8
+    /// IPPROTO_* number.
+    public var l4proto: UInt8
+    /// TCP state number (TCP_CONNTRACK_*), or `Flow.noState` for other protocols.
+    public var tcpState: UInt8
+    public var icmpType: UInt8
+    public var icmpCode: UInt8
+    public var icmpID: UInt16
+    public var zone: UInt16
+    public var origSource: IPAddress
+    public var origDestination: IPAddress
+    public var replySource: IPAddress
+    public var replyDestination: IPAddress
+    /// Ports in host order; 0 for protocols without ports.
+    public var origSourcePort: UInt16
+    public var origDestinationPort: UInt16
+    public var replySourcePort: UInt16
+    public var replyDestinationPort: UInt16
+    public var mark: UInt32
+    /// Seconds left when the kernel last told us (`timeoutObservedAt`, monotonic seconds).
+    public var timeout: UInt32
+    public var timeoutObservedAt: Double
+    /// IPS_* bits.
+    public var status: UInt32
+    public var origBytes: UInt64
+    public var origPackets: UInt64
+    public var replyBytes: UInt64
+    public var replyPackets: UInt64
+    /// Bytes per second, both directions, over the last counter refresh interval.
+    public var byteRate: Double
+
+    public static let noState: UInt8 = 255
+
+    public init(
+        id: UInt32, l3proto: UInt8 = 2, l4proto: UInt8 = 17, tcpState: UInt8 = Flow.noState,
+        icmpType: UInt8 = 0, icmpCode: UInt8 = 0, icmpID: UInt16 = 0, zone: UInt16 = 0,
+        origSource: IPAddress = .zeroV4, origDestination: IPAddress = .zeroV4,
+        replySource: IPAddress = .zeroV4, replyDestination: IPAddress = .zeroV4,
+        origSourcePort: UInt16 = 0, origDestinationPort: UInt16 = 0,
+        replySourcePort: UInt16 = 0, replyDestinationPort: UInt16 = 0,
+        mark: UInt32 = 0, timeout: UInt32 = 0, timeoutObservedAt: Double = 0, status: UInt32 = 0,
+        origBytes: UInt64 = 0, origPackets: UInt64 = 0, replyBytes: UInt64 = 0, replyPackets: UInt64 = 0,
+        byteRate: Double = 0
+    ) {
+        self.id = id
+        self.l3proto = l3proto
+        self.l4proto = l4proto
+        self.tcpState = tcpState
+        self.icmpType = icmpType
+        self.icmpCode = icmpCode
+        self.icmpID = icmpID
+        self.zone = zone
+        self.origSource = origSource
+        self.origDestination = origDestination
+        self.replySource = replySource
+        self.replyDestination = replyDestination
+        self.origSourcePort = origSourcePort
+        self.origDestinationPort = origDestinationPort
+        self.replySourcePort = replySourcePort
+        self.replyDestinationPort = replyDestinationPort
+        self.mark = mark
+        self.timeout = timeout
+        self.timeoutObservedAt = timeoutObservedAt
+        self.status = status
+        self.origBytes = origBytes
+        self.origPackets = origPackets
+        self.replyBytes = replyBytes
+        self.replyPackets = replyPackets
+        self.byteRate = byteRate
+    }
+
+    /// Seconds left at monotonic time `now`.
+    public func remainingTimeout(at now: Double) -> UInt32 {
+        let left = Double(timeout) - (now - timeoutObservedAt)
+        return left <= 0 ? 0 : UInt32(left.rounded(.up))
+    }
+
+    public var totalBytes: UInt64 { origBytes &+ replyBytes }
+    public var totalPackets: UInt64 { origPackets &+ replyPackets }
+}
+
+/// Names for protocol numbers, TCP states and status bits, as `conntrack -L` prints them.
+public enum ConntrackNames {
+    public static func l3(_ family: UInt8) -> String {
+        switch family {
+        case 2: return "ipv4"
+        case 10: return "ipv6"
+        default: return "unknown"
+        }
+    }
+
+    public static func l3Number(_ name: String) -> UInt8? {
+        switch name.lowercased() {
+        case "ipv4", "inet", "2": return 2
+        case "ipv6", "inet6", "10": return 10
+        default: return nil
+        }
+    }
+
+    private static let l4Table: [(UInt8, String)] = [
+        (1, "icmp"), (2, "igmp"), (6, "tcp"), (17, "udp"), (33, "dccp"), (47, "gre"), (58, "icmpv6"),
+        (132, "sctp"), (136, "udplite"),
+    ]
+
+    public static func l4(_ number: UInt8) -> String {
+        l4Table.first { $0.0 == number }?.1 ?? "unknown"
+    }
+
+    public static func l4Number(_ name: String) -> UInt8? {
+        if let n = UInt8(name) { return n }
+        return l4Table.first { $0.1 == name.lowercased() }?.0
+    }
+
+    /// TCP_CONNTRACK_* in kernel order.
+    public static let tcpStates = [
+        "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE",
+        "SYN_SENT2",
+    ]
+
+    public static func tcpState(_ state: UInt8) -> String {
+        state == Flow.noState ? "" : (Int(state) < tcpStates.count ? tcpStates[Int(state)] : "UNKNOWN")
+    }
+
+    public static func tcpStateNumber(_ name: String) -> UInt8? {
+        tcpStates.firstIndex(of: name.uppercased()).map { UInt8($0) }
+    }
+
+    /// IPS_* bit names, bit i = statusBits[i].
+    public static let statusBits = [
+        "EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "DST_NAT", "SEQ_ADJUST", "SRC_NAT_DONE",
+        "DST_NAT_DONE", "DYING", "FIXED_TIMEOUT", "TEMPLATE", "UNTRACKED", "HELPER", "OFFLOAD", "HW_OFFLOAD",
+    ]
+
+    public static func statusNames(_ status: UInt32) -> [String] {
+        var names: [String] = []
+        for (bit, name) in statusBits.enumerated() where status & (1 << UInt32(bit)) != 0 { names.append(name) }
+        return names
+    }
+
+    /// A status filter name to its bits; `NAT` means either SRC_NAT or DST_NAT.
+    public static func statusMask(_ name: String) -> UInt32? {
+        let upper = name.uppercased()
+        if upper == "NAT" { return 0x10 | 0x20 }
+        return statusBits.firstIndex(of: upper).map { UInt32(1) << UInt32($0) }
+    }
+}

@@ -1,0 +1,84 @@
+/// What a session may do. Roles are cumulative: an operator can do everything a viewer can.
+public enum Role: String, Sendable, CaseIterable, Codable, Comparable {
+    /// `view`, `refresh`, `set_autorefresh`, `status`.
+    case viewer
+    /// Also `kill` and `change`.
+    case `operator`
+    /// Also reads the audit log.
+    case admin
+
+    private var rank: Int {
+        switch self {
+        case .viewer: return 0
+        case .operator: return 1
+        case .admin: return 2
+        }
+    }
+
+    /// Orders roles by privilege.
+    public static func < (lhs: Role, rhs: Role) -> Bool { lhs.rank < rhs.rank }
+}
+
+/// Who logged in and what they may do.
+public struct Identity: Sendable, Equatable {
+    /// The user name, as shown in logs and the audit trail.
+    public var user: String
+    /// The roles granted; the host takes the highest.
+    public var roles: Set<Role>
+
+    /// Creates an identity.
+    /// - Parameters:
+    ///   - user: the user name.
+    ///   - roles: the granted roles; empty means the user may not log in.
+    public init(user: String, roles: Set<Role>) {
+        self.user = user
+        self.roles = roles
+    }
+
+    /// The most privileged role, or `nil` when none is granted.
+    public var highestRole: Role? { roles.max() }
+}
+
+/// The credentials a client sent with `login`, in the order the authenticator declared.
+public struct LoginRequest: Sendable {
+    /// The positional string arguments of `login`, one per ``Authenticator/loginParameters`` entry.
+    public var arguments: [String]
+    /// The client's address, for logging and rate decisions (`"127.0.0.1"`, `"::1"`).
+    public var clientAddress: String
+
+    /// Creates a request.
+    /// - Parameters:
+    ///   - arguments: the login arguments.
+    ///   - clientAddress: where the request came from.
+    public init(arguments: [String], clientAddress: String) {
+        self.arguments = arguments
+        self.clientAddress = clientAddress
+    }
+}
+
+/// The answer to a login attempt.
+public enum AuthResult: Sendable, Equatable {
+    /// The credentials are good.
+    case accepted(Identity)
+    /// The credentials are wrong, the user is unknown or the account is refused. `reason` goes to the log and
+    /// the audit trail only; the client always gets the same fault, so that it cannot tell which.
+    case rejected(reason: String)
+}
+
+/// Checks the credentials of `login`. Exactly one authenticator is active (`--mod-auth NAME`).
+///
+/// Thread-safety: ``authenticate(_:)`` is called concurrently from a thread pool, never from the server's event
+/// loop, so it may block (PAM, password hashing).
+public protocol Authenticator: CtdPlugin {
+    /// The names of `login`'s arguments, in order, e.g. `["username", "password"]`. Used for the `login`
+    /// signature in `system.methodHelp` and to check the argument count.
+    var loginParameters: [String] { get }
+
+    /// Checks credentials.
+    /// - Parameter request: the login arguments and the client address.
+    /// - Returns: ``AuthResult/accepted(_:)`` or ``AuthResult/rejected(reason:)``. Spend the same work for an
+    ///   unknown user as for a known one.
+    /// - Throws: ``PluginError`` on technical failure only (file unreadable, PAM broken); the client then gets an
+    ///   internal-error fault and the log gets the message.
+    func authenticate(_ request: LoginRequest) throws -> AuthResult
+}

@@ -1,0 +1,20 @@
+// swift-tools-version:6.0
+// The plugin API lives in its own package so that the host and every dlopen'ed plugin share one
+// libCtdPluginAPI.so: with the API as a plain target, each image gets its own protocol descriptors and
+// `plugin as? Authenticator` fails (see ../shared/FACTS.md).
+import PackageDescription
+
+let package = Package(
+    name: "CtdPluginAPI",
+    products: [
+        .library(name: "CtdPluginAPI", type: .dynamic, targets: ["CtdPluginAPI"])
+    ],
+    targets: [
+        .target(
+            name: "CtdPluginAPI",
+            path: "API",
+            swiftSettings: [.unsafeFlags(["-enable-library-evolution"])]
+        )
+    ],
+    swiftLanguageModes: [.v5]
+)
