@@ -5,6 +5,7 @@ let package = Package(
     name: "ctd",
     products: [
         .executable(name: "ctd", targets: ["ctd"]),
+        .executable(name: "ctd-fill", targets: ["ctd-fill"]),
         // Each plugin is its own shared object, dlopen'ed by the host from the plugin directory.
         .library(name: "AuthSHA", type: .dynamic, targets: ["AuthSHA"]),
     ],
@@ -51,6 +52,11 @@ let package = Package(
             path: "Sources/ctd",
             // After `make install` the binary lives in PREFIX/bin and the API library in PREFIX/lib/ctd.
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/../lib/ctd"])]
+        ),
+        // Test and benchmark helper: fills a namespace's table through netlink.
+        .executableTarget(
+            name: "ctd-fill", path: "Tools/ctd-fill",
+            linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
         .target(
             name: "AuthSHA",

@@ -1,0 +1,69 @@
+# ctd: make run (serve this machine's table on 127.0.0.1), make test (everything, real kernel, real clients).
+PREFIX ?= /usr/local
+SWIFT ?= swift
+CONFIG ?= debug
+BIN := .build/$(CONFIG)
+PYTHON ?= python3
+
+# Debian packages the build, the tests and the daemon need.
+DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables iproute2 \
+	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev \
+	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl wrk procps
+
+.PHONY: all deps build release run demo test unit e2e bench install clean fmt lint
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
+
+build: deps
+	$(SWIFT) build -c $(CONFIG)
+
+release:
+	$(MAKE) build CONFIG=release
+
+run: build
+	CTD_BIN=$(BIN) scripts/run.sh
+
+demo: build
+	CTD_BIN=$(BIN) scripts/demo.sh
+
+unit: build
+	$(SWIFT) test -c $(CONFIG)
+
+# End-to-end and integration suites run inside a private network namespace (unshare -n): the real kernel table,
+# the built ctd with its dlopen'ed plugins, real XML-RPC clients. They fail, never skip, if that is impossible.
+e2e: build
+	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e
+
+test: unit e2e
+
+bench: deps
+	$(MAKE) build CONFIG=release
+	CTD_BIN=.build/release scripts/bench.sh
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/ctd/plugins $(DESTDIR)$(PREFIX)/share/ctd \
+		$(DESTDIR)/etc/ctd $(DESTDIR)/lib/systemd/system
+	install -m 0755 .build/release/ctd $(DESTDIR)$(PREFIX)/bin/ctd
+	install -m 0644 .build/release/libCtdPluginAPI.so $(DESTDIR)$(PREFIX)/lib/ctd/
+	for p in .build/release/libAuth*.so .build/release/libUIDResolver.so .build/release/libAuditSQLite.so; do \
+		[ -f "$$p" ] && install -m 0644 "$$p" $(DESTDIR)$(PREFIX)/lib/ctd/plugins/ || true; done
+	install -m 0644 ctd.sample.toml $(DESTDIR)$(PREFIX)/share/ctd/ctd.sample.toml
+	[ -f $(DESTDIR)/etc/ctd/ctd.toml ] || sed 's#@PREFIX@#$(PREFIX)#g' ctd.sample.toml > $(DESTDIR)/etc/ctd/ctd.toml
+	sed 's#@PREFIX@#$(PREFIX)#g' dist/ctd.service > $(DESTDIR)/lib/systemd/system/ctd.service
+
+clean:
+	rm -rf .build run
+
+fmt:
+	$(SWIFT) format -i -r Sources Plugins Tests
+
+lint:
+	$(SWIFT) format lint -r Sources Plugins Tests

@@ -1,0 +1,70 @@
+// Thin C layer over libnetfilter_conntrack for ctd: dump, events, and id-checked destroy/update.
+//
+// Parsing happens here, into a flat struct, so that Swift never touches struct nf_conntrack per attribute.
+// Ports are converted to host order; IPv4 addresses are host-order values in the `lo` word; IPv6 addresses are
+// split into two big-endian-composed 64-bit words (hi = bytes 0..7).
+#ifndef CCONNTRACK_H
+#define CCONNTRACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CTD_HAS_COUNTERS 0x01
+#define CTD_HAS_MARK 0x02
+#define CTD_HAS_TIMEOUT 0x04
+#define CTD_HAS_STATUS 0x08
+#define CTD_HAS_STATE 0x10
+#define CTD_HAS_ZONE 0x20
+#define CTD_HAS_TUPLE 0x40
+
+#define CTD_MSG_DUMP 0
+#define CTD_MSG_NEW 1
+#define CTD_MSG_UPDATE 2
+#define CTD_MSG_DESTROY 4
+
+struct ctd_flow {
+    uint64_t orig_src_hi, orig_src_lo, orig_dst_hi, orig_dst_lo;
+    uint64_t repl_src_hi, repl_src_lo, repl_dst_hi, repl_dst_lo;
+    uint64_t orig_bytes, orig_packets, repl_bytes, repl_packets;
+    uint32_t id, mark, timeout, status;
+    uint16_t orig_sport, orig_dport, repl_sport, repl_dport, icmp_id, zone;
+    uint8_t l3, l4, tcp_state, icmp_type, icmp_code, has;
+};
+
+/// Called once per entry. `type` is one of CTD_MSG_*.
+typedef void (*ctd_flow_cb)(void *ctx, int type, const struct ctd_flow *flow);
+
+/// Dumps the whole table (IPv4 and IPv6). Returns 0 or -errno.
+int ctd_dump(ctd_flow_cb cb, void *ctx);
+
+/// Dumps only entries whose mark matches (kernel-side filter). Returns 0 or -errno.
+int ctd_dump_mark(uint32_t mark, uint32_t mask, ctd_flow_cb cb, void *ctx);
+
+struct ctd_events;
+
+/// Subscribes to NEW/UPDATE/DESTROY events with a receive buffer of `rcvbuf` bytes.
+/// Returns NULL and sets *err to -errno on failure.
+struct ctd_events *ctd_events_open(unsigned int rcvbuf, int *err);
+
+/// Receives events for up to `timeout_ms` and calls `cb` for each. Returns 0 on timeout, -ENOBUFS when events
+/// were lost (the caller must resync with a dump), or another -errno.
+int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void *ctx);
+
+/// The granted receive buffer size in bytes.
+unsigned int ctd_events_rcvbuf(struct ctd_events *ev);
+
+void ctd_events_close(struct ctd_events *ev);
+
+/// Deletes each entry by its original tuple AND its id (CTA_ID), `n` at a time in batches.
+/// results[i] = 0 when deleted, -ENOENT when gone or the id no longer matches, another -errno otherwise.
+/// Returns 0, or -errno when the netlink socket itself failed (results then undefined).
+int ctd_destroy_batch(const struct ctd_flow *flows, size_t n, int *results);
+
+/// Updates mark and/or timeout of the entry with this tuple AND id. set_fixed adds IPS_FIXED_TIMEOUT to status.
+/// Returns 0, -ENOENT when gone or the id no longer matches, or another -errno.
+int ctd_update(const struct ctd_flow *flow, int set_mark, uint32_t mark, int set_timeout, uint32_t timeout);
+
+/// Reads one entry by tuple (the kernel's GET). Returns 0 and fills *out, or -errno.
+int ctd_get(const struct ctd_flow *tuple, struct ctd_flow *out);
+
+#endif

@@ -1,0 +1,121 @@
+import ArgumentParser
+import CtdPluginAPI
+import Foundation
+import Logging
+
+/// `ctd`: the command line.
+public struct CtdCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "ctd",
+        abstract: "ConnTrack Daemon: the kernel's connection-tracking table over XML-RPC.",
+        version: ctdVersion,
+        subcommands: [ServeCommand.self, PasswdCommand.self, PluginsCommand.self],
+        defaultSubcommand: ServeCommand.self)
+
+    public init() {}
+}
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve the conntrack table (the default command).")
+
+    @Option(name: .long, help: "Config file (TOML); see ctd.sample.toml.") var config: String?
+    @Option(name: .long, help: "Address to listen on (default 127.0.0.1).") var listen: String?
+    @Option(name: .long, help: "TCP port (default 4040; 0 picks a free one).") var port: Int?
+    @Option(name: .customLong("mod-auth"), help: "Authenticator plugin (default AuthSHA).") var modAuth: String?
+    @Option(name: .customLong("plugin"), help: "Enable a resolver or hook plugin (repeatable).") var plugins: [String] = []
+    @Option(name: .customLong("plugin-dir"), help: "Directory of plugin .so files.") var pluginDir: String?
+    @Option(name: .customLong("password-file"), help: "AuthSHA's password file (overrides the config).")
+    var passwordFile: String?
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain; enables TLS with --tls-key.") var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "PEM private key.") var tlsKey: String?
+    @Option(name: .customLong("hide"), help: "Hide connections from/to this CIDR (repeatable; replaces the default).")
+    var hide: [String] = []
+    @Flag(name: .customLong("show-all"), help: "Hide nothing (not even loopback and ctd's own clients).") var showAll = false
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
+
+    func effectiveConfig() throws -> DaemonConfig {
+        var c = try config.map(DaemonConfig.load(path:)) ?? DaemonConfig()
+        if let listen { c.listen = listen }
+        if let port {
+            guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+            c.port = port
+        }
+        if let modAuth { c.authenticator = modAuth }
+        for p in plugins where !c.plugins.contains(p) { c.plugins.append(p) }
+        if let pluginDir { c.pluginDirectories = [pluginDir] }
+        if c.pluginDirectories.isEmpty { c.pluginDirectories = Daemon.defaultPluginDirectories() }
+        if let passwordFile { c.pluginSections["AuthSHA", default: [:]]["password_file"] = .string(passwordFile) }
+        if let tlsCert { c.tlsCertificate = tlsCert }
+        if let tlsKey { c.tlsKey = tlsKey }
+        if !hide.isEmpty { c.hide = hide }
+        if showAll {
+            c.hide = []
+            c.hideOwnConnections = false
+        }
+        if let logLevel { c.logLevel = logLevel }
+        try c.validate(source: "command line")
+        return c
+    }
+
+    func run() throws {
+        let c: DaemonConfig
+        do {
+            c = try effectiveConfig()
+        } catch let e as DaemonConfig.Error {
+            throw ValidationError(e.message)
+        }
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = Logger.Level(rawValue: c.logLevel) ?? .info
+            return h
+        }
+        let logger = Logger(label: "ctd")
+        do {
+            try Daemon(config: c, logger: logger).run()
+        } catch {
+            logger.critical("ctd cannot start: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct PluginsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugins", abstract: "Inspect plugins.", subcommands: [List.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load and configure the plugins a config enables, and print each with its health.")
+        @Option(name: .long, help: "Config file.") var config: String?
+        @Option(name: .customLong("mod-auth")) var modAuth: String?
+        @Option(name: .customLong("plugin")) var plugins: [String] = []
+        @Option(name: .customLong("plugin-dir")) var pluginDir: String?
+        @Option(name: .customLong("password-file")) var passwordFile: String?
+
+        func run() throws {
+            var c = try config.map(DaemonConfig.load(path:)) ?? DaemonConfig()
+            if let modAuth { c.authenticator = modAuth }
+            for p in plugins where !c.plugins.contains(p) { c.plugins.append(p) }
+            if let pluginDir { c.pluginDirectories = [pluginDir] }
+            if c.pluginDirectories.isEmpty { c.pluginDirectories = Daemon.defaultPluginDirectories() }
+            if let passwordFile { c.pluginSections["AuthSHA", default: [:]]["password_file"] = .string(passwordFile) }
+            var logger = Logger(label: "ctd")
+            logger.logLevel = .warning
+            print("plugin directories: \(c.pluginDirectories.joined(separator: ", "))")
+            let registry: PluginRegistry
+            do {
+                registry = try PluginRegistry.load(config: c, logger: logger)
+            } catch {
+                print("error: \(error)")
+                throw ExitCode(1)
+            }
+            for p in registry.all {
+                let m = p.metadata
+                print(
+                    "\(p.name)\t\(m.id)\t\(m.version)\tabi \(m.abiVersion)\t\(m.roles.map(\.rawValue).joined(separator: ","))\t\(registry.health(p))\t\(p.path)"
+                )
+            }
+        }
+    }
+}

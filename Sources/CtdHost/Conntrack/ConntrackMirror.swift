@@ -1,0 +1,334 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// Connections ctd never shows nor touches (pyctd 0.4.2's "filtering of unwanted connections").
+public struct HidePolicy: Sendable {
+    /// An entry is hidden when its original source or destination is in one of these blocks.
+    public var blocks: [CIDRBlock]
+    /// TCP ports of ctd's own listeners: client connections to ctd are hidden.
+    public var ownTCPPorts: Set<UInt16>
+
+    public init(blocks: [CIDRBlock] = [], ownTCPPorts: Set<UInt16> = []) {
+        self.blocks = blocks
+        self.ownTCPPorts = ownTCPPorts
+    }
+
+    public static let defaultBlocks = ["127.0.0.0/8", "::1/128"]
+
+    @inline(__always)
+    public func hides(_ flow: Flow) -> Bool {
+        if flow.l4proto == 6, !ownTCPPorts.isEmpty, ownTCPPorts.contains(flow.origDestinationPort) { return true }
+        for block in blocks where block.contains(flow.origSource) || block.contains(flow.origDestination) {
+            return true
+        }
+        return false
+    }
+}
+
+/// An immutable view of the table at one moment; queries run on it without locks.
+public struct MirrorSnapshot: Sendable {
+    public let flows: [Flow]
+    public let generation: UInt64
+    /// Wall-clock time (epoch seconds) and monotonic time the snapshot was taken.
+    public let takenAt: Double
+    public let monotonic: Double
+}
+
+/// Identity of a kernel entry: the id alone can collide (a random 32-bit value; about 7 pairs in 250,000 entries),
+/// so the mirror keys entries by id and original tuple.
+struct FlowKey: Hashable {
+    var id: UInt32
+    var source: IPAddress
+    var destination: IPAddress
+    var sourcePort: UInt16
+    var destinationPort: UInt16
+    var l4proto: UInt8
+    var zone: UInt16
+
+    init(_ f: Flow) {
+        id = f.id
+        source = f.origSource
+        destination = f.origDestination
+        sourcePort = f.l4proto == 1 || f.l4proto == 58 ? f.icmpID : f.origSourcePort
+        destinationPort = f.origDestinationPort
+        l4proto = f.l4proto
+        zone = f.zone
+    }
+}
+
+/// The live copy of the kernel table: one dump at start, then events; a dump again after event loss.
+///
+/// Writers (the event thread, the counter refresher, kill/change) take the lock briefly; readers take an O(1)
+/// copy-on-write snapshot, at most `snapshotMaxAge` seconds stale.
+public final class ConntrackMirror: @unchecked Sendable {
+    public struct Statistics: Sendable {
+        public var entries: Int
+        public var hidden: Int
+        public var generation: UInt64
+        public var resyncs: Int
+        public var eventsApplied: UInt64
+        public var counterRefreshes: Int
+        public var lastCounterRefresh: Double
+        public var receiveBuffer: Int
+        public var accountingEnabled: Bool
+        public var eventsHealthy: Bool
+    }
+
+    private let lock = NIOLock()
+    private var flows: [Flow] = []
+    private var indexByKey: [FlowKey: Int] = [:]
+    /// id -> index; ids shared by several entries are in `ambiguousIDs` with their count instead.
+    private var indexByID: [UInt32: Int] = [:]
+    private var ambiguousIDs: [UInt32: Int] = [:]
+    private var generation: UInt64 = 0
+    private var published: MirrorSnapshot?
+    private var hiddenCount = 0
+    private var stats = Statistics(
+        entries: 0, hidden: 0, generation: 0, resyncs: 0, eventsApplied: 0, counterRefreshes: 0,
+        lastCounterRefresh: 0, receiveBuffer: 0, accountingEnabled: false, eventsHealthy: false)
+    private var lastViewAt: Double = -1e9
+
+    public let hide: HidePolicy
+    public let snapshotMaxAge: Double
+    let logger: Logger
+
+    public init(hide: HidePolicy, snapshotMaxAge: Double = 0.05, logger: Logger) {
+        self.hide = hide
+        self.snapshotMaxAge = snapshotMaxAge
+        self.logger = logger
+    }
+
+    // MARK: Reading
+
+    /// The current table, shared with other readers; cheap.
+    public func snapshot() -> MirrorSnapshot {
+        let now = KernelConntrack.monotonicNow()
+        return lock.withLock {
+            lastViewAt = now
+            if let p = published, p.generation == generation || now - p.monotonic < snapshotMaxAge { return p }
+            let s = MirrorSnapshot(
+                flows: flows, generation: generation, takenAt: Date().timeIntervalSince1970, monotonic: now)
+            published = s
+            return s
+        }
+    }
+
+    public enum Lookup {
+        case found(Flow)
+        case missing
+        /// Several live entries share this id: refusing is the only way not to touch the wrong one.
+        case ambiguous
+    }
+
+    public func lookup(id: UInt32) -> Lookup {
+        lock.withLock {
+            if ambiguousIDs[id] != nil { return .ambiguous }
+            guard let i = indexByID[id] else { return .missing }
+            return .found(flows[i])
+        }
+    }
+
+    public var statistics: Statistics {
+        lock.withLock {
+            var s = stats
+            s.entries = flows.count
+            s.hidden = hiddenCount
+            s.generation = generation
+            return s
+        }
+    }
+
+    /// Seconds since a client last asked for a snapshot.
+    var secondsSinceLastView: Double { lock.withLock { KernelConntrack.monotonicNow() - lastViewAt } }
+
+    // MARK: Writing
+
+    /// Which fields an event carried (CTD_HAS_* bits); a dump carries all.
+    struct Presence: OptionSet {
+        let rawValue: UInt8
+        static let counters = Presence(rawValue: 0x01)
+        static let mark = Presence(rawValue: 0x02)
+        static let timeout = Presence(rawValue: 0x04)
+        static let status = Presence(rawValue: 0x08)
+        static let state = Presence(rawValue: 0x10)
+        static let all = Presence(rawValue: 0xff)
+    }
+
+    /// Adds or updates an entry from an event or dump. Caller holds the lock.
+    private func upsertLocked(_ flow: Flow, present: Presence) {
+        let key = FlowKey(flow)
+        if let i = indexByKey[key] {
+            var merged = flows[i]
+            if present.contains(.mark) { merged.mark = flow.mark }
+            if present.contains(.status) { merged.status = flow.status }
+            if present.contains(.timeout) {
+                merged.timeout = flow.timeout
+                merged.timeoutObservedAt = flow.timeoutObservedAt
+            }
+            if present.contains(.state) { merged.tcpState = flow.tcpState }
+            if present.contains(.counters) {
+                merged.origBytes = flow.origBytes
+                merged.origPackets = flow.origPackets
+                merged.replyBytes = flow.replyBytes
+                merged.replyPackets = flow.replyPackets
+            }
+            flows[i] = merged
+            return
+        }
+        if hide.hides(flow) {
+            hiddenCount += 1
+            return
+        }
+        let i = flows.count
+        flows.append(flow)
+        indexByKey[key] = i
+        addIDLocked(flow.id, index: i)
+    }
+
+    private func addIDLocked(_ id: UInt32, index: Int) {
+        if let n = ambiguousIDs[id] {
+            ambiguousIDs[id] = n + 1
+        } else if indexByID[id] != nil {
+            indexByID[id] = nil
+            ambiguousIDs[id] = 2
+        } else {
+            indexByID[id] = index
+        }
+    }
+
+    private func removeLocked(_ key: FlowKey) {
+        guard let i = indexByKey.removeValue(forKey: key) else { return }
+        let id = flows[i].id
+        if let n = ambiguousIDs[id] {
+            if n > 2 {
+                ambiguousIDs[id] = n - 1
+            } else {
+                ambiguousIDs[id] = nil
+            }
+        } else {
+            indexByID[id] = nil
+        }
+        let last = flows.count - 1
+        if i != last {
+            let moved = flows[last]
+            flows[i] = moved
+            indexByKey[FlowKey(moved)] = i
+            if indexByID[moved.id] == last { indexByID[moved.id] = i }
+        }
+        flows.removeLast()
+        if ambiguousIDs[id] == nil, indexByID[id] == nil {
+            // The id just stopped being shared: find the survivor (rare, a linear scan is fine).
+            if let j = flows.firstIndex(where: { $0.id == id }) { indexByID[id] = j }
+        }
+    }
+
+    /// Applies a batch of events (type CTD_MSG_*) in order.
+    func apply(events: [(type: Int32, present: UInt8, flow: Flow)]) {
+        guard !events.isEmpty else { return }
+        lock.withLock {
+            for e in events {
+                if e.type == 4 {
+                    removeLocked(FlowKey(e.flow))
+                } else {
+                    upsertLocked(e.flow, present: Presence(rawValue: e.present))
+                }
+            }
+            generation &+= 1
+            stats.eventsApplied &+= UInt64(events.count)
+        }
+    }
+
+    /// Removes entries ctd itself deleted, without waiting for their events.
+    func remove(_ removed: [Flow]) {
+        guard !removed.isEmpty else { return }
+        lock.withLock {
+            for f in removed { removeLocked(FlowKey(f)) }
+            generation &+= 1
+        }
+    }
+
+    /// Stores an entry as re-read from the kernel after ctd changed it.
+    func replace(_ flow: Flow) {
+        lock.withLock {
+            upsertLocked(flow, present: .all)
+            generation &+= 1
+        }
+    }
+
+    /// Replaces the whole content with a fresh dump (start-up and resync after event loss).
+    func load(_ dumped: [Flow], isResync: Bool) {
+        var newFlows: [Flow] = []
+        newFlows.reserveCapacity(dumped.count)
+        var byKey: [FlowKey: Int] = [:]
+        byKey.reserveCapacity(dumped.count)
+        var hidden = 0
+        for f in dumped {
+            if hide.hides(f) {
+                hidden += 1
+                continue
+            }
+            let key = FlowKey(f)
+            if let i = byKey[key] {
+                newFlows[i] = f
+            } else {
+                byKey[key] = newFlows.count
+                newFlows.append(f)
+            }
+        }
+        lock.withLock {
+            flows = newFlows
+            indexByKey = byKey
+            indexByID = [:]
+            indexByID.reserveCapacity(newFlows.count)
+            ambiguousIDs = [:]
+            for (i, f) in newFlows.enumerated() { addIDLocked(f.id, index: i) }
+            hiddenCount = hidden
+            generation &+= 1
+            if isResync { stats.resyncs += 1 }
+        }
+    }
+
+    /// Merges counters, timeouts and marks from a dump and computes byte rates over the interval since the last one.
+    func refreshCounters(from dumped: [Flow], interval: Double) {
+        let chunk = 16_384
+        var start = 0
+        while start < dumped.count {
+            let end = min(start + chunk, dumped.count)
+            lock.withLock {
+                for f in dumped[start..<end] {
+                    guard let i = indexByKey[FlowKey(f)] else { continue }
+                    let old = flows[i]
+                    var u = old
+                    u.mark = f.mark
+                    u.status = f.status
+                    u.timeout = f.timeout
+                    u.timeoutObservedAt = f.timeoutObservedAt
+                    if f.tcpState != Flow.noState { u.tcpState = f.tcpState }
+                    u.origBytes = f.origBytes
+                    u.origPackets = f.origPackets
+                    u.replyBytes = f.replyBytes
+                    u.replyPackets = f.replyPackets
+                    let delta = f.totalBytes >= old.totalBytes ? f.totalBytes - old.totalBytes : 0
+                    u.byteRate = interval > 0 ? Double(delta) / interval : 0
+                    if u != old { flows[i] = u }
+                }
+                generation &+= 1
+            }
+            start = end
+        }
+        lock.withLock {
+            stats.counterRefreshes += 1
+            stats.lastCounterRefresh = Date().timeIntervalSince1970
+        }
+    }
+
+    func setEventStatus(receiveBuffer: Int, healthy: Bool) {
+        lock.withLock {
+            stats.receiveBuffer = receiveBuffer
+            stats.eventsHealthy = healthy
+        }
+    }
+
+    func setAccounting(_ on: Bool) { lock.withLock { stats.accountingEnabled = on } }
+}

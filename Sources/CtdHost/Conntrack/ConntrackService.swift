@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+
+/// Keeps a `ConntrackMirror` in step with the kernel: subscribes to events before the first dump (so nothing falls
+/// in between), applies events on its own thread, resyncs with a dump after event loss, and refreshes counters,
+/// timeouts and byte rates at most every `counterInterval` seconds, only while clients are looking.
+public final class ConntrackService: @unchecked Sendable {
+    public let mirror: ConntrackMirror
+    private let receiveBuffer: Int
+    private let counterInterval: Double
+    private let logger: Logger
+    private var events: ConntrackEvents?
+    private var eventThread: Thread?
+    private var counterThread: Thread?
+    private let stopped = ManagedAtomicFlag()
+    private var lastCounterDumpAt: Double = 0
+
+    public init(mirror: ConntrackMirror, receiveBuffer: Int, counterInterval: Double, logger: Logger) {
+        self.mirror = mirror
+        self.receiveBuffer = receiveBuffer
+        self.counterInterval = counterInterval
+        self.logger = logger
+    }
+
+    /// Whether the kernel counts bytes and packets (`net.netfilter.nf_conntrack_acct`).
+    public static func accountingEnabled() -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_acct", encoding: .utf8)
+        else { return false }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines) == "1"
+    }
+
+    /// Subscribes, loads the table and starts the background threads. Throws when the kernel table is unreachable.
+    public func start() throws {
+        let ev = try ConntrackEvents(receiveBuffer: receiveBuffer)
+        events = ev
+        mirror.setEventStatus(receiveBuffer: ev.grantedReceiveBuffer, healthy: true)
+        let started = KernelConntrack.monotonicNow()
+        try load(isResync: false)
+        lastCounterDumpAt = KernelConntrack.monotonicNow()
+        let acct = ConntrackService.accountingEnabled()
+        mirror.setAccounting(acct)
+        if !acct {
+            logger.warning(
+                "net.netfilter.nf_conntrack_acct is 0: the kernel does not count bytes or packets, so counters and byte rates are unavailable (sysctl -w net.netfilter.nf_conntrack_acct=1 enables them for new connections)"
+            )
+        }
+        logger.info(
+            "conntrack mirror loaded",
+            metadata: [
+                "entries": "\(mirror.statistics.entries)",
+                "seconds": "\(String(format: "%.3f", KernelConntrack.monotonicNow() - started))",
+                "receive_buffer": "\(ev.grantedReceiveBuffer)",
+            ])
+        let t = Thread { [weak self] in self?.eventLoop() }
+        t.name = "ctd-events"
+        t.start()
+        eventThread = t
+        let c = Thread { [weak self] in self?.counterLoop() }
+        c.name = "ctd-counters"
+        c.start()
+        counterThread = c
+    }
+
+    public func stop() { stopped.set() }
+
+    private func load(isResync: Bool) throws {
+        var dumped: [Flow] = []
+        dumped.reserveCapacity(max(1024, mirror.statistics.entries + 1024))
+        try KernelConntrack.dump { dumped.append($0) }
+        mirror.load(dumped, isResync: isResync)
+    }
+
+    private func eventLoop() {
+        guard let events else { return }
+        var batch: [(type: Int32, present: UInt8, flow: Flow)] = []
+        batch.reserveCapacity(4096)
+        while !stopped.isSet {
+            do {
+                let complete = try events.poll(timeoutMs: 250) { type, present, flow in
+                    batch.append((type, present, flow))
+                }
+                mirror.apply(events: batch)
+                batch.removeAll(keepingCapacity: true)
+                if !complete {
+                    logger.warning("conntrack events were lost (ENOBUFS); resynchronising with a dump")
+                    try load(isResync: true)
+                }
+            } catch {
+                mirror.setEventStatus(receiveBuffer: events.grantedReceiveBuffer, healthy: false)
+                logger.error("conntrack event loop failed: \(error); retrying in 1 s")
+                Thread.sleep(forTimeInterval: 1)
+                try? load(isResync: true)
+                mirror.setEventStatus(receiveBuffer: events.grantedReceiveBuffer, healthy: true)
+            }
+        }
+    }
+
+    /// Counters change with every packet but produce no events, so they are dumped, not followed; only while
+    /// someone viewed in the last 10 s, and never more often than `counterInterval`.
+    private func counterLoop() {
+        while !stopped.isSet {
+            Thread.sleep(forTimeInterval: min(0.25, counterInterval / 4))
+            let now = KernelConntrack.monotonicNow()
+            guard mirror.secondsSinceLastView < 10, now - lastCounterDumpAt >= counterInterval else { continue }
+            refreshCountersNow()
+        }
+    }
+
+    func refreshCountersNow() {
+        let now = KernelConntrack.monotonicNow()
+        var dumped: [Flow] = []
+        dumped.reserveCapacity(mirror.statistics.entries + 1024)
+        do {
+            try KernelConntrack.dump { dumped.append($0) }
+            mirror.refreshCounters(from: dumped, interval: now - lastCounterDumpAt)
+            lastCounterDumpAt = now
+            mirror.setAccounting(ConntrackService.accountingEnabled())
+        } catch {
+            logger.error("counter refresh failed: \(error)")
+        }
+    }
+}
+
+/// A set-once flag readable from any thread.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}

@@ -1,0 +1,165 @@
+import CConntrack
+import Foundation
+
+/// Access to the kernel's conntrack table through libnetfilter_conntrack (the CConntrack shim).
+public enum KernelConntrack {
+    public struct Error: Swift.Error, CustomStringConvertible {
+        public var errno: Int32
+        public var operation: String
+        public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
+    }
+
+    /// Monotonic seconds, the clock of `Flow.timeoutObservedAt`.
+    public static func monotonicNow() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Dumps the table, calling `body` for every entry.
+    public static func dump(_ body: (Flow) -> Void) throws {
+        try withoutActuallyEscaping(body) { body in
+            var sink = FlowSink(now: monotonicNow()) { _, _, flow in body(flow) }
+            let rc = withUnsafeMutablePointer(to: &sink) { ctd_dump(flowSinkCallback, $0) }
+            if rc < 0 { throw Error(errno: -rc, operation: "conntrack dump") }
+        }
+    }
+
+    /// Dumps only entries whose mark matches `mark & mask` (filtered in the kernel).
+    public static func dump(mark: UInt32, mask: UInt32, _ body: (Flow) -> Void) throws {
+        try withoutActuallyEscaping(body) { body in
+            var sink = FlowSink(now: monotonicNow()) { _, _, flow in body(flow) }
+            let rc = withUnsafeMutablePointer(to: &sink) { ctd_dump_mark(mark, mask, flowSinkCallback, $0) }
+            if rc < 0 { throw Error(errno: -rc, operation: "conntrack dump") }
+        }
+    }
+
+    /// Result of a destroy or update of one entry.
+    public enum Outcome: Equatable, Sendable {
+        case done
+        /// The entry is gone, or its tuple now belongs to a connection with another id.
+        case gone
+        case failed(String)
+
+        init(code: Int32) {
+            switch code {
+            case 0: self = .done
+            case -ENOENT: self = .gone
+            default: self = .failed(String(cString: strerror(-code)))
+            }
+        }
+    }
+
+    /// Deletes entries by tuple and id, batched. A reused tuple with a new id is left alone (ENOENT).
+    public static func destroy(_ flows: [Flow]) throws -> [Outcome] {
+        if flows.isEmpty { return [] }
+        var raw = flows.map { $0.cFlow }
+        var results = [Int32](repeating: 0, count: flows.count)
+        let rc = ctd_destroy_batch(&raw, raw.count, &results)
+        if rc < 0 { throw Error(errno: -rc, operation: "conntrack delete") }
+        return results.map(Outcome.init(code:))
+    }
+
+    /// Reads the current entry that owns `flow`'s original tuple.
+    public static func get(_ flow: Flow) -> Flow? {
+        var tuple = flow.cFlow
+        var out = ctd_flow()
+        guard ctd_get(&tuple, &out) == 0 else { return nil }
+        return Flow(out, now: monotonicNow())
+    }
+
+    /// Changes mark and/or timeout of exactly the entry the caller saw.
+    ///
+    /// The kernel's update ignores CTA_ID (measured on 6.18), so the id is checked with a GET just before and
+    /// just after the update; a tuple reused in between is reported as a failure.
+    public static func update(_ flow: Flow, mark: UInt32?, timeout: UInt32?) throws -> (Outcome, Flow?) {
+        guard let current = get(flow), current.id == flow.id else { return (.gone, nil) }
+        var raw = flow.cFlow
+        let rc = ctd_update(&raw, mark == nil ? 0 : 1, mark ?? 0, timeout == nil ? 0 : 1, timeout ?? 0)
+        let outcome = Outcome(code: rc)
+        guard outcome == .done else { return (outcome, nil) }
+        guard let after = get(flow) else { return (.gone, nil) }
+        if after.id != flow.id {
+            // Another connection took the tuple in the microseconds between the two checks. Its pre-update values
+            // are unknown, so nothing can be undone safely: report it so that the caller logs it.
+            return (.failed("the connection was replaced while it was being changed"), nil)
+        }
+        return (.done, after)
+    }
+}
+
+/// Receives parsed entries from C.
+struct FlowSink {
+    var now: Double
+    var body: (Int32, UInt8, Flow) -> Void
+}
+
+let flowSinkCallback: ctd_flow_cb = { context, type, raw in
+    guard let context, let raw else { return }
+    let sink = context.assumingMemoryBound(to: FlowSink.self)
+    sink.pointee.body(type, raw.pointee.has, Flow(raw.pointee, now: sink.pointee.now))
+}
+
+extension Flow {
+    init(_ c: ctd_flow, now: Double) {
+        let v6 = c.l3 == 10
+        self.init(
+            id: c.id, l3proto: c.l3, l4proto: c.l4, tcpState: c.tcp_state,
+            icmpType: c.icmp_type, icmpCode: c.icmp_code, icmpID: c.icmp_id, zone: c.zone,
+            origSource: IPAddress(high: c.orig_src_hi, low: c.orig_src_lo, isIPv6: v6),
+            origDestination: IPAddress(high: c.orig_dst_hi, low: c.orig_dst_lo, isIPv6: v6),
+            replySource: IPAddress(high: c.repl_src_hi, low: c.repl_src_lo, isIPv6: v6),
+            replyDestination: IPAddress(high: c.repl_dst_hi, low: c.repl_dst_lo, isIPv6: v6),
+            origSourcePort: c.orig_sport, origDestinationPort: c.orig_dport,
+            replySourcePort: c.repl_sport, replyDestinationPort: c.repl_dport,
+            mark: c.mark, timeout: c.timeout, timeoutObservedAt: now, status: c.status,
+            origBytes: c.orig_bytes, origPackets: c.orig_packets, replyBytes: c.repl_bytes,
+            replyPackets: c.repl_packets)
+    }
+
+    var cFlow: ctd_flow {
+        var c = ctd_flow()
+        c.id = id
+        c.l3 = l3proto
+        c.l4 = l4proto
+        c.zone = zone
+        c.orig_src_hi = origSource.high
+        c.orig_src_lo = origSource.low
+        c.orig_dst_hi = origDestination.high
+        c.orig_dst_lo = origDestination.low
+        c.orig_sport = origSourcePort
+        c.orig_dport = origDestinationPort
+        c.icmp_type = icmpType
+        c.icmp_code = icmpCode
+        c.icmp_id = icmpID
+        return c
+    }
+}
+
+/// The conntrack event subscription.
+final class ConntrackEvents {
+    private let handle: OpaquePointer
+
+    init(receiveBuffer: Int) throws {
+        var err: Int32 = 0
+        guard let h = ctd_events_open(UInt32(clamping: receiveBuffer), &err) else {
+            throw KernelConntrack.Error(errno: -err, operation: "conntrack event subscription")
+        }
+        handle = h
+    }
+
+    var grantedReceiveBuffer: Int { Int(ctd_events_rcvbuf(handle)) }
+
+    /// Waits up to `timeoutMs` for events and hands each to `body`. Returns false when events were lost.
+    func poll(timeoutMs: Int32, _ body: (Int32, UInt8, Flow) -> Void) throws -> Bool {
+        try withoutActuallyEscaping(body) { body in
+            var sink = FlowSink(now: KernelConntrack.monotonicNow(), body: body)
+            let rc = withUnsafeMutablePointer(to: &sink) { ctd_events_poll(handle, timeoutMs, flowSinkCallback, $0) }
+            if rc == -ENOBUFS { return false }
+            if rc < 0 { throw KernelConntrack.Error(errno: -rc, operation: "conntrack events") }
+            return true
+        }
+    }
+
+    deinit { ctd_events_close(handle) }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// Handles one XML-RPC call: request body and client address in, response body out. Runs on a worker thread
+/// (never on the event loop), so it may block.
+public typealias XMLRPCCallHandler = @Sendable (_ body: [UInt8], _ client: String) -> [UInt8]
+
+/// HTTP/1.1 with keep-alive (and optional TLS) on SwiftNIO: POST on `/` and `/RPC2`, body size limited before it is
+/// buffered, calls handed to a thread pool so that slow calls (password hashing, PAM) never stall other clients.
+public final class HTTPServer: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var host: String
+        public var port: Int
+        public var maxBodyBytes: Int
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+        public var workerThreads: Int
+        public var idleTimeout: TimeAmount = .seconds(60)
+    }
+
+    private let options: Options
+    private let handler: XMLRPCCallHandler
+    private let tooLargeBody: [UInt8]
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let pool: NIOThreadPool
+    private var channel: Channel?
+
+    public init(options: Options, handler: @escaping XMLRPCCallHandler, tooLargeBody: [UInt8], logger: Logger) {
+        self.options = options
+        self.handler = handler
+        self.tooLargeBody = tooLargeBody
+        self.logger = logger
+        let threads = max(1, System.coreCount)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        pool = NIOThreadPool(numberOfThreads: options.workerThreads > 0 ? options.workerThreads : max(2, threads))
+    }
+
+    /// Binds and starts serving; returns the bound port (useful with port 0).
+    public func start() throws -> Int {
+        pool.start()
+        var sslContext: NIOSSLContext?
+        if let cert = options.tlsCertificate, let key = options.tlsKey {
+            let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .file(key))
+            tls.minimumTLSVersion = .tlsv12
+            sslContext = try NIOSSLContext(configuration: tls)
+        }
+        let options = self.options
+        let handler = self.handler
+        let pool = self.pool
+        let tooLarge = self.tooLargeBody
+        let logger = self.logger
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let sslContext { try sync.addHandler(NIOSSLServerHandler(context: sslContext)) }
+                    try sync.addHandler(IdleStateHandler(allTimeout: options.idleTimeout))
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                    try sync.addHandler(
+                        XMLRPCHTTPHandler(
+                            maxBodyBytes: options.maxBodyBytes, handler: handler, pool: pool, tooLargeBody: tooLarge,
+                            logger: logger))
+                }
+            }
+        let ch = try bootstrap.bind(host: options.host, port: options.port).wait()
+        channel = ch
+        return ch.localAddress?.port ?? options.port
+    }
+
+    /// Blocks until the listening channel closes.
+    public func wait() throws { try channel?.closeFuture.wait() }
+
+    public func stop() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+        try? pool.syncShutdownGracefully()
+    }
+}
+
+final class XMLRPCHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let maxBodyBytes: Int
+    private let handler: XMLRPCCallHandler
+    private let pool: NIOThreadPool
+    private let tooLargeBody: [UInt8]
+    private let logger: Logger
+
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+
+    init(maxBodyBytes: Int, handler: @escaping XMLRPCCallHandler, pool: NIOThreadPool, tooLargeBody: [UInt8], logger: Logger) {
+        self.maxBodyBytes = maxBodyBytes
+        self.handler = handler
+        self.pool = pool
+        self.tooLargeBody = tooLargeBody
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body.removeAll(keepingCapacity: true)
+            tooLarge = false
+            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+                tooLarge = true
+            }
+        case .body(var buffer):
+            guard !tooLarge else { return }
+            if body.count + buffer.readableBytes > maxBodyBytes {
+                tooLarge = true
+                body = []
+                return
+            }
+            body.append(contentsOf: buffer.readBytes(length: buffer.readableBytes) ?? [])
+        case .end:
+            guard let h = head else { return }
+            head = nil
+            respond(context: context, head: h)
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard path == "/" || path == "/RPC2" else {
+            write(context: context, head: head, status: .notFound, contentType: "text/plain; charset=utf-8",
+                  body: Array("ctd serves XML-RPC on POST / and POST /RPC2\n".utf8), keepAlive: head.isKeepAlive)
+            return
+        }
+        guard head.method == .POST else {
+            write(context: context, head: head, status: .methodNotAllowed, contentType: "text/plain; charset=utf-8",
+                  body: Array("ctd serves XML-RPC: send a POST with a text/xml methodCall\n".utf8),
+                  keepAlive: head.isKeepAlive, extra: [("Allow", "POST")])
+            return
+        }
+        if tooLarge {
+            // The rest of an oversized body is not worth reading: answer with a fault and close.
+            write(context: context, head: head, status: .ok, contentType: "text/xml; charset=utf-8", body: tooLargeBody,
+                  keepAlive: false)
+            return
+        }
+        let request = body
+        body = []
+        let client = context.channel.remoteAddress?.ipAddress ?? "unknown"
+        let handler = self.handler
+        let loop = context.eventLoop
+        let ctx = NIOLoopBound(context, eventLoop: loop)
+        let this = NIOLoopBound(self, eventLoop: loop)
+        pool.runIfActive(eventLoop: loop) { handler(request, client) }.whenComplete { result in
+            switch result {
+            case .success(let response):
+                this.value.write(context: ctx.value, head: head, status: .ok, contentType: "text/xml; charset=utf-8",
+                                 body: response, keepAlive: head.isKeepAlive)
+            case .failure(let error):
+                this.value.logger.error("worker pool refused a call: \(error)")
+                ctx.value.close(promise: nil)
+            }
+        }
+    }
+
+    private func write(
+        context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String,
+        body: [UInt8], keepAlive: Bool, extra: [(String, String)] = []
+    ) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Server", value: "ctd")
+        for (k, v) in extra { headers.add(name: k, value: v) }
+        var response = HTTPResponseHead(version: head.version, status: status, headers: headers)
+        response.headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: body.count)
+        buffer.writeBytes(body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let done = context.writeAndFlushPromise()
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        if !keepAlive {
+            let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+            done.futureResult.whenComplete { _ in ctx.value.close(promise: nil) }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("connection error: \(error)")
+        context.close(promise: nil)
+    }
+}
+
+extension ChannelHandlerContext {
+    fileprivate func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise() }
+}

@@ -1,0 +1,3 @@
+import CtdHost
+
+CtdCommand.main()
