@@ -89,7 +89,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         lastCounterRefresh: 0, receiveBuffer: 0, accountingEnabled: false, eventsHealthy: false)
     private var lastViewAt: Double = -1e9
 
-    public let hide: HidePolicy
+    public private(set) var hide: HidePolicy
     public let snapshotMaxAge: Double
     let logger: Logger
 
@@ -97,6 +97,11 @@ public final class ConntrackMirror: @unchecked Sendable {
         self.hide = hide
         self.snapshotMaxAge = snapshotMaxAge
         self.logger = logger
+    }
+
+    /// Hides client connections to ctd's own port once it is bound (the port may be chosen by the system).
+    public func hideOwnPort(_ port: UInt16) {
+        lock.withLock { hide.ownTCPPorts.insert(port) }
     }
 
     // MARK: Reading
@@ -263,6 +268,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         var byKey: [FlowKey: Int] = [:]
         byKey.reserveCapacity(dumped.count)
         var hidden = 0
+        let hide = lock.withLock { self.hide }
         for f in dumped {
             if hide.hides(f) {
                 hidden += 1

@@ -54,6 +54,7 @@ public final class Daemon {
             tooLargeBody: XMLRPCEncoder.fault(.requestTooLarge(limit: config.maxBodyBytes)),
             logger: logger)
         let port = try server.start()
+        if config.hideOwnConnections { mirror.hideOwnPort(UInt16(port)) }
         let scheme = config.tlsCertificate == nil ? "http" : "https"
         logger.notice("ctd \(ctdVersion) serving XML-RPC on \(scheme)://\(config.listen):\(port)/RPC2")
         // Machine-readable line for scripts and tests that start ctd on port 0.
