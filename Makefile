@@ -10,7 +10,7 @@ DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables i
 	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev \
 	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl wrk procps
 
-.PHONY: all deps build release run demo test unit e2e bench install clean fmt lint
+.PHONY: all deps build release run demo test unit integration e2e bench install clean fmt lint
 
 all: build
 
@@ -35,14 +35,19 @@ demo: build
 	CTD_BIN=$(BIN) scripts/demo.sh
 
 unit: build
-	$(SWIFT) test -c $(CONFIG)
+	$(SWIFT) test -c $(CONFIG) --skip KernelIntegration
+
+# Swift tests against the real kernel table, in a private network namespace.
+integration: build
+	$(SWIFT) build -c $(CONFIG) --build-tests
+	unshare -n -- env CTD_KERNEL_TESTS=1 $(SWIFT) test -c $(CONFIG) --skip-build --filter KernelIntegration
 
 # End-to-end and integration suites run inside a private network namespace (unshare -n): the real kernel table,
 # the built ctd with its dlopen'ed plugins, real XML-RPC clients. They fail, never skip, if that is impossible.
 e2e: build
 	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e
 
-test: unit e2e
+test: unit integration e2e
 
 bench: deps
 	$(MAKE) build CONFIG=release

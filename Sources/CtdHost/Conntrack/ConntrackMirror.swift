@@ -295,15 +295,26 @@ public final class ConntrackMirror: @unchecked Sendable {
         }
     }
 
-    /// Merges counters, timeouts and marks from a dump and computes byte rates over the interval since the last one.
-    func refreshCounters(from dumped: [Flow], interval: Double) {
+    /// Merges counters, timeouts and marks from a dump, computes byte rates over the interval since the last one,
+    /// and drops entries the kernel no longer has.
+    ///
+    /// Entries that existed before ctd subscribed to events have no event cache in the kernel
+    /// (`nf_conntrack_events = 2`, the default, adds it only while a listener exists), so their end produces no
+    /// DESTROY event: only a dump notices it. An entry missing from the dump is dropped only if nothing was heard of
+    /// it since the dump began (`dumpStartedAt`), so that events racing with the dump are not undone.
+    /// - Returns: the number of entries dropped.
+    @discardableResult
+    func reconcile(with dumped: [Flow], interval: Double, dumpStartedAt: Double) -> Int {
         let chunk = 16_384
         var start = 0
+        var seen = Set<FlowKey>(minimumCapacity: dumped.count)
         while start < dumped.count {
             let end = min(start + chunk, dumped.count)
             lock.withLock {
                 for f in dumped[start..<end] {
-                    guard let i = indexByKey[FlowKey(f)] else { continue }
+                    let key = FlowKey(f)
+                    seen.insert(key)
+                    guard let i = indexByKey[key] else { continue }
                     let old = flows[i]
                     var u = old
                     u.mark = f.mark
@@ -323,9 +334,17 @@ public final class ConntrackMirror: @unchecked Sendable {
             }
             start = end
         }
-        lock.withLock {
+        return lock.withLock {
+            var vanished: [FlowKey] = []
+            for f in flows where f.timeoutObservedAt < dumpStartedAt {
+                let key = FlowKey(f)
+                if !seen.contains(key) { vanished.append(key) }
+            }
+            for key in vanished { removeLocked(key) }
+            if !vanished.isEmpty { generation &+= 1 }
             stats.counterRefreshes += 1
             stats.lastCounterRefresh = Date().timeIntervalSince1970
+            return vanished.count
         }
     }
 

@@ -95,28 +95,38 @@ public final class ConntrackService: @unchecked Sendable {
         }
     }
 
-    /// Counters change with every packet but produce no events, so they are dumped, not followed; only while
-    /// someone viewed in the last 10 s, and never more often than `counterInterval`.
+    /// Counters change with every packet but produce no events, so they are dumped, not followed: every
+    /// `counterInterval` while someone viewed in the last 10 s. The same dump drops entries whose end produced no
+    /// event (see `ConntrackMirror.reconcile`); while nobody looks, that reconciliation runs on a backoff from 10 s
+    /// to 10 min, so an idle daemon costs next to nothing.
     private func counterLoop() {
+        var idleInterval = 10.0
         while !stopped.isSet {
             Thread.sleep(forTimeInterval: min(0.25, counterInterval / 4))
             let now = KernelConntrack.monotonicNow()
-            guard mirror.secondsSinceLastView < 10, now - lastCounterDumpAt >= counterInterval else { continue }
-            refreshCountersNow()
+            let viewing = mirror.secondsSinceLastView < 10
+            let due = now - lastCounterDumpAt >= (viewing ? counterInterval : idleInterval)
+            guard due else { continue }
+            let dropped = refreshCountersNow()
+            idleInterval = dropped > 0 ? 10 : min(600, idleInterval * 2)
         }
     }
 
-    func refreshCountersNow() {
+    @discardableResult
+    func refreshCountersNow() -> Int {
         let now = KernelConntrack.monotonicNow()
         var dumped: [Flow] = []
         dumped.reserveCapacity(mirror.statistics.entries + 1024)
         do {
             try KernelConntrack.dump { dumped.append($0) }
-            mirror.refreshCounters(from: dumped, interval: now - lastCounterDumpAt)
+            let dropped = mirror.reconcile(with: dumped, interval: now - lastCounterDumpAt, dumpStartedAt: now)
             lastCounterDumpAt = now
             mirror.setAccounting(ConntrackService.accountingEnabled())
+            if dropped > 0 { logger.debug("reconciliation dropped \(dropped) entries that ended without an event") }
+            return dropped
         } catch {
             logger.error("counter refresh failed: \(error)")
+            return 0
         }
     }
 }
