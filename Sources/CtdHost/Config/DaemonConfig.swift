@@ -12,7 +12,7 @@ public struct DaemonConfig: Sendable {
     public var maxBodyBytes = 4 * 1024 * 1024
     public var maxDepth = 32
     /// The largest `length` of a `view` page; a page of this size stays below xmlrpc-c's 512 KiB default limit.
-    public var maxPageLength = 250
+    public var maxPageLength = 150
     public var maxKillIDs = 65_536
     public var workerThreads = 0
     // [sessions]
@@ -91,7 +91,7 @@ public struct DaemonConfig: Sendable {
             tlsKey = try r.string("tls_key").flatMap { $0.isEmpty ? nil : $0 }
             maxBodyBytes = try r.int("max_body_bytes", 1024...(256 << 20)) ?? maxBodyBytes
             maxDepth = try r.int("max_depth", 4...256) ?? maxDepth
-            maxPageLength = try r.int("max_page_length", 1...1000) ?? maxPageLength
+            maxPageLength = try r.int("max_page_length", 1...150) ?? maxPageLength
             maxKillIDs = try r.int("max_kill_ids", 1...1_000_000) ?? maxKillIDs
             workerThreads = try r.int("worker_threads", 0...256) ?? workerThreads
             try r.finish()

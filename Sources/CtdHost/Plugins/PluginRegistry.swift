@@ -37,6 +37,7 @@ public final class PluginRegistry: @unchecked Sendable {
                 case .info: pluginLogger.info("\(message)")
                 case .warning: pluginLogger.warning("\(message)")
                 case .error: pluginLogger.error("\(message)")
+                @unknown default: pluginLogger.error("\(message)")
                 }
             }
             do {

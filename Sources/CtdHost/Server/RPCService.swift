@@ -28,11 +28,8 @@ public final class RPCService: @unchecked Sendable {
         let request: XMLRPCRequest
         do {
             request = try XMLRPCDecoder.decodeRequest(body, maxDepth: config.maxDepth)
-        } catch let fault as Fault {
-            return XMLRPCEncoder.fault(fault)
         } catch {
-            logger.error("request decoding failed: \(error)")
-            return XMLRPCEncoder.fault(.internalError)
+            return XMLRPCEncoder.fault(error)
         }
         switch call(request.methodName, request.params, client: client, nested: false) {
         case .success(let value): return XMLRPCEncoder.response(value)
