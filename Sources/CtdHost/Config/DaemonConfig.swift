@@ -86,7 +86,7 @@ public struct DaemonConfig: Sendable {
         if let s = try section(root, "server", source) {
             var r = StrictReader(values: s, section: "server", source: source)
             listen = try r.string("listen") ?? listen
-            port = try r.int("port", 1...65535) ?? port
+            port = try r.int("port", 0...65535) ?? port
             tlsCertificate = try r.string("tls_certificate").flatMap { $0.isEmpty ? nil : $0 }
             tlsKey = try r.string("tls_key").flatMap { $0.isEmpty ? nil : $0 }
             maxBodyBytes = try r.int("max_body_bytes", 1024...(256 << 20)) ?? maxBodyBytes

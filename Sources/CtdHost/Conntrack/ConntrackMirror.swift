@@ -77,6 +77,9 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     private let lock = NIOLock()
     private var flows: [Flow] = []
+    /// Parallel to `flows`: the reconciliation epoch in which the kernel last listed the entry.
+    private var lastSeen: [UInt32] = []
+    private var reconcileEpoch: UInt32 = 0
     private var indexByKey: [FlowKey: Int] = [:]
     /// id -> index; ids shared by several entries are in `ambiguousIDs` with their count instead.
     private var indexByID: [UInt32: Int] = [:]
@@ -187,6 +190,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         }
         let i = flows.count
         flows.append(flow)
+        lastSeen.append(0)
         indexByKey[key] = i
         addIDLocked(flow.id, index: i)
     }
@@ -205,11 +209,13 @@ public final class ConntrackMirror: @unchecked Sendable {
     private func removeLocked(_ key: FlowKey) {
         guard let i = indexByKey.removeValue(forKey: key) else { return }
         let id = flows[i].id
+        var survivorToFind = false
         if let n = ambiguousIDs[id] {
             if n > 2 {
                 ambiguousIDs[id] = n - 1
             } else {
                 ambiguousIDs[id] = nil
+                survivorToFind = true
             }
         } else {
             indexByID[id] = nil
@@ -218,11 +224,13 @@ public final class ConntrackMirror: @unchecked Sendable {
         if i != last {
             let moved = flows[last]
             flows[i] = moved
+            lastSeen[i] = lastSeen[last]
             indexByKey[FlowKey(moved)] = i
             if indexByID[moved.id] == last { indexByID[moved.id] = i }
         }
         flows.removeLast()
-        if ambiguousIDs[id] == nil, indexByID[id] == nil {
+        lastSeen.removeLast()
+        if survivorToFind {
             // The id just stopped being shared: find the survivor (rare, a linear scan is fine).
             if let j = flows.firstIndex(where: { $0.id == id }) { indexByID[id] = j }
         }
@@ -284,6 +292,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         }
         lock.withLock {
             flows = newFlows
+            lastSeen = [UInt32](repeating: 0, count: newFlows.count)
             indexByKey = byKey
             indexByID = [:]
             indexByID.reserveCapacity(newFlows.count)
@@ -295,56 +304,76 @@ public final class ConntrackMirror: @unchecked Sendable {
         }
     }
 
-    /// Merges counters, timeouts and marks from a dump, computes byte rates over the interval since the last one,
-    /// and drops entries the kernel no longer has.
+    /// Starts a reconciliation: merge every entry of a dump with `reconcile(chunk:)`, then `finishReconcile`.
     ///
-    /// Entries that existed before ctd subscribed to events have no event cache in the kernel
+    /// The dump refreshes counters, timeouts and marks (and byte rates over `interval`), and shows which entries the
+    /// kernel no longer has. Entries that existed before ctd subscribed to events have no event cache in the kernel
     /// (`nf_conntrack_events = 2`, the default, adds it only while a listener exists), so their end produces no
-    /// DESTROY event: only a dump notices it. An entry missing from the dump is dropped only if nothing was heard of
-    /// it since the dump began (`dumpStartedAt`), so that events racing with the dump are not undone.
+    /// DESTROY event: only a dump notices it. The dump is applied in chunks as it streams in, so neither a copy of
+    /// the table nor a set of its keys is ever built.
+    func beginReconcile() -> UInt32 {
+        lock.withLock {
+            reconcileEpoch &+= 1
+            if reconcileEpoch == 0 { reconcileEpoch = 1 }
+            return reconcileEpoch
+        }
+    }
+
+    func reconcile(chunk: ArraySlice<Flow>, epoch: UInt32, interval: Double) {
+        lock.withLock {
+            var changed = false
+            for f in chunk {
+                guard let i = indexByKey[FlowKey(f)] else { continue }
+                lastSeen[i] = epoch
+                let old = flows[i]
+                var u = old
+                u.mark = f.mark
+                u.status = f.status
+                u.timeout = f.timeout
+                u.timeoutObservedAt = f.timeoutObservedAt
+                if f.tcpState != Flow.noState { u.tcpState = f.tcpState }
+                u.origBytes = f.origBytes
+                u.origPackets = f.origPackets
+                u.replyBytes = f.replyBytes
+                u.replyPackets = f.replyPackets
+                let delta = f.totalBytes >= old.totalBytes ? f.totalBytes - old.totalBytes : 0
+                u.byteRate = interval > 0 ? Double(delta) / interval : 0
+                // The remaining timeout alone moves every second; it is computed at read time, not stored.
+                let drift = Int64(old.remainingTimeout(at: f.timeoutObservedAt)) - Int64(f.timeout)
+                if u.mark != old.mark || u.status != old.status || u.tcpState != old.tcpState
+                    || u.totalPackets != old.totalPackets || u.byteRate != old.byteRate || abs(drift) > 1
+                {
+                    flows[i] = u
+                    changed = true
+                }
+            }
+            if changed { generation &+= 1 }
+        }
+    }
+
+    /// Drops entries the dump of `epoch` did not list, unless something was heard of them since the dump began
+    /// (`dumpStartedAt`), so that events racing with the dump are not undone.
     /// - Returns: the number of entries dropped.
     @discardableResult
-    func reconcile(with dumped: [Flow], interval: Double, dumpStartedAt: Double) -> Int {
-        let chunk = 16_384
-        var start = 0
-        var seen = Set<FlowKey>(minimumCapacity: dumped.count)
-        while start < dumped.count {
-            let end = min(start + chunk, dumped.count)
-            lock.withLock {
-                for f in dumped[start..<end] {
-                    let key = FlowKey(f)
-                    seen.insert(key)
-                    guard let i = indexByKey[key] else { continue }
-                    let old = flows[i]
-                    var u = old
-                    u.mark = f.mark
-                    u.status = f.status
-                    u.timeout = f.timeout
-                    u.timeoutObservedAt = f.timeoutObservedAt
-                    if f.tcpState != Flow.noState { u.tcpState = f.tcpState }
-                    u.origBytes = f.origBytes
-                    u.origPackets = f.origPackets
-                    u.replyBytes = f.replyBytes
-                    u.replyPackets = f.replyPackets
-                    let delta = f.totalBytes >= old.totalBytes ? f.totalBytes - old.totalBytes : 0
-                    u.byteRate = interval > 0 ? Double(delta) / interval : 0
-                    if u != old { flows[i] = u }
-                }
-                generation &+= 1
-            }
-            start = end
-        }
-        return lock.withLock {
+    func finishReconcile(epoch: UInt32, dumpStartedAt: Double) -> Int {
+        lock.withLock {
             var vanished: [FlowKey] = []
-            for f in flows where f.timeoutObservedAt < dumpStartedAt {
-                let key = FlowKey(f)
-                if !seen.contains(key) { vanished.append(key) }
+            for i in flows.indices where lastSeen[i] != epoch && flows[i].timeoutObservedAt < dumpStartedAt {
+                vanished.append(FlowKey(flows[i]))
             }
             for key in vanished { removeLocked(key) }
             if !vanished.isEmpty { generation &+= 1 }
             stats.counterRefreshes += 1
             stats.lastCounterRefresh = Date().timeIntervalSince1970
             return vanished.count
+        }
+    }
+
+    /// Lets go of the published snapshot when nobody has looked for a while, so that the next change to the table
+    /// does not copy it (the copy-on-write would otherwise keep two tables in memory).
+    func releaseIdleSnapshot(after seconds: Double) {
+        lock.withLock {
+            if KernelConntrack.monotonicNow() - lastViewAt > seconds { published = nil }
         }
     }
 

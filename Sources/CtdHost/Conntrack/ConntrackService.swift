@@ -103,6 +103,7 @@ public final class ConntrackService: @unchecked Sendable {
         var idleInterval = 10.0
         while !stopped.isSet {
             Thread.sleep(forTimeInterval: min(0.25, counterInterval / 4))
+            mirror.releaseIdleSnapshot(after: 10)
             let now = KernelConntrack.monotonicNow()
             let viewing = mirror.secondsSinceLastView < 10
             let due = now - lastCounterDumpAt >= (viewing ? counterInterval : idleInterval)
@@ -115,11 +116,20 @@ public final class ConntrackService: @unchecked Sendable {
     @discardableResult
     func refreshCountersNow() -> Int {
         let now = KernelConntrack.monotonicNow()
-        var dumped: [Flow] = []
-        dumped.reserveCapacity(mirror.statistics.entries + 1024)
+        let interval = now - lastCounterDumpAt
+        let epoch = mirror.beginReconcile()
+        var chunk: [Flow] = []
+        chunk.reserveCapacity(4096)
         do {
-            try KernelConntrack.dump { dumped.append($0) }
-            let dropped = mirror.reconcile(with: dumped, interval: now - lastCounterDumpAt, dumpStartedAt: now)
+            try KernelConntrack.dump { flow in
+                chunk.append(flow)
+                if chunk.count == 4096 {
+                    mirror.reconcile(chunk: chunk[...], epoch: epoch, interval: interval)
+                    chunk.removeAll(keepingCapacity: true)
+                }
+            }
+            mirror.reconcile(chunk: chunk[...], epoch: epoch, interval: interval)
+            let dropped = mirror.finishReconcile(epoch: epoch, dumpStartedAt: now)
             lastCounterDumpAt = now
             mirror.setAccounting(ConntrackService.accountingEnabled())
             if dropped > 0 { logger.debug("reconciliation dropped \(dropped) entries that ended without an event") }

@@ -10,6 +10,7 @@ public final class RPCService: @unchecked Sendable {
     let plugins: PluginRegistry
     let logger: Logger
     let resolvedFields: ResolvedFieldCache
+    let queryCache = QueryCache()
     let startedAt = Date().timeIntervalSince1970
 
     public init(
@@ -157,7 +158,10 @@ public final class RPCService: @unchecked Sendable {
         }
         let now = KernelConntrack.monotonicNow()
         let resolve = resolvedFields.resolver()
-        let result = query.run(on: snap.flows, now: now, resolve: plugins.resolvers.isEmpty ? nil : resolve)
+        // Orders and filters on `timeout` depend on the clock, not only on the table: never cached.
+        let clockDependent = query.mentionsTimeout
+        let compute = { query.run(on: snap.flows, now: now, resolve: self.plugins.resolvers.isEmpty ? nil : resolve) }
+        let result = clockDependent ? compute() : queryCache.result(generation: snap.generation, query: query, compute: compute)
         var page: [XMLRPCValue] = []
         page.reserveCapacity(result.page.count)
         for i in result.page {
