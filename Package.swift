@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "ctd-fill", targets: ["ctd-fill"]),
         // Each plugin is its own shared object, dlopen'ed by the host from the plugin directory.
         .library(name: "AuthSHA", type: .dynamic, targets: ["AuthSHA"]),
+        .library(name: "UIDResolver", type: .dynamic, targets: ["UIDResolver"]),
     ],
     dependencies: [
         // The API must be its own package so that host and plugins share one libCtdPluginAPI.so (FACTS.md).
@@ -62,6 +63,16 @@ let package = Package(
             name: "AuthSHA",
             dependencies: ["PasswordFile", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
             path: "Plugins/AuthSHA/Sources"
+        ),
+        .target(
+            name: "UIDResolver",
+            dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            path: "Plugins/UIDResolver/Sources"
+        ),
+        .testTarget(
+            name: "UIDResolverTests",
+            dependencies: ["UIDResolver", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            path: "Tests/UIDResolverTests"
         ),
         .testTarget(
             name: "CtdHostTests",

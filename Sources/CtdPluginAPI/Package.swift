@@ -13,7 +13,9 @@ let package = Package(
         .target(
             name: "CtdPluginAPI",
             path: "API",
-            swiftSettings: [.unsafeFlags(["-enable-library-evolution"])]
+            swiftSettings: [.unsafeFlags(["-enable-library-evolution"])],
+            // A fixed soname: host and plugins then share the one library the host loaded.
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-soname=libCtdPluginAPI.so"])]
         )
     ],
     swiftLanguageModes: [.v5]

@@ -24,6 +24,10 @@ public struct PluginLoader {
 
     public init(directories: [String]) { self.directories = directories }
 
+    static func article(_ word: String) -> String {
+        ("aeiou".contains(word.first ?? "x") ? "an " : "a ") + word
+    }
+
     /// `lib<Name>.so` in the first directory that has it.
     public func path(for name: String) -> String? {
         for dir in directories {
@@ -39,7 +43,7 @@ public struct PluginLoader {
         guard plugin.metadata.roles.contains(role) else {
             throw PluginLoadError(
                 plugin: name,
-                reason: "is a \(plugin.metadata.roles.map(\.rawValue).joined(separator: "/")) plugin, not a \(role.rawValue)")
+                reason: "is \(PluginLoader.article(plugin.metadata.roles.map(\.rawValue).joined(separator: "/"))) plugin, not \(PluginLoader.article(role.rawValue))")
         }
         return plugin
     }
