@@ -221,6 +221,22 @@ int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void 
     return 0;
 }
 
+long ctd_events_drain(struct ctd_events *ev) {
+    char buf[65536];
+    long dropped = 0;
+    for (;;) {
+        ssize_t n = recv(nfct_fd(ev->h), buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0) {
+            dropped++;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == ENOBUFS) continue;
+        break;
+    }
+    return dropped;
+}
+
 void ctd_events_close(struct ctd_events *ev) {
     if (!ev) return;
     nfct_close(ev->h);

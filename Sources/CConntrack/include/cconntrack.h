@@ -50,6 +50,10 @@ struct ctd_events *ctd_events_open(unsigned int rcvbuf, int *err);
 /// were lost (the caller must resync with a dump), or another -errno.
 int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void *ctx);
 
+/// Reads and discards everything queued on the event socket. After ENOBUFS the kernel keeps dropping events for
+/// a socket until its queue has been read empty, so drain before resyncing with a dump. Returns messages dropped.
+long ctd_events_drain(struct ctd_events *ev);
+
 /// The granted receive buffer size in bytes.
 unsigned int ctd_events_rcvbuf(struct ctd_events *ev);
 

@@ -137,6 +137,17 @@ public final class ConntrackMirror: @unchecked Sendable {
         }
     }
 
+    /// Looks up many ids under one lock (a bulk kill).
+    public func lookup(ids: [UInt32]) -> [Lookup] {
+        lock.withLock {
+            ids.map { id in
+                if ambiguousIDs[id] != nil { return .ambiguous }
+                guard let i = indexByID[id] else { return .missing }
+                return .found(flows[i])
+            }
+        }
+    }
+
     public var statistics: Statistics {
         lock.withLock {
             var s = stats
@@ -184,10 +195,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             flows[i] = merged
             return
         }
-        if hide.hides(flow) {
-            hiddenCount += 1
-            return
-        }
+        if hide.hides(flow) { return }
         let i = flows.count
         flows.append(flow)
         lastSeen.append(0)
@@ -258,6 +266,8 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock {
             for f in removed { removeLocked(FlowKey(f)) }
             generation &+= 1
+            // The client that killed must see the result in its next view: no stale snapshot.
+            published = nil
         }
     }
 
@@ -266,6 +276,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock {
             upsertLocked(flow, present: .all)
             generation &+= 1
+            published = nil
         }
     }
 
@@ -323,7 +334,16 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock {
             var changed = false
             for f in chunk {
-                guard let i = indexByKey[FlowKey(f)] else { continue }
+                guard let i = indexByKey[FlowKey(f)] else {
+                    // Listed by the kernel but unknown here: its NEW event was lost. (A hidden entry stays out.)
+                    let before = flows.count
+                    upsertLocked(f, present: .all)
+                    if flows.count > before {
+                        lastSeen[before] = epoch
+                        changed = true
+                    }
+                    continue
+                }
                 lastSeen[i] = epoch
                 let old = flows[i]
                 var u = old

@@ -82,6 +82,9 @@ public final class ConntrackService: @unchecked Sendable {
                 mirror.apply(events: batch)
                 batch.removeAll(keepingCapacity: true)
                 if !complete {
+                    // The kernel drops every event for this socket until its queue is read empty: drain first, so
+                    // that the changes made during the dump reach us, then take the dump.
+                    events.drain()
                     logger.warning("conntrack events were lost (ENOBUFS); resynchronising with a dump")
                     try load(isResync: true)
                 }

@@ -150,6 +150,10 @@ final class ConntrackEvents {
 
     var grantedReceiveBuffer: Int { Int(ctd_events_rcvbuf(handle)) }
 
+    /// Discards whatever is queued (after ENOBUFS, before the resync dump).
+    @discardableResult
+    func drain() -> Int { Int(ctd_events_drain(handle)) }
+
     /// Waits up to `timeoutMs` for events and hands each to `body`. Returns false when events were lost.
     func poll(timeoutMs: Int32, _ body: (Int32, UInt8, Flow) -> Void) throws -> Bool {
         try withoutActuallyEscaping(body) { body in

@@ -260,57 +260,61 @@ public final class RPCService: @unchecked Sendable {
             ids.append(id)
         }
         var seen = Set<UInt32>()
+        let unique = ids.filter { seen.insert($0).inserted }
         var targets: [Flow] = []
         var notFound: [UInt32] = []
         var ambiguous: [UInt32] = []
-        for id in ids where seen.insert(id).inserted {
-            switch mirror.lookup(id: id) {
+        for (id, found) in zip(unique, mirror.lookup(ids: unique)) {
+            switch found {
             case .found(let f): targets.append(f)
             case .missing: notFound.append(id)
             case .ambiguous: ambiguous.append(id)
             }
         }
-        let now = KernelConntrack.monotonicNow()
-        var approved: [Flow] = []
-        var tokens: [[HookToken]] = []
         var failed: [(UInt32, String)] = []
-        for f in targets {
-            let event = ActionEvent(
-                kind: .kill, procedure: "kill", user: s.identity.user, roles: Array(s.identity.roles),
-                clientAddress: client, connection: f.connectionInfo(now: now))
-            do {
-                tokens.append(try runHooksBefore(event))
-                approved.append(f)
-            } catch let fault as Fault {
-                if targets.count == 1 { throw fault }
-                failed.append((f.id, fault.message))
+        var batch = HookBatch(events: [], tokens: [], approved: Array(repeating: true, count: targets.count))
+        if !plugins.hooks.isEmpty {
+            let now = KernelConntrack.monotonicNow()
+            let events = targets.map {
+                ActionEvent(
+                    kind: .kill, procedure: "kill", user: s.identity.user, roles: Array(s.identity.roles),
+                    clientAddress: client, connection: $0.connectionInfo(now: now))
             }
+            batch = try runHooksBefore(batch: events)
+            if targets.count == 1, let reason = batch.vetoes[0] { throw Fault.vetoed(reason) }
+            for (i, reason) in batch.vetoes.enumerated() where reason != nil { failed.append((targets[i].id, reason!)) }
         }
-        let outcomes: [KernelConntrack.Outcome]
+        let approvedIndices = targets.indices.filter { batch.approved[$0] }
+        let approved = approvedIndices.map { targets[$0] }
+        var outcomes = [ActionOutcome](repeating: .failed(reason: "vetoed"), count: targets.count)
+        let kernelOutcomes: [KernelConntrack.Outcome]
         do {
-            outcomes = try KernelConntrack.destroy(approved)
+            kernelOutcomes = try KernelConntrack.destroy(approved)
         } catch {
-            for t in tokens { runHooksAfter(t, outcome: .failed(reason: "\(error)")) }
+            for i in approvedIndices { outcomes[i] = .failed(reason: "\(error)") }
+            runHooksAfter(batch: batch, outcomes: outcomes)
             logger.error("kill: \(error)")
             throw Fault.kernelRefused("the conntrack netlink socket failed; nothing was killed")
         }
         var killed: [Flow] = []
         var gone: [Flow] = []
-        for (i, outcome) in outcomes.enumerated() {
-            let f = approved[i]
+        for (k, outcome) in kernelOutcomes.enumerated() {
+            let i = approvedIndices[k]
+            let f = targets[i]
             switch outcome {
             case .done:
                 killed.append(f)
-                runHooksAfter(tokens[i], outcome: .succeeded)
+                outcomes[i] = .succeeded
             case .gone:
                 gone.append(f)
                 notFound.append(f.id)
-                runHooksAfter(tokens[i], outcome: .failed(reason: "no such connection"))
+                outcomes[i] = .failed(reason: "no such connection")
             case .failed(let why):
                 failed.append((f.id, why))
-                runHooksAfter(tokens[i], outcome: .failed(reason: why))
+                outcomes[i] = .failed(reason: why)
             }
         }
+        runHooksAfter(batch: batch, outcomes: outcomes)
         mirror.remove(killed + gone)
         logger.info("kill by \(s.identity.user) from \(client): \(killed.count) killed, \(notFound.count) not found")
         if killed.isEmpty && failed.isEmpty {
@@ -511,6 +515,59 @@ public final class RPCService: @unchecked Sendable {
             }
         }
         return tokens
+    }
+
+    /// The hooks' answers for a batch: `tokens[h]` are hook h's tokens (hooks that were asked, in order).
+    struct HookBatch {
+        var events: [ActionEvent]
+        var tokens: [[Int64]]
+        var approved: [Bool]
+        var vetoes: [String?] = []
+    }
+
+    /// `before(batch:)` on every hook: a veto stops that action only; a failure of a hook whose failure stops
+    /// actions stops the whole batch with a fault (nothing unaudited).
+    func runHooksBefore(batch events: [ActionEvent]) throws -> HookBatch {
+        var result = HookBatch(
+            events: events, tokens: [], approved: Array(repeating: true, count: events.count),
+            vetoes: Array(repeating: nil, count: events.count))
+        for (info, hook) in plugins.hooks {
+            do {
+                let answers = try hook.before(batch: events)
+                guard answers.count == events.count else {
+                    throw PluginError("answered \(answers.count) decisions for \(events.count) actions")
+                }
+                result.tokens.append(answers.map(\.token))
+                for (i, a) in answers.enumerated() {
+                    if case .veto(let reason) = a.decision, result.approved[i] {
+                        result.approved[i] = false
+                        result.vetoes[i] = "\(reason) (\(info.name))"
+                    }
+                }
+                plugins.reportProblem(info.name, nil)
+            } catch {
+                plugins.reportProblem(info.name, "\(error)")
+                if hook.failureStopsAction {
+                    runHooksAfter(
+                        batch: result,
+                        outcomes: Array(repeating: .failed(reason: "\(info.name) failed"), count: events.count))
+                    throw Fault.vetoed("\(info.name) could not record the action, so it was not done")
+                }
+                result.tokens.append([])
+            }
+        }
+        return result
+    }
+
+    func runHooksAfter(batch: HookBatch, outcomes: [ActionOutcome]) {
+        for (h, tokens) in batch.tokens.enumerated() where !tokens.isEmpty {
+            let (info, hook) = plugins.hooks[h]
+            do {
+                try hook.after(batch: (0..<batch.events.count).map { (batch.events[$0], tokens[$0], outcomes[$0]) })
+            } catch {
+                plugins.reportProblem(info.name, "\(error)")
+            }
+        }
     }
 
     func runHooksAfter(_ tokens: [HookToken], outcome: ActionOutcome) {

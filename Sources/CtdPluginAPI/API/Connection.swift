@@ -193,4 +193,31 @@ public protocol ActionHook: CtdPlugin {
     ///   - outcome: what happened.
     /// - Throws: ``PluginError``; logged and reported as health.
     func after(_ event: ActionEvent, token: Int64, outcome: ActionOutcome) throws
+
+    /// Called before the actions of one call that acts on many connections (a `kill` of many ids), in place of
+    /// one ``before(_:)`` per event. Has a default implementation; see the extension.
+    func before(batch events: [ActionEvent]) throws -> [(decision: HookDecision, token: Int64)]
+
+    /// Called after a batch with each action's outcome. Has a default implementation; see the extension.
+    func after(batch results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)]) throws
+}
+
+extension ActionHook {
+    /// Called before the actions of one call that acts on many connections (a `kill` of many ids), in place of
+    /// one ``before(_:)`` per event. Override it to make the whole batch durable at once (one transaction); the
+    /// default calls ``before(_:)`` for each event in order.
+    /// - Parameter events: the actions about to happen.
+    /// - Returns: one decision and token per event, in order.
+    /// - Throws: ``PluginError``; see ``failureStopsAction``: then none of the batch happens.
+    public func before(batch events: [ActionEvent]) throws -> [(decision: HookDecision, token: Int64)] {
+        try events.map { try before($0) }
+    }
+
+    /// Called after a batch with each action's outcome, in place of one ``after(_:token:outcome:)`` per event.
+    /// The default calls ``after(_:token:outcome:)`` for each.
+    /// - Parameter results: each event with its token and outcome.
+    /// - Throws: ``PluginError``; logged and reported as health.
+    public func after(batch results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)]) throws {
+        for r in results { try after(r.event, token: r.token, outcome: r.outcome) }
+    }
 }
