@@ -1,6 +1,11 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// `swift test` links every test target into one executable, so test targets that link two plugins see two
+// definitions of the entry symbol `ctd_plugin_create`; tests never call it. The shipped plugins are separate .so
+// files and are not affected.
+let pluginTestLinking: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "--allow-multiple-definition"])]
+
 let package = Package(
     name: "ctd",
     products: [
@@ -9,6 +14,8 @@ let package = Package(
         // Each plugin is its own shared object, dlopen'ed by the host from the plugin directory.
         .library(name: "AuthSHA", type: .dynamic, targets: ["AuthSHA"]),
         .library(name: "UIDResolver", type: .dynamic, targets: ["UIDResolver"]),
+        .library(name: "AuditSQLite", type: .dynamic, targets: ["AuditSQLite"]),
+        .library(name: "AuthPAM", type: .dynamic, targets: ["AuthPAM"]),
     ],
     dependencies: [
         // The API must be its own package so that host and plugins share one libCtdPluginAPI.so (FACTS.md).
@@ -31,11 +38,16 @@ let package = Package(
             linkerSettings: [.linkedLibrary("crypt"), .linkedLibrary("crypto")]
         ),
         .target(name: "PasswordFile", dependencies: ["CCrypt"], path: "Sources/PasswordFile"),
+        .systemLibrary(
+            name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // The audit log: shared by the AuditSQLite plugin (writing) and `ctd audit` (reading, verifying).
+        .target(name: "AuditLog", dependencies: ["CSQLite", "CCrypt"], path: "Sources/AuditLog"),
         .target(
             name: "CtdHost",
             dependencies: [
                 "CConntrack",
                 "PasswordFile",
+                "AuditLog",
                 .product(name: "CtdPluginAPI", package: "CtdPluginAPI"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -64,15 +76,40 @@ let package = Package(
             dependencies: ["PasswordFile", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
             path: "Plugins/AuthSHA/Sources"
         ),
+        .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
+        .target(
+            name: "AuthPAM",
+            dependencies: ["CPAM", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            path: "Plugins/AuthPAM/Sources"
+        ),
+        .testTarget(
+            name: "AuthPAMTests",
+            // dlopens the built libAuthPAM.so as the host does.
+            dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            path: "Tests/AuthPAMTests"
+        ),
+        .target(
+            name: "AuditSQLite",
+            dependencies: ["AuditLog", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            path: "Plugins/AuditSQLite/Sources"
+        ),
         .target(
             name: "UIDResolver",
             dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
             path: "Plugins/UIDResolver/Sources"
         ),
+        .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"], path: "Tests/AuditLogTests"),
+        .testTarget(
+            name: "AuditSQLiteTests",
+            dependencies: ["AuditSQLite", "AuditLog", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            path: "Plugins/AuditSQLite/Tests/AuditSQLiteTests",
+            linkerSettings: pluginTestLinking
+        ),
         .testTarget(
             name: "UIDResolverTests",
             dependencies: ["UIDResolver", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Tests/UIDResolverTests"
+            path: "Tests/UIDResolverTests",
+            linkerSettings: pluginTestLinking
         ),
         .testTarget(
             name: "CtdHostTests",

@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import time
+import tomllib
 import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ if not BIN_DIR.is_absolute():
     BIN_DIR = REPO / BIN_DIR
 CTD = BIN_DIR / "ctd"
 CTD_FILL = BIN_DIR / "ctd-fill"
+
+# The documented default of view's largest page (ctd.sample.toml shows every option with its default).
+MAX_PAGE = tomllib.loads((REPO / "ctd.sample.toml").read_text())["server"]["max_page_length"]
 
 LISTEN_RE = re.compile(r"^ctd: listening on (\S+) port (\d+)\s*$", re.M)
 
@@ -175,13 +179,14 @@ def signed32(n: int) -> int:
     return n - (1 << 32) if n >= 1 << 31 else n
 
 
-def wait_for(predicate, timeout=5.0, interval=0.05, what="condition"):
-    """Polls predicate() until it returns a truthy value; returns it, or fails after timeout seconds."""
+def wait_for(predicate, timeout=5.0, interval=0.05, what="condition", done=bool):
+    """Polls predicate() until done(its value) (default: the value is truthy); returns the value, or fails after
+    timeout seconds."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
         last = predicate()
-        if last:
+        if done(last):
             return last
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
@@ -224,7 +229,7 @@ def assert_fault(code: int, fn, *args, contains: str | None = None) -> xmlrpc.cl
     return f
 
 
-def view_all(rpc, sid, filters=None, order_by="", order_dir="ASC", page=250) -> list[dict]:
+def view_all(rpc, sid, filters=None, order_by="", order_dir="ASC", page=MAX_PAGE) -> list[dict]:
     """Pages through view; checks that `total` stays the same on every page."""
     filters = {} if filters is None else filters
     out: list[dict] = []

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ctdtest import (TCPPair, assert_fault, conntrack_list, ct_fill, ct_insert, ids_of, signed32, view_all,
+from ctdtest import (MAX_PAGE, TCPPair, assert_fault, conntrack_list, ct_fill, ct_insert, ids_of, signed32, view_all,
                      wait_for, without_ctd_clients)
 
 
@@ -57,7 +57,7 @@ def six_entries():
 def test_view_ofInsertedEntries_matchesConntrackListExactly(ctd, six_entries):
     c = ctd()
     rpc, sid = c.login()
-    v = rpc.view(sid, {}, "", "ASC", 0, 250)
+    v = rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)
     kernel = without_ctd_clients(conntrack_list(), c)
     assert v["total"] == len(kernel) == 6
     assert v["length"] == 6 and v["start"] == 0
@@ -83,12 +83,12 @@ def test_view_ofInsertedEntries_matchesConntrackListExactly(ctd, six_entries):
 def test_view_ofEntriesInsertedWhileRunning_matchesConntrackList(ctd):
     c = ctd()
     rpc, sid = c.login()
-    assert rpc.view(sid, {}, "", "ASC", 0, 250)["total"] == 0
+    assert rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)["total"] == 0
     u = ct_insert("udp", "10.9.0.1", "10.9.0.2", 1111, 2222, mark=3000000000, timeout=300)
     t = ct_insert("tcp", "fd00::9", "fd00::a", 33, 44, state="ESTABLISHED", timeout=400)
 
     def both():
-        v = rpc.view(sid, {}, "", "ASC", 0, 250)
+        v = rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)
         return _by_id(v["connections"]) if v["total"] == 2 else None
 
     got = wait_for(both, timeout=2, what="2 entries")
@@ -104,7 +104,7 @@ def test_view_filters_selectTheMatchingEntries(ctd, six_entries):
     ids = {name: e["id"] for name, e in six_entries.items()}
 
     def check(filters, names):
-        v = rpc.view(sid, filters, "", "ASC", 0, 250)
+        v = rpc.view(sid, filters, "", "ASC", 0, MAX_PAGE)
         want = {ids[n] for n in names}
         assert ids_of(v["connections"]) == want, f"filters {filters!r}"
         assert v["total"] == len(want), f"total for {filters!r}"
@@ -183,8 +183,8 @@ def test_view_unknownFilterOrderOrDirection_faultNamesTheKey(ctd, six_entries):
 def test_view_emptyFilters_acceptedAsStructAndAsArray(ctd, six_entries):
     c = ctd()
     rpc, sid = c.login()
-    as_struct = rpc.view(sid, {}, "", "ASC", 0, 250)
-    as_array = rpc.view(sid, [], "", "ASC", 0, 250)  # what PHP sends for an empty array
+    as_struct = rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)
+    as_array = rpc.view(sid, [], "", "ASC", 0, MAX_PAGE)  # what PHP sends for an empty array
     assert as_struct["total"] == as_array["total"] == 6
     assert [x["id"] for x in as_struct["connections"]] == [x["id"] for x in as_array["connections"]]
     only_session = rpc.view(sid)
@@ -200,23 +200,23 @@ def test_view_orderByOrigPortSrc_pagesMatchSortedConntrackList(ctd):
     c = ctd()
     rpc, sid = c.login()
     pages = []
-    for start in range(0, 2000, 250):
-        v = rpc.view(sid, {}, "orig_port_src", "ASC", start, 250)
-        assert v["total"] == 2000 and v["start"] == start and v["length"] == 250
+    for start in range(0, 2000, MAX_PAGE):
+        v = rpc.view(sid, {}, "orig_port_src", "ASC", start, MAX_PAGE)
+        assert v["total"] == 2000 and v["start"] == start and v["length"] == min(MAX_PAGE, 2000 - start)
         pages += [int(x["id"]) for x in v["connections"]]
     assert pages == asc
-    desc_page = rpc.view(sid, {}, "orig_port_src", "DESC", 1000, 250)
-    assert [int(x["id"]) for x in desc_page["connections"]] == asc[::-1][1000:1250]
+    desc_page = rpc.view(sid, {}, "orig_port_src", "DESC", 1000, 100)
+    assert [int(x["id"]) for x in desc_page["connections"]] == asc[::-1][1000:1100]
     ports = [x["orig_port_src"] for x in desc_page["connections"]]
-    assert ports == list(range(20999, 20749, -1))
+    assert ports == list(range(20999, 20899, -1))
     # A page that runs past the end is short; a start past the end is empty.
-    tail = rpc.view(sid, {}, "orig_port_src", "asc", 1900, 250)
-    assert [int(x["id"]) for x in tail["connections"]] == asc[1900:] and tail["length"] == 100
-    empty = rpc.view(sid, {}, "orig_port_src", "ASC", 5000, 250)
+    tail = rpc.view(sid, {}, "orig_port_src", "asc", 1950, 100)
+    assert [int(x["id"]) for x in tail["connections"]] == asc[1950:] and tail["length"] == 50
+    empty = rpc.view(sid, {}, "orig_port_src", "ASC", 5000, 100)
     assert empty["total"] == 2000 and empty["connections"] == []
     # Paging with a filter: total is the filtered count, pages are the filtered sorted list.
     odd = [k["id"] for k in sorted(kernel, key=lambda k: k["sport"]) if k["mark"] == 3]
-    v = rpc.view(sid, {"mark": 3}, "orig_port_src", "ASC", 0, 250)
+    v = rpc.view(sid, {"mark": 3}, "orig_port_src", "ASC", 0, MAX_PAGE)
     assert v["total"] == len(odd) == 125
     assert [int(x["id"]) for x in v["connections"]] == odd
     v = rpc.view(sid, {"mark": 3, "orig_src": "10.30.0.1"}, "orig_port_src", "DESC", 100, 10)
@@ -227,8 +227,9 @@ def test_view_lengthOverMaximumOrNegativeStart_faultInvalidParams(ctd):
     ct_insert("udp", "10.4.0.1", "10.4.0.2", 1, 2)
     c = ctd()
     rpc, sid = c.login()
-    assert rpc.view(sid, {}, "", "ASC", 0, 250)["total"] == 1
-    assert_fault(-32602, rpc.view, sid, {}, "", "ASC", 0, 251, contains="250")
+    assert rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)["total"] == 1
+    assert rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)["length"] == 1
+    assert_fault(-32602, rpc.view, sid, {}, "", "ASC", 0, MAX_PAGE + 1, contains=str(MAX_PAGE))
     assert_fault(-32602, rpc.view, sid, {}, "", "ASC", -1, 10, contains="start")
     assert_fault(-32602, rpc.view, sid, {}, "", "ASC", 0, -1, contains="length")
     zero = rpc.view(sid, {}, "", "ASC", 0, 0)
@@ -248,7 +249,8 @@ def test_view_ofLoopbackTCP_showsEstablishedWithCounters(ctd):
                 return conn
             return None
 
-        conn = wait_for(established, timeout=5, interval=0.2, what="ESTABLISHED with counters")
+        # Counters are refreshed every 2 s (counter_interval) while someone views.
+        conn = wait_for(established, timeout=3.5, interval=0.2, what="ESTABLISHED with counters")
         kernel = [k for k in conntrack_list("-p", "tcp") if k["dport"] == pair.server_port]
         assert len(kernel) == 1
         k = kernel[0]

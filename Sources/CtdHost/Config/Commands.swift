@@ -9,7 +9,7 @@ public struct CtdCommand: ParsableCommand {
         commandName: "ctd",
         abstract: "ConnTrack Daemon: the kernel's connection-tracking table over XML-RPC.",
         version: ctdVersion,
-        subcommands: [ServeCommand.self, PasswdCommand.self, PluginsCommand.self],
+        subcommands: [ServeCommand.self, PasswdCommand.self, PluginsCommand.self, AuditCommand.self],
         defaultSubcommand: ServeCommand.self)
 
     public init() {}

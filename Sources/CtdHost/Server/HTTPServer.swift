@@ -37,7 +37,7 @@ public final class HTTPServer: @unchecked Sendable {
         self.logger = logger
         let threads = max(1, System.coreCount)
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        pool = NIOThreadPool(numberOfThreads: options.workerThreads > 0 ? options.workerThreads : max(2, threads))
+        pool = NIOThreadPool(numberOfThreads: options.workerThreads > 0 ? options.workerThreads : max(16, 4 * threads))
     }
 
     /// Binds and starts serving; returns the bound port (useful with port 0).

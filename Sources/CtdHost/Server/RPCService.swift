@@ -67,6 +67,7 @@ public final class RPCService: @unchecked Sendable {
         case "refresh": return try refresh(p, client: client)
         case "set_autorefresh": return try setAutorefresh(p, client: client)
         case "status": return try status(p, client: client)
+        case "audit_list": return try auditList(p, client: client)
         default: throw Fault.methodNotFound(method)
         }
     }

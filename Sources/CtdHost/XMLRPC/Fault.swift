@@ -45,5 +45,6 @@ public struct Fault: Error, Equatable, Sendable, CustomStringConvertible {
         Fault(code: 6, message: "The kernel refused the operation: \(why)")
     }
     public static func vetoed(_ why: String) -> Fault { Fault(code: 7, message: "Action refused: \(why)") }
+    public static func notAvailable(_ why: String) -> Fault { Fault(code: 9, message: "Not available: \(why)") }
     public static func tooManyItems(_ why: String) -> Fault { Fault(code: 8, message: "Too many items: \(why)") }
 }

@@ -1,0 +1,177 @@
+import AuditLog
+import CtdPluginAPI
+import Synchronization
+
+/// Records every login, kill, change and denied call in a hash-chained SQLite audit trail (see README.md next to
+/// this directory).
+///
+/// Configuration (`[plugin.AuditSQLite]`, strict: any other key is an error):
+/// - `database` (string, required): absolute path of the SQLite file (created with mode 0600).
+/// - `sync` (string, default `"full"`): `"full"` or `"extra"`, SQLite's `synchronous` setting.
+/// - `busy_timeout` (number of seconds, default 5): how long an append waits for another writer.
+///
+/// Policy: ``failureStopsAction`` is `true`. The action row is durable before ``before(_:)`` returns; if it cannot
+/// be written the host refuses the action (fault 7), so nothing reaches the kernel unaudited.
+public final class AuditSQLitePlugin: ActionHook {
+    public let metadata = PluginMetadata(
+        id: "hook.audit_sqlite",
+        name: "AuditSQLite",
+        version: "1.0.0",
+        roles: [.actionHook],
+        summary: "Writes every login, kill, change and denied call to a hash-chained SQLite audit trail first."
+    )
+
+    public let failureStopsAction = true
+
+    static let configurationKeys: Set<String> = ["database", "sync", "busy_timeout"]
+
+    private struct State: Sendable {
+        let store: AuditStore
+        let log: @Sendable (PluginLogLevel, String) -> Void
+    }
+
+    private let state = Mutex<State?>(nil)
+    /// The last write failure, until a write succeeds again.
+    private let lastFailure = Mutex<String?>(nil)
+
+    public init() {}
+
+    public func configure(_ configuration: PluginConfiguration, context: PluginContext) throws {
+        let name = metadata.name
+        try configuration.expectOnly(Self.configurationKeys)
+        guard let path = try configuration.string("database") else {
+            throw PluginError("plugin \(name) needs 'database' (the path of the SQLite audit file)")
+        }
+        guard path.hasPrefix("/") else {
+            throw PluginError("'database' of plugin \(name) must be an absolute path, not '\(path)'")
+        }
+        let syncName = try configuration.string("sync", default: "full") ?? "full"
+        guard let sync = AuditStore.Synchronous(rawValue: syncName.lowercased()) else {
+            throw PluginError(
+                "'sync' of plugin \(name) must be \"full\" or \"extra\", not '\(syncName)' (weaker settings would let "
+                    + "an action reach the kernel before its record is on disk)")
+        }
+        let busyTimeout = try configuration.double("busy_timeout", default: 5) ?? 5
+        guard busyTimeout >= 0 && busyTimeout <= 60 else {
+            throw PluginError("'busy_timeout' of plugin \(name) must be 0 to 60 seconds")
+        }
+        let store: AuditStore
+        do {
+            store = try AuditStore(path: path, synchronous: sync, busyTimeout: busyTimeout)
+        } catch {
+            throw PluginError("plugin \(name): \(error)")
+        }
+        // The head, logged at start and stop, is an anchor outside the file: truncating the trail after it shows.
+        if let head = try? store.head() {
+            context.log(.info, "AuditSQLite: \(path) opened, head seq \(head.seq) hash \(head.hash)")
+        } else {
+            context.log(.info, "AuditSQLite: \(path) opened, empty")
+        }
+        state.withLock { $0 = State(store: store, log: context.log) }
+    }
+
+    public func before(_ event: ActionEvent) throws -> (decision: HookDecision, token: Int64) {
+        let entry = Self.entry(for: event)
+        let seq = try write(entry, doing: "record the \(event.kind.rawValue) by \(event.user)")
+        return (.allow, seq)
+    }
+
+    public func after(_ event: ActionEvent, token: Int64, outcome: ActionOutcome) throws {
+        let (verdict, reason): (AuditOutcome, String?)
+        switch outcome {
+        case .succeeded: (verdict, reason) = (.succeeded, nil)
+        case .failed(let why): (verdict, reason) = (.failed, why)
+        @unknown default: (verdict, reason) = (.failed, "outcome unknown to AuditSQLite \(metadata.version)")
+        }
+        let row = AuditEntry.outcome(of: Self.entry(for: event), seq: token, outcome: verdict, reason: reason)
+        _ = try write(row, doing: "record the outcome of seq \(token)")
+    }
+
+    /// A bulk kill: every pending row in one transaction, durable before any connection is touched.
+    public func before(batch events: [ActionEvent]) throws -> [(decision: HookDecision, token: Int64)] {
+        let seqs = try writeBatch(events.map(Self.entry(for:)), doing: "record \(events.count) actions")
+        return seqs.map { (HookDecision.allow, $0) }
+    }
+
+    public func after(batch results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)]) throws {
+        let rows = results.map { r -> AuditEntry in
+            let (verdict, reason): (AuditOutcome, String?)
+            switch r.outcome {
+            case .succeeded: (verdict, reason) = (.succeeded, nil)
+            case .failed(let why): (verdict, reason) = (.failed, why)
+            @unknown default: (verdict, reason) = (.failed, "outcome unknown to AuditSQLite \(metadata.version)")
+            }
+            return AuditEntry.outcome(of: Self.entry(for: r.event), seq: r.token, outcome: verdict, reason: reason)
+        }
+        _ = try writeBatch(rows, doing: "record \(rows.count) outcomes")
+    }
+
+    public var healthProblem: String? {
+        if state.withLock({ $0 == nil }) { return "not configured" }
+        return lastFailure.withLock { $0 }
+    }
+
+    public func shutdown() {
+        guard let s = state.withLock({ $0 }) else { return }
+        if let head = try? s.store.head() {
+            s.log(.info, "AuditSQLite: closing \(s.store.path), head seq \(head.seq) hash \(head.hash)")
+        }
+        s.store.close()
+    }
+
+    // MARK: Helpers
+
+    private func write(_ entry: AuditEntry, doing what: String) throws -> Int64 {
+        guard let s = state.withLock({ $0 }) else { throw PluginError("plugin AuditSQLite is not configured") }
+        do {
+            let seq = try s.store.append(entry)
+            lastFailure.withLock { $0 = nil }
+            return seq
+        } catch {
+            // The host logs the error and shows it in `plugins list`; healthProblem keeps it until a write succeeds.
+            lastFailure.withLock { $0 = "last write failed: \(error)" }
+            throw PluginError("cannot \(what): \(error)")
+        }
+    }
+
+    private func writeBatch(_ entries: [AuditEntry], doing what: String) throws -> [Int64] {
+        guard let s = state.withLock({ $0 }) else { throw PluginError("plugin AuditSQLite is not configured") }
+        do {
+            let seqs = try s.store.append(batch: entries)
+            lastFailure.withLock { $0 = nil }
+            return seqs
+        } catch {
+            lastFailure.withLock { $0 = "last write failed: \(error)" }
+            throw PluginError("cannot \(what): \(error)")
+        }
+    }
+
+    static func entry(for event: ActionEvent) -> AuditEntry {
+        var entry = AuditEntry(
+            action: AuditAction(rawValue: event.kind.rawValue), procedure: event.procedure, user: event.user,
+            roles: event.roles.map(\.rawValue), client: event.clientAddress,
+            connection: event.connection.map(connection), field: event.field, newValue: event.newValue)
+        if event.kind == .denied {
+            // The host refuses the call itself and sends no outcome: the row is complete as written.
+            entry.outcome = .failed
+            entry.reason = "permission denied"
+        }
+        return entry
+    }
+
+    static func connection(_ c: ConnectionInfo) -> AuditConnection {
+        AuditConnection(
+            id: c.id, l3proto: c.l3proto, l4proto: c.l4proto,
+            origSource: c.origSource, origDestination: c.origDestination,
+            origSourcePort: c.origSourcePort, origDestinationPort: c.origDestinationPort,
+            replySource: c.replySource, replyDestination: c.replyDestination,
+            replySourcePort: c.replySourcePort, replyDestinationPort: c.replyDestinationPort,
+            mark: c.mark, timeout: c.timeout, zone: c.zone)
+    }
+}
+
+/// The entry symbol the host looks up with `dlsym` (``ctdPluginEntrySymbol``).
+@_cdecl("ctd_plugin_create")
+public func ctdPluginCreate() -> UnsafeMutableRawPointer? {
+    CtdPluginExport.export(AuditSQLitePlugin())
+}

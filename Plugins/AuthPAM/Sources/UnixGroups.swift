@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// Unix group membership through NSS (`/etc/group`, LDAP, SSSD... whatever nsswitch.conf says), with the
+/// reentrant calls only, so lookups from several threads run in parallel.
+enum UnixGroups {
+    /// A lookup that failed for a technical reason (not "no such user": that is an empty answer).
+    struct LookupError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The names of every group `user` belongs to: the primary group from the passwd entry and the
+    /// supplementary groups (`getgrouplist`). Empty when NSS does not know the user. Group ids without a name are
+    /// left out.
+    static func names(ofUser user: String) throws -> Set<String> {
+        guard let primary = try primaryGroup(ofUser: user) else { return [] }
+        var names = Set<String>()
+        for gid in try groupIDs(ofUser: user, primary: primary) {
+            if let name = try groupName(gid) { names.insert(name) }
+        }
+        return names
+    }
+
+    /// Whether NSS knows a group of that name.
+    static func exists(group name: String) throws -> Bool {
+        try lookup("getgrnam_r(\(name))") { buffer in
+            var entry = group()
+            var result: UnsafeMutablePointer<group>?
+            let rc = getgrnam_r(name, &entry, buffer.baseAddress!, buffer.count, &result)
+            return (rc, result == nil ? nil : true)
+        } ?? false
+    }
+
+    // MARK: Steps
+
+    static func primaryGroup(ofUser user: String) throws -> gid_t? {
+        try lookup("getpwnam_r(\(user))") { buffer in
+            var entry = passwd()
+            var result: UnsafeMutablePointer<passwd>?
+            let rc = getpwnam_r(user, &entry, buffer.baseAddress!, buffer.count, &result)
+            return (rc, result == nil ? nil : entry.pw_gid)
+        }
+    }
+
+    static func groupIDs(ofUser user: String, primary: gid_t) throws -> [gid_t] {
+        var count: Int32 = 64
+        while true {
+            var ids = [gid_t](repeating: 0, count: Int(count))
+            var found = count
+            if getgrouplist(user, primary, &ids, &found) >= 0 {
+                return Array(ids.prefix(Int(found)))
+            }
+            // -1: the array was too small and `found` holds the size needed.
+            guard found > count, found <= 1 << 16 else {
+                throw LookupError(description: "getgrouplist(\(user)) failed (\(found) groups)")
+            }
+            count = found
+        }
+    }
+
+    static func groupName(_ gid: gid_t) throws -> String? {
+        try lookup("getgrgid_r(\(gid))") { buffer in
+            var entry = group()
+            var result: UnsafeMutablePointer<group>?
+            let rc = getgrgid_r(gid, &entry, buffer.baseAddress!, buffer.count, &result)
+            // The name points into `buffer`: copy it before the buffer goes away.
+            return (rc, result == nil ? nil : String(cString: entry.gr_name))
+        }
+    }
+
+    /// Runs a `get*_r` call with a growing buffer. `body` returns the call's error code and the answer (nil when
+    /// not found). Per getpwnam_r(3), ENOENT, ESRCH, EBADF and EPERM also mean "not found".
+    private static func lookup<T>(
+        _ what: String, _ body: (UnsafeMutableBufferPointer<CChar>) -> (Int32, T?)
+    ) throws -> T? {
+        var size = 4096
+        while true {
+            var buffer = [CChar](repeating: 0, count: size)
+            let (rc, answer) = buffer.withUnsafeMutableBufferPointer { body($0) }
+            switch rc {
+            case 0, ENOENT, ESRCH, EBADF, EPERM:
+                return answer
+            case ERANGE where size < 1 << 22:
+                size *= 4
+            default:
+                throw LookupError(description: "\(what) failed: \(String(cString: strerror(rc)))")
+            }
+        }
+    }
+}

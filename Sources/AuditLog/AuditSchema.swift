@@ -1,0 +1,125 @@
+/// The layout of an audit database and the migrations between its versions (`PRAGMA user_version`).
+///
+/// Rules for a new version, so that old rows keep verifying:
+/// - append a ``Migration`` with the next version number; never edit a released one;
+/// - add columns with `ALTER TABLE audit ADD COLUMN name TYPE` (nullable, no default): the chain hash covers the
+///   non-NULL columns of a row by name (see ``AuditChain``), so rows written before the column existed hash exactly
+///   as they did;
+/// - never rename or drop a column, never rewrite rows: that is what `verify` reports as tampering.
+enum AuditSchema {
+    /// `PRAGMA application_id` of an audit database: "ctdA".
+    static let applicationID: Int32 = 0x6374_6441
+
+    struct Migration: Sendable {
+        let version: Int
+        let statements: [String]
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            version: 1,
+            statements: [
+                """
+                CREATE TABLE audit (
+                    seq INTEGER PRIMARY KEY,
+                    time REAL NOT NULL,
+                    time_iso TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    ref_seq INTEGER,
+                    procedure TEXT NOT NULL,
+                    user TEXT NOT NULL,
+                    roles TEXT NOT NULL,
+                    client TEXT NOT NULL,
+                    conn_id INTEGER,
+                    l3proto TEXT,
+                    l4proto INTEGER,
+                    orig_src TEXT,
+                    orig_dst TEXT,
+                    orig_sport INTEGER,
+                    orig_dport INTEGER,
+                    repl_src TEXT,
+                    repl_dst TEXT,
+                    repl_sport INTEGER,
+                    repl_dport INTEGER,
+                    mark INTEGER,
+                    timeout INTEGER,
+                    zone INTEGER,
+                    field TEXT,
+                    new_value TEXT,
+                    outcome TEXT NOT NULL,
+                    reason TEXT,
+                    prev_hash TEXT NOT NULL,
+                    hash TEXT NOT NULL
+                ) STRICT
+                """,
+                "CREATE INDEX audit_ref_seq ON audit(ref_seq) WHERE ref_seq IS NOT NULL",
+                "CREATE INDEX audit_time ON audit(time)",
+                "CREATE INDEX audit_user ON audit(user, seq)",
+                // Guards against accidents (an administrator "fixing" a row). Anyone who can write the file can
+                // drop them; the hash chain is what makes such edits visible.
+                """
+                CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+                BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END
+                """,
+                """
+                CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+                BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END
+                """,
+            ])
+        // Version 2 goes here, e.g.:
+        // Migration(version: 2, statements: ["ALTER TABLE audit ADD COLUMN session TEXT"]),
+    ]
+
+    /// The version this code writes.
+    static var latestVersion: Int { migrations.last?.version ?? 0 }
+
+    /// Triggers a healthy database has; `verify` warns when one is missing.
+    static let guardTriggers = ["audit_no_update", "audit_no_delete"]
+
+    /// Brings the database to ``latestVersion`` (or to the last of `migrations`), in one write transaction.
+    /// Refuses a file that is some other application's database or comes from a newer ctd.
+    static func migrate(_ db: SQLiteConnection, migrations: [Migration] = migrations) throws {
+        try db.execute("BEGIN IMMEDIATE", doing: "lock the database for the schema check")
+        do {
+            let version = try checkedVersion(db, newest: migrations.last?.version ?? 0)
+            if version == 0 {
+                let tables = try db.scalar(
+                    "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'", doing: "read the schema")
+                if tables.integer != 0 {
+                    throw AuditError.unusable(db.path, "it is an SQLite database of something else (it has tables)")
+                }
+            }
+            for m in migrations where m.version > version {
+                for sql in m.statements {
+                    try db.execute(sql, doing: "migrate the schema to version \(m.version)")
+                }
+                try db.execute("PRAGMA user_version = \(m.version)", doing: "record schema version \(m.version)")
+            }
+            if version == 0 {
+                try db.execute("PRAGMA application_id = \(applicationID)", doing: "mark the file as an audit database")
+            }
+            try db.execute("COMMIT", doing: "commit the schema")
+        } catch {
+            if db.isInTransaction { try? db.execute("ROLLBACK", doing: "roll back") }
+            throw error
+        }
+    }
+
+    /// The schema version of an existing database, checked: 0 (empty file) up to `newest`.
+    static func checkedVersion(_ db: SQLiteConnection, newest: Int = latestVersion) throws -> Int {
+        let version = Int(try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0)
+        let application = Int32(
+            truncatingIfNeeded: try db.scalar("PRAGMA application_id", doing: "read the file type").integer ?? 0)
+        if application != 0 && application != applicationID {
+            throw AuditError.unusable(db.path, "it is not a ctd audit database (application_id \(application))")
+        }
+        if version > 0 && application != applicationID {
+            throw AuditError.unusable(db.path, "it is not a ctd audit database (no ctd application_id)")
+        }
+        if version > newest {
+            throw AuditError.unusable(
+                db.path, "it has schema version \(version), newer than this ctd understands (\(newest)); upgrade ctd")
+        }
+        return version
+    }
+}

@@ -1,0 +1,275 @@
+"""AuthPAM end to end: the built ctd with `--mod-auth AuthPAM`, the real libpam running a pam_matrix stack from a
+directory the test writes (`confdir`), Unix groups faked with nss_wrapper (LD_PRELOAD), real XML-RPC clients.
+
+Nothing of the system's PAM or NSS configuration is touched. Needs the Debian packages libpam-wrapper and
+libnss-wrapper (`make deps`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ctdtest import (BIN_DIR, CTD, LISTEN_RE, MAX_PAGE, Ctd, assert_fault, ct_find, ct_insert, fault_of, toml_str,
+                     wait_for)
+
+
+def _find_library(pattern: str, package: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/*/{pattern}") + glob.glob(f"/usr/lib/{pattern}"))
+    if not found:
+        pytest.fail(f"{pattern} not found: install the Debian package {package} (make deps)", pytrace=False)
+    return found[0]
+
+
+PAM_MATRIX = _find_library("pam_wrapper/pam_matrix.so", "libpam-wrapper")
+NSS_WRAPPER = _find_library("libnss_wrapper.so", "libnss-wrapper")
+
+# user -> (Unix groups besides the user's own, or None: not in NSS at all)
+OPERATOR, VIEWER, ADMIN, NO_ROLE, REFUSED = "olivia", "victor", "ada", "nora", "rex"
+PARALLEL_USERS = [f"load{i}" for i in range(8)]
+GROUPS = {
+    OPERATOR: ["ctd-operators"],
+    VIEWER: ["ctd-viewers"],
+    ADMIN: ["ctd-admins", "ctd-viewers"],
+    NO_ROLE: [],
+    REFUSED: ["ctd-operators"],
+    **{u: ["ctd-viewers"] for u in PARALLEL_USERS},
+}
+PASSWORDS = {user: "pw-" + secrets.token_hex(8) for user in GROUPS}
+
+
+def _write_fixture_files(d: Path, service: str) -> dict[str, str]:
+    """pam_matrix's password database for `service`, the PAM services, and nss_wrapper's passwd and group files;
+    returns the environment ctd needs."""
+    d.mkdir(parents=True, exist_ok=True)
+    passdb = d / "passdb"
+    # pam_matrix: user:password:service. Its account step lets a user in only on the service of the user's line:
+    # rex's line names another service, so pam_acct_mgmt refuses him after a correct password.
+    passdb.write_text("".join(f"{u}:{pw}:{'elsewhere' if u == REFUSED else service}\n" for u, pw in PASSWORDS.items()))
+    pamd = d / "pam.d"
+    pamd.mkdir(exist_ok=True)
+    matrix = [f"auth required {PAM_MATRIX} passdb={passdb}", f"account required {PAM_MATRIX} passdb={passdb}"]
+    (pamd / "ctd").write_text("\n".join(matrix) + "\n")
+    # Like pam_unix's 2 s after a wrong password, but shorter; Linux-PAM randomises it to 0.5-1.5x.
+    (pamd / "ctd-slow").write_text("\n".join(["auth optional pam_faildelay.so delay=1000000", *matrix]) + "\n")
+
+    users = list(GROUPS)
+    passwd = ["root:x:0:0:root:/root:/bin/sh"]
+    group = ["root:x:0:"]
+    for i, u in enumerate(users):
+        passwd.append(f"{u}:x:{2000 + i}:{2000 + i}:{u}:/nonexistent:/usr/sbin/nologin")
+        group.append(f"{u}:x:{2000 + i}:")
+    for gid, name in enumerate(["ctd-viewers", "ctd-operators", "ctd-admins"], start=3000):
+        group.append(f"{name}:x:{gid}:{','.join(u for u in users if name in GROUPS[u])}")
+    (d / "passwd").write_text("\n".join(passwd) + "\n")
+    (d / "group").write_text("\n".join(group) + "\n")
+    return {"LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_PASSWD": str(d / "passwd"), "NSS_WRAPPER_GROUP": str(d / "group")}
+
+
+def _start(workdir: Path, *, service: str, worker_threads: int = 0) -> Ctd:
+    """Starts `ctd serve --port 0 --mod-auth AuthPAM --config CFG --show-all` with nss_wrapper preloaded."""
+    if not (BIN_DIR / "libAuthPAM.so").is_file():
+        pytest.fail(f"{BIN_DIR / 'libAuthPAM.so'} is missing: run `swift build` first (or set CTD_BIN)",
+                    pytrace=False)
+    env = dict(os.environ, **_write_fixture_files(workdir, service))
+    cfg = workdir / "ctd.toml"
+    cfg.write_text(
+        f'[server]\nlisten = "127.0.0.1"\nworker_threads = {worker_threads}\n\n'
+        '[log]\nlevel = "info"\n\n'
+        "[plugin.AuthPAM]\n"
+        f"service = {toml_str(service)}\n"
+        f"confdir = {toml_str(str(workdir / 'pam.d'))}\n"
+        'viewer_groups = ["ctd-viewers"]\n'
+        'operator_groups = ["ctd-operators"]\n'
+        'admin_groups = ["ctd-admins"]\n')
+    out_path, err_path = workdir / "ctd.stdout", workdir / "ctd.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [str(CTD), "serve", "--port", "0", "--mod-auth", "AuthPAM", "--config", str(cfg), "--show-all"],
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        m = LISTEN_RE.search(out_path.read_text(errors="replace"))
+        if m:
+            break
+        if proc.poll() is not None:
+            raise AssertionError(f"ctd exited with {proc.returncode} before listening\n--- stderr ---\n"
+                                 f"{err_path.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"ctd did not listen within 30 s\n--- stderr ---\n{err_path.read_text()}")
+        time.sleep(0.02)
+    return Ctd(proc=proc, port=int(m.group(2)), scheme="http", workdir=workdir, config_path=cfg,
+               password_file=workdir / "passdb", password="", stderr_path=err_path)
+
+
+def _stop(c: Ctd, request):
+    rc = c.stop()
+    failed = request.session.testsfailed > 0
+    if rc != 0 or failed:
+        print(f"--- stderr of ctd pid {c.proc.pid} ---\n{c.stderr()[-8000:]}")
+    assert rc == 0, f"ctd (pid {c.proc.pid}) exited with {rc} after SIGTERM, expected 0"
+
+
+@pytest.fixture(scope="module")
+def pam_ctd(request, tmp_path_factory, private_netns):
+    """One daemon on PAM service `ctd` (pam_matrix, fast), shared by the module's tests."""
+    c = _start(tmp_path_factory.mktemp("authpam"), service="ctd")
+    yield c
+    _stop(c, request)
+
+
+def _login(c: Ctd, user: str, password: str | None = None):
+    return c.login(user, PASSWORDS[user] if password is None else password)
+
+
+def test_login_asOperatorGroupMember_canViewAndKill(pam_ctd):
+    entry = ct_insert("udp", "10.77.0.1", "10.77.0.2", 4000, 53, timeout=120)
+    rpc, sid = _login(pam_ctd, OPERATOR)
+    v = rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)
+    assert str(entry["id"]) in {c["id"] for c in v["connections"]}
+    assert rpc.kill(sid, [str(entry["id"])])["killed_ids"] == [str(entry["id"])]
+    assert ct_find("udp", "10.77.0.1", "10.77.0.2", 4000, 53) is None
+
+
+def test_login_asViewerGroupMember_canViewButKillIsFault3(pam_ctd):
+    entry = ct_insert("udp", "10.77.0.1", "10.77.0.2", 4001, 53, timeout=120)
+    rpc, sid = _login(pam_ctd, VIEWER)
+    assert rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)["total"] >= 1
+    assert_fault(3, rpc.kill, sid, [str(entry["id"])])
+    assert ct_find("udp", "10.77.0.1", "10.77.0.2", 4001, 53) is not None
+
+
+def test_login_asAdminGroupMember_getsTheHighestRole(pam_ctd):
+    entry = ct_insert("udp", "10.77.0.1", "10.77.0.2", 4002, 53, timeout=120)
+    rpc, sid = _login(pam_ctd, ADMIN)
+    assert rpc.kill(sid, [str(entry["id"])])["killed_ids"] == [str(entry["id"])]
+    wait_for(lambda: "login ada (admin)" in pam_ctd.stderr(), what="the admin login in the log")
+
+
+def test_login_failures_allGiveTheSameFault1(pam_ctd):
+    rpc = pam_ctd.proxy()
+    faults = {
+        "wrong password": fault_of(rpc.login, VIEWER, PASSWORDS[VIEWER] + "x"),
+        "unknown user": fault_of(rpc.login, "nosuchuser", PASSWORDS[VIEWER]),
+        "account refused": fault_of(rpc.login, REFUSED, PASSWORDS[REFUSED]),
+        "no role granted": fault_of(rpc.login, NO_ROLE, PASSWORDS[NO_ROLE]),
+        "empty password": fault_of(rpc.login, VIEWER, ""),
+    }
+    for why, f in faults.items():
+        assert f.faultCode == 1, f"{why}: fault {f.faultCode} {f.faultString}"
+    assert len({f.faultString for f in faults.values()}) == 1, "the client must not learn why a login failed"
+    log = wait_for(pam_ctd.stderr, done=lambda s: "no role granted" in s, what="the failures in the log")
+    assert "account refused (pam_acct_mgmt: Permission denied)" in log
+    assert "wrong password or unknown user" in log
+
+
+def test_login_withBadArguments_isRefusedWithoutReachingPAM(pam_ctd):
+    rpc = pam_ctd.proxy()
+    assert_fault(1, rpc.login, "", "x")
+    assert_fault(1, rpc.login, "a" * 257, "x")
+    assert_fault(1, rpc.login, "bad\nname", "x")
+    assert_fault(-32602, rpc.login, VIEWER)
+
+
+def test_status_showsAuthPAMHealthy(pam_ctd):
+    rpc, sid = _login(pam_ctd, VIEWER)
+    plugins = {p["id"]: p for p in rpc.status(sid)["plugins"]}
+    assert plugins["auth.pam"]["name"] == "AuthPAM"
+    assert plugins["auth.pam"]["health"] == "ok"
+
+
+def test_parallelLogins_whileOtherClientsAreServed(pam_ctd):
+    """8 threads log in and fail to log in as fast as they can; a logged-in client keeps getting its views."""
+    viewer, sid = _login(pam_ctd, VIEWER)
+    stop = threading.Event()
+    errors: list[str] = []
+    counts = [0] * len(PARALLEL_USERS)
+
+    def hammer(i: int, user: str):
+        rpc = pam_ctd.proxy()
+        try:
+            while not stop.is_set():
+                s = rpc.login(user, PASSWORDS[user])
+                assert isinstance(s, str) and len(s) >= 16
+                rpc.logout(s)
+                f = fault_of(rpc.login, user, PASSWORDS[PARALLEL_USERS[(i + 1) % len(PARALLEL_USERS)]])
+                assert f.faultCode == 1, f"fault {f.faultCode} {f.faultString}"
+                counts[i] += 2
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"{user}: {e!r}")
+
+    threads = [threading.Thread(target=hammer, args=(i, u)) for i, u in enumerate(PARALLEL_USERS)]
+    for t in threads:
+        t.start()
+    latencies = []
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            assert viewer.view(sid, {}, "", "ASC", 0, 10)["start"] == 0
+            latencies.append(time.monotonic() - t0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not errors, errors
+    assert all(n > 0 for n in counts), f"some login threads never finished a round: {counts}"
+    assert len(latencies) >= 10 and max(latencies) < 2.0, \
+        f"{len(latencies)} views, slowest {max(latencies):.3f} s, while {sum(counts)} logins ran"
+
+
+def test_slowFailedLogins_runInParallel_andOtherClientsAreServed(request, tmp_path):
+    """Service ctd-slow adds pam_faildelay (1 s, randomised 0.5-1.5 s) to every failed login, as pam_unix does:
+    8 of them at once must take about one delay, not eight, and must not stall a logged-in client.
+
+    The daemon gets 16 worker threads: with the default (one per core, at least 2) two sleeping logins would
+    occupy every worker and stall all other clients, which is the host's concern, not the plugin's."""
+    c = _start(tmp_path / "slow", service="ctd-slow", worker_threads=16)
+    try:
+        viewer, sid = _login(c, VIEWER)  # a good password is not delayed
+        results: list = [None] * 8
+        view_latencies: list[float] = []
+
+        def fail(i: int):
+            t0 = time.monotonic()
+            f = fault_of(c.proxy().login, PARALLEL_USERS[i], "wrong")
+            results[i] = (f.faultCode, time.monotonic() - t0)
+
+        threads = [threading.Thread(target=fail, args=(i,)) for i in range(8)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        while any(t.is_alive() for t in threads):
+            v0 = time.monotonic()
+            viewer.view(sid, {}, "", "ASC", 0, 10)
+            view_latencies.append(time.monotonic() - v0)
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t0
+        assert [code for code, _ in results] == [1] * 8
+        assert min(d for _, d in results) >= 0.4, f"the fail delay did not apply: {results}"
+        # Serialised, 8 logins would take at least 8 x 0.5 s.
+        assert elapsed < 3.0, f"8 parallel failed logins took {elapsed:.2f} s: {results}"
+        assert view_latencies and max(view_latencies) < 0.5, f"views during the slow logins: {view_latencies}"
+    finally:
+        _stop(c, request)
+
+
+def test_daemonLog_neverContainsPasswords(pam_ctd):
+    _login(pam_ctd, OPERATOR)
+    fault_of(pam_ctd.proxy().login, OPERATOR, PASSWORDS[VIEWER])
+    log = wait_for(pam_ctd.stderr, done=lambda s: "login olivia (operator)" in s, what="olivia's login in the log")
+    for user, password in PASSWORDS.items():
+        assert password not in log, f"{user}'s password is in the daemon log"
