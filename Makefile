@@ -60,7 +60,8 @@ install: release
 	install -m 0644 .build/release/libCtdPluginAPI.so $(DESTDIR)$(PREFIX)/lib/ctd/
 	for p in .build/release/libAuth*.so .build/release/libUIDResolver.so .build/release/libAuditSQLite.so; do \
 		[ -f "$$p" ] && install -m 0644 "$$p" $(DESTDIR)$(PREFIX)/lib/ctd/plugins/ || true; done
-	install -m 0644 ctd.sample.toml $(DESTDIR)$(PREFIX)/share/ctd/ctd.sample.toml
+	install -m 0644 ctd.sample.toml Plugins/*/*.sample.toml $(DESTDIR)$(PREFIX)/share/ctd/
+	install -d $(DESTDIR)$(PREFIX)/share/ctd/pam.d && install -m 0644 Plugins/AuthPAM/pam.d/ctd $(DESTDIR)$(PREFIX)/share/ctd/pam.d/ctd
 	[ -f $(DESTDIR)/etc/ctd/ctd.toml ] || sed 's#@PREFIX@#$(PREFIX)#g' ctd.sample.toml > $(DESTDIR)/etc/ctd/ctd.toml
 	sed 's#@PREFIX@#$(PREFIX)#g' dist/ctd.service > $(DESTDIR)/lib/systemd/system/ctd.service
 

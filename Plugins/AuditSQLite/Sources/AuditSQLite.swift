@@ -1,3 +1,4 @@
+import Foundation
 import AuditLog
 import CtdPluginAPI
 import Synchronization
@@ -6,7 +7,8 @@ import Synchronization
 /// this directory).
 ///
 /// Configuration (`[plugin.AuditSQLite]`, strict: any other key is an error):
-/// - `database` (string, required): absolute path of the SQLite file (created with mode 0600).
+/// - `database` (string, default `/var/lib/ctd/audit.db`): absolute path of the SQLite file (created with mode
+///   0600; a missing parent directory is created with mode 0700).
 /// - `sync` (string, default `"full"`): `"full"` or `"extra"`, SQLite's `synchronous` setting.
 /// - `busy_timeout` (number of seconds, default 5): how long an append waits for another writer.
 ///
@@ -24,6 +26,7 @@ public final class AuditSQLitePlugin: ActionHook {
     public let failureStopsAction = true
 
     static let configurationKeys: Set<String> = ["database", "sync", "busy_timeout"]
+    static let defaultDatabase = "/var/lib/ctd/audit.db"
 
     private struct State: Sendable {
         let store: AuditStore
@@ -39,7 +42,7 @@ public final class AuditSQLitePlugin: ActionHook {
     public func configure(_ configuration: PluginConfiguration, context: PluginContext) throws {
         let name = metadata.name
         try configuration.expectOnly(Self.configurationKeys)
-        guard let path = try configuration.string("database") else {
+        guard let path = try configuration.string("database", default: Self.defaultDatabase) else {
             throw PluginError("plugin \(name) needs 'database' (the path of the SQLite audit file)")
         }
         guard path.hasPrefix("/") else {
@@ -50,6 +53,15 @@ public final class AuditSQLitePlugin: ActionHook {
             throw PluginError(
                 "'sync' of plugin \(name) must be \"full\" or \"extra\", not '\(syncName)' (weaker settings would let "
                     + "an action reach the kernel before its record is on disk)")
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !FileManager.default.fileExists(atPath: directory) {
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw PluginError("plugin \(name): cannot create the directory of the audit database \(path): \(error)")
+            }
         }
         let busyTimeout = try configuration.double("busy_timeout", default: 5) ?? 5
         guard busyTimeout >= 0 && busyTimeout <= 60 else {
