@@ -22,7 +22,7 @@ public struct DaemonConfig: Sendable {
     // [conntrack]
     public var receiveBuffer = 64 * 1024 * 1024
     public var counterInterval = 2.0
-    public var snapshotMaxAge = 0.05
+    public var snapshotMaxAge = 0.02
     public var hide = HidePolicy.defaultBlocks
     public var hideOwnConnections = true
     // [plugins]

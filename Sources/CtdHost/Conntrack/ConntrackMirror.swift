@@ -28,7 +28,7 @@ public struct HidePolicy: Sendable {
 
 /// An immutable view of the table at one moment; queries run on it without locks.
 public struct MirrorSnapshot: Sendable {
-    public let flows: [Flow]
+    public let flows: FlowTable
     public let generation: UInt64
     /// Wall-clock time (epoch seconds) and monotonic time the snapshot was taken.
     public let takenAt: Double
@@ -76,7 +76,7 @@ public final class ConntrackMirror: @unchecked Sendable {
     }
 
     private let lock = NIOLock()
-    private var flows: [Flow] = []
+    private var flows = FlowTable()
     /// Parallel to `flows`: the reconciliation epoch in which the kernel last listed the entry.
     private var lastSeen: [UInt32] = []
     private var reconcileEpoch: UInt32 = 0
@@ -96,7 +96,7 @@ public final class ConntrackMirror: @unchecked Sendable {
     public let snapshotMaxAge: Double
     let logger: Logger
 
-    public init(hide: HidePolicy, snapshotMaxAge: Double = 0.05, logger: Logger) {
+    public init(hide: HidePolicy, snapshotMaxAge: Double = 0.02, logger: Logger) {
         self.hide = hide
         self.snapshotMaxAge = snapshotMaxAge
         self.logger = logger
@@ -302,7 +302,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             }
         }
         lock.withLock {
-            flows = newFlows
+            flows = FlowTable(newFlows)
             lastSeen = [UInt32](repeating: 0, count: newFlows.count)
             indexByKey = byKey
             indexByID = [:]

@@ -194,7 +194,14 @@ public struct FlowQuery: Equatable, Sendable {
     public func run(
         on flows: [Flow], now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowQueryResult {
-        let n = flows.count
+        run(on: FlowTable(flows), now: now, resolve: resolve)
+    }
+
+    /// Answers the query on the mirror's chunked storage; indices in the result are indices into `table`.
+    public func run(
+        on table: FlowTable, now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?
+    ) -> FlowQueryResult {
+        let n = table.count
         let start = max(0, self.start)
         let length = max(0, self.length)
         // How many of the smallest keys we need; 0 counts only (start >= n can never produce rows).
@@ -206,14 +213,12 @@ public struct FlowQuery: Equatable, Sendable {
         }
         var orderName: String?
         if case .resolved(let name)? = orderField { orderName = name }
-        return flows.withUnsafeBufferPointer { buffer -> FlowQueryResult in
-            if resolvedFilters.isEmpty && orderName == nil {
-                var none = FlowQueryEngine.NoSlots()
-                return FlowQueryEngine.execute(self, buffer, matcher, &none, want: want, start: start, length: length)
-            }
-            var cache = FlowQueryEngine.ResolvedCache(filters: resolvedFilters, orderField: orderName, resolve: resolve)
-            return FlowQueryEngine.execute(self, buffer, matcher, &cache, want: want, start: start, length: length)
+        if resolvedFilters.isEmpty && orderName == nil {
+            var none = FlowQueryEngine.NoSlots()
+            return FlowQueryEngine.execute(self, table, matcher, &none, want: want, start: start, length: length)
         }
+        var cache = FlowQueryEngine.ResolvedCache(filters: resolvedFilters, orderField: orderName, resolve: resolve)
+        return FlowQueryEngine.execute(self, table, matcher, &cache, want: want, start: start, length: length)
     }
 
     var orderFieldBuiltin: SortField? {
@@ -365,7 +370,7 @@ enum FlowQueryEngine {
 
     /// Picks the key type for the order field and runs the scan and the selection.
     static func execute<S: SlotSource>(
-        _ query: FlowQuery, _ buffer: UnsafeBufferPointer<Flow>, _ matcher: Matcher, _ slots: inout S, want: Int,
+        _ query: FlowQuery, _ buffer: FlowTable, _ matcher: Matcher, _ slots: inout S, want: Int,
         start: Int, length: Int
     ) -> FlowQueryResult {
         let n = buffer.count
@@ -775,11 +780,9 @@ enum FlowQueryEngine {
 
     /// One pass over the table: filters, resolved-filter verdict, then the key into the selector.
     static func scan<M: KeyMaker, S: SlotSource>(
-        _ flows: UnsafeBufferPointer<Flow>, _ matcher: Matcher, _ slots: inout S,
+        _ table: FlowTable, _ matcher: Matcher, _ slots: inout S,
         _ maker: inout M, _ sink: inout Selector<M.Key>
     ) -> Int {
-        guard let base = flows.baseAddress else { return 0 }
-        let n = flows.count
         let wantKeys = sink.want > 0
         let plain = matcher.isEmpty
         let needsSlot = slots.needsSlot
@@ -794,16 +797,19 @@ enum FlowQueryEngine {
                                 let view = MatcherView(
                                     numerics: numerics, numericValues: numericValues, statusMasks: statusMasks,
                                     addresses: addresses, blocks: blocks, lateNumerics: lateNumerics, now: matcher.now)
-                                for i in 0..<n {
-                                    let f = base + i
-                                    if !plain && !view.matches(f) { continue }
-                                    var slot = 0
-                                    if needsSlot {
-                                        slot = slots.slot(f.pointee.mark)
-                                        if slotFilter && !slots.passes(slot) { continue }
+                                _ = table.forEachChunk { flows, first in
+                                    guard let base = flows.baseAddress else { return }
+                                    for i in 0..<flows.count {
+                                        let f = base + i
+                                        if !plain && !view.matches(f) { continue }
+                                        var slot = 0
+                                        if needsSlot {
+                                            slot = slots.slot(f.pointee.mark)
+                                            if slotFilter && !slots.passes(slot) { continue }
+                                        }
+                                        total += 1
+                                        if wantKeys { sink.offer(maker.key(f, index: first + i, slot: slot)) }
                                     }
-                                    total += 1
-                                    if wantKeys { sink.offer(maker.key(f, index: i, slot: slot)) }
                                 }
                             }
                         }
