@@ -199,13 +199,14 @@ def ids_with_mark(mark):
 
 def bulk_kill(daemon, n):
     ids = ids_with_mark(6)
-    before = count()
     body = request_body("kill", daemon.session, ids)
     c = RawClient(daemon.port)
     t = time.perf_counter()
     elapsed, data = c.call(body)
     killed = int(re.search(rb"<name>killed</name><value><int>(\d+)</int>", data).group(1))
-    while count() > before - killed:
+    # `conntrack -C` counts every entry, including the benchmark's own new loopback connections to ctd, so the
+    # killed set is counted by its mark (a kernel-filtered dump), as an admin would check it.
+    while len(ids_with_mark(6)) > len(ids) - killed:
         if time.perf_counter() - t > 30:
             break
     gone = time.perf_counter() - t
@@ -291,7 +292,7 @@ def render(rows, plugins):
         [f"{r[7][0]:.1f} / {r[7][1]:.1f} ms" for r in rows], "p99 ≤ 100 ms")
     row("bulk kill: one `kill` call (ids, audited if AuditSQLite)",
         [f"{r[8][1]:,} of {r[8][0]:,} in {r[8][2]:.0f} ms" for r in rows], "10,000 in ≤ 250 ms")
-    row("… until `conntrack -C` shows them gone", [f"{r[8][3]:.0f} ms" for r in rows])
+    row("… until `conntrack -L -m MARK` shows them gone (from the call)", [f"{r[8][3]:.0f} ms" for r in rows])
     row("reference: `conntrack -D -m MARK` (same-size set)", [f"{r[8][4]:,} in {r[8][5]:.0f} ms" for r in rows])
     row("resident memory (RSS) / per entry", [f"{r[9]:.0f} MB / {r[9] * 1048576 / r[0]:.0f} B" for r in rows],
         "≤ 150 MB at 250k")

@@ -5,6 +5,7 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -417,3 +418,5 @@ int ctd_get(const struct ctd_flow *tuple, struct ctd_flow *out) {
     nfct_close(h);
     return err;
 }
+
+int ctd_malloc_trim(void) { return malloc_trim(0); }

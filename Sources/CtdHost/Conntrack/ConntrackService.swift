@@ -1,3 +1,4 @@
+import CConntrack
 import Foundation
 import Logging
 
@@ -113,6 +114,9 @@ public final class ConntrackService: @unchecked Sendable {
             guard due else { continue }
             let dropped = refreshCountersNow()
             idleInterval = dropped > 0 ? 10 : min(600, idleInterval * 2)
+            // Chunks replaced since the last pass were freed in whichever thread's arena held them; give the pages
+            // back so that resident memory tracks the table, not its history.
+            _ = ctd_malloc_trim()
         }
     }
 
