@@ -80,6 +80,10 @@ public final class ConntrackMirror: @unchecked Sendable {
     /// Parallel to `flows`: the reconciliation epoch in which the kernel last listed the entry.
     private var lastSeen: [UInt32] = []
     private var reconcileEpoch: UInt32 = 0
+    /// Full loads so far, and the count when the running reconciliation began: a resync that lands in the middle
+    /// of a reconciliation rewrites `lastSeen` and the observation times, so that reconciliation must not drop.
+    private var loads: UInt64 = 0
+    private var loadsAtReconcileStart: UInt64 = 0
     private var indexByKey: [FlowKey: Int] = [:]
     /// id -> index; ids shared by several entries are in `ambiguousIDs` with their count instead.
     private var indexByID: [UInt32: Int] = [:]
@@ -311,6 +315,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             for (i, f) in newFlows.enumerated() { addIDLocked(f.id, index: i) }
             hiddenCount = hidden
             generation &+= 1
+            loads &+= 1
             if isResync { stats.resyncs += 1 }
         }
     }
@@ -326,6 +331,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock {
             reconcileEpoch &+= 1
             if reconcileEpoch == 0 { reconcileEpoch = 1 }
+            loadsAtReconcileStart = loads
             return reconcileEpoch
         }
     }
@@ -377,23 +383,28 @@ public final class ConntrackMirror: @unchecked Sendable {
     @discardableResult
     func finishReconcile(epoch: UInt32, dumpStartedAt: Double) -> Int {
         lock.withLock {
+            stats.counterRefreshes += 1
+            stats.lastCounterRefresh = Date().timeIntervalSince1970
+            guard loads == loadsAtReconcileStart, epoch == reconcileEpoch else { return 0 }
             var vanished: [FlowKey] = []
             for i in flows.indices where lastSeen[i] != epoch && flows[i].timeoutObservedAt < dumpStartedAt {
                 vanished.append(FlowKey(flows[i]))
             }
             for key in vanished { removeLocked(key) }
             if !vanished.isEmpty { generation &+= 1 }
-            stats.counterRefreshes += 1
-            stats.lastCounterRefresh = Date().timeIntervalSince1970
             return vanished.count
         }
     }
 
     /// Lets go of the published snapshot when nobody has looked for a while, so that the next change to the table
     /// does not copy it (the copy-on-write would otherwise keep two tables in memory).
-    func releaseIdleSnapshot(after seconds: Double) {
+    /// - Returns: whether a snapshot was let go.
+    @discardableResult
+    func releaseIdleSnapshot(after seconds: Double) -> Bool {
         lock.withLock {
-            if KernelConntrack.monotonicNow() - lastViewAt > seconds { published = nil }
+            guard published != nil, KernelConntrack.monotonicNow() - lastViewAt > seconds else { return false }
+            published = nil
+            return true
         }
     }
 

@@ -107,7 +107,7 @@ public final class ConntrackService: @unchecked Sendable {
         var idleInterval = 10.0
         while !stopped.isSet {
             Thread.sleep(forTimeInterval: min(0.25, counterInterval / 4))
-            mirror.releaseIdleSnapshot(after: 10)
+            if mirror.releaseIdleSnapshot(after: 10) { _ = ctd_malloc_trim() }
             let now = KernelConntrack.monotonicNow()
             let viewing = mirror.secondsSinceLastView < 10
             let due = now - lastCounterDumpAt >= (viewing ? counterInterval : idleInterval)
