@@ -251,7 +251,8 @@ def _audited_at(ctd, tmp_path, db):
     ('database = "audit.db"\n', "absolute path"),
     ('database = "/tmp/x.db"\nsync = "normal"\n', "'sync'"),
     ('database = "/tmp/x.db"\ndatabse = "typo"\n', "'databse'"),
-    ("", "'database'"),
+    ('database = "/etc/hostname/audit.db"\n', "/etc/hostname/audit.db"),
+    ('database = 5\n', "'database'"),
 ])
 def test_start_withBadAuditConfiguration_isRefusedNamingTheKey(ctd, tmp_path, section, complaint):
     with pytest.raises(AssertionError, match=complaint):

@@ -37,3 +37,32 @@ extension FlowQuery {
         return filters.contains { if case .number(.timeout, _) = $0 { return true } else { return false } }
     }
 }
+
+/// Encoded `view` answers. Within one second and one table generation, the same query for sessions with the same
+/// autorefresh setting renders the same bytes, so a page polled by many frontends is built and encoded once.
+final class RenderedViewCache: @unchecked Sendable {
+    struct Key: Equatable {
+        let generation: UInt64
+        let query: FlowQuery
+        let second: Int64
+        let autorefresh: Bool
+        let accounting: Bool
+    }
+
+    private let lock = NIOLock()
+    private var entries: [(key: Key, bytes: [UInt8])] = []
+    private let capacity: Int
+
+    init(capacity: Int = 16) { self.capacity = capacity }
+
+    func bytes(for key: Key, render: () -> [UInt8]) -> [UInt8] {
+        if let hit = lock.withLock({ entries.last { $0.key == key } }) { return hit.bytes }
+        let bytes = render()
+        lock.withLock {
+            entries.removeAll { $0.key == key || $0.key.second < key.second - 1 }
+            entries.append((key, bytes))
+            if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
+        }
+        return bytes
+    }
+}

@@ -11,6 +11,7 @@ public final class RPCService: @unchecked Sendable {
     let logger: Logger
     let resolvedFields: ResolvedFieldCache
     let queryCache = QueryCache()
+    let renderedViews = RenderedViewCache()
     let startedAt = Date().timeIntervalSince1970
 
     public init(
@@ -32,9 +33,26 @@ public final class RPCService: @unchecked Sendable {
         } catch {
             return XMLRPCEncoder.fault(error)
         }
+        if request.methodName == "view" { return viewResponse(request.params, client: client) }
         switch call(request.methodName, request.params, client: client, nested: false) {
         case .success(let value): return XMLRPCEncoder.response(value)
         case .failure(let fault): return XMLRPCEncoder.fault(fault)
+        }
+    }
+
+    /// `view` outside multicall: frontends poll the same page, so the encoded answer is reused while its key holds.
+    func viewResponse(_ params: [XMLRPCValue], client: String) -> [UInt8] {
+        do {
+            let spec = RPCService.methods["view"]!
+            let p = try Params(method: "view", values: params, names: spec.params, required: spec.required)
+            let answer = try viewAnswer(p, client: client)
+            guard let key = answer.key else { return XMLRPCEncoder.response(answer.value()) }
+            return renderedViews.bytes(for: key) { XMLRPCEncoder.response(answer.value()) }
+        } catch let fault as Fault {
+            return XMLRPCEncoder.fault(fault)
+        } catch {
+            logger.error("view failed: \(error)")
+            return XMLRPCEncoder.fault(.internalError)
         }
     }
 
@@ -142,6 +160,16 @@ public final class RPCService: @unchecked Sendable {
     // MARK: view, refresh, set_autorefresh
 
     func view(_ p: Params, client: String) throws -> XMLRPCValue {
+        try viewAnswer(p, client: client).value()
+    }
+
+    /// The answer of `view`, with what identifies it: the same key always renders the same bytes.
+    struct ViewAnswer {
+        let key: RenderedViewCache.Key?
+        let value: () -> XMLRPCValue
+    }
+
+    func viewAnswer(_ p: Params, client: String) throws -> ViewAnswer {
         let s = try session(p, need: .viewer, client: client)
         let filters = try filterInputs(p[1])
         let query = try FlowQuery.parse(
@@ -158,33 +186,43 @@ public final class RPCService: @unchecked Sendable {
             sessions.update(s.id) { $0.pinned = snap }
         }
         let now = KernelConntrack.monotonicNow()
-        let resolve = resolvedFields.resolver()
-        // Orders and filters on `timeout` depend on the clock, not only on the table: never cached.
+        let accounting = mirror.statistics.accountingEnabled
+        // Orders and filters on `timeout` depend on the clock, not only on the table: never cached. Otherwise the
+        // rendered answer is reused within one second (timeouts are shown in whole seconds).
         let clockDependent = query.mentionsTimeout
-        let compute = { query.run(on: snap.flows, now: now, resolve: self.plugins.resolvers.isEmpty ? nil : resolve) }
-        let result = clockDependent ? compute() : queryCache.result(generation: snap.generation, query: query, compute: compute)
-        var page: [XMLRPCValue] = []
-        page.reserveCapacity(result.page.count)
-        for i in result.page {
-            let flow = snap.flows[i]
-            page.append(flow.xmlrpcStruct(now: now, extra: resolvedFields.members(mark: flow.mark)))
+        let key =
+            clockDependent
+            ? nil
+            : RenderedViewCache.Key(
+                generation: snap.generation, query: query, second: Int64(now), autorefresh: s.autorefresh,
+                accounting: accounting)
+        return ViewAnswer(key: key) { [self] in
+            let resolve = resolvedFields.resolver()
+            let compute = { query.run(on: snap.flows, now: now, resolve: self.plugins.resolvers.isEmpty ? nil : resolve) }
+            let result =
+                clockDependent ? compute() : queryCache.result(generation: snap.generation, query: query, compute: compute)
+            var page: [XMLRPCValue] = []
+            page.reserveCapacity(result.page.count)
+            for i in result.page {
+                let flow = snap.flows[i]
+                page.append(flow.xmlrpcStruct(now: now, extra: resolvedFields.members(mark: flow.mark)))
+            }
+            var out: [(String, XMLRPCValue)] = [
+                ("total", .int(Int64(result.total))),
+                ("start", .int(Int64(query.start))),
+                ("length", .int(Int64(page.count))),
+                ("connections", .array(page)),
+                ("generation", .string(String(snap.generation))),
+                ("time", .double(snap.takenAt)),
+                ("autorefresh", .bool(s.autorefresh)),
+                ("accounting", .bool(accounting)),
+            ]
+            if !accounting {
+                out.append(
+                    ("note", .string("byte and packet counters and byte_rate are not measured: net.netfilter.nf_conntrack_acct is 0 on this host")))
+            }
+            return .structure(XMLRPCStruct(out))
         }
-        let stats = mirror.statistics
-        var out: [(String, XMLRPCValue)] = [
-            ("total", .int(Int64(result.total))),
-            ("start", .int(Int64(query.start))),
-            ("length", .int(Int64(page.count))),
-            ("connections", .array(page)),
-            ("generation", .string(String(snap.generation))),
-            ("time", .double(snap.takenAt)),
-            ("autorefresh", .bool(s.autorefresh)),
-            ("accounting", .bool(stats.accountingEnabled)),
-        ]
-        if !stats.accountingEnabled {
-            out.append(
-                ("note", .string("byte and packet counters and byte_rate are not measured: net.netfilter.nf_conntrack_acct is 0 on this host")))
-        }
-        return .structure(XMLRPCStruct(out))
     }
 
     /// `filters` as pyctd sent it (a struct), or an empty array (PHP cannot encode an empty struct), or nil.
