@@ -158,3 +158,27 @@ struct HidePolicyTests {
         #expect(!policy.hides(other) && !policy.hides(udpSamePort))
     }
 }
+
+struct LoginThrottleTests {
+    @Test func allows_whenTooManyFailuresInWindow_refusesThatAddressOnly() {
+        let clock = FakeClock()
+        let throttle = LoginThrottle(limit: 3, window: 60, clock: { clock.now })
+        for _ in 0..<3 {
+            #expect(throttle.allows("192.0.2.1"))
+            throttle.failed("192.0.2.1")
+        }
+        #expect(!throttle.allows("192.0.2.1"))
+        #expect(throttle.allows("192.0.2.2"))
+        clock.advance(61)
+        #expect(throttle.allows("192.0.2.1"))
+    }
+
+    @Test func succeeded_whenLoginWorks_clearsFailures() {
+        let clock = FakeClock()
+        let throttle = LoginThrottle(limit: 2, window: 60, clock: { clock.now })
+        throttle.failed("a")
+        throttle.succeeded("a")
+        throttle.failed("a")
+        #expect(throttle.allows("a"))
+    }
+}

@@ -12,6 +12,7 @@ public final class RPCService: @unchecked Sendable {
     let resolvedFields: ResolvedFieldCache
     let queryCache = QueryCache()
     let renderedViews = RenderedViewCache()
+    let loginThrottle = LoginThrottle()
     let startedAt = Date().timeIntervalSince1970
 
     public init(
@@ -117,6 +118,11 @@ public final class RPCService: @unchecked Sendable {
             return s
         }
         let user = args.first ?? ""
+        guard loginThrottle.allows(client) else {
+            logger.warning("login from \(client) refused: \(loginThrottle.limit) failures in \(Int(loginThrottle.window)) s")
+            try auditFailedLogin(user: user, client: client, reason: "too many failed logins from this address")
+            throw Fault.loginFailed
+        }
         let result: AuthResult
         do {
             result = try plugins.authenticator.authenticate(LoginRequest(arguments: args, clientAddress: client))
@@ -131,14 +137,17 @@ public final class RPCService: @unchecked Sendable {
                     kind: .login, procedure: "login", user: identity.user, roles: Array(identity.roles),
                     clientAddress: client))
             let s = sessions.open(identity: identity, clientAddress: client)
+            loginThrottle.succeeded(client)
             runHooksAfter(tokens, outcome: .succeeded)
             logger.info("login \(identity.user) (\(s.role.rawValue)) from \(client)")
             return .string(s.id)
         case .accepted(let identity):
+            loginThrottle.failed(client)
             logger.notice("login refused for \(identity.user) from \(client): no role granted")
             try auditFailedLogin(user: user, client: client, reason: "no role granted")
             throw Fault.loginFailed
         case .rejected(let reason):
+            loginThrottle.failed(client)
             logger.notice("login failed for \(sanitized(user)) from \(client): \(reason)")
             try auditFailedLogin(user: user, client: client, reason: reason)
             throw Fault.loginFailed

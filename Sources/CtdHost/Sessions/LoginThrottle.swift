@@ -1,0 +1,38 @@
+import NIOConcurrencyHelpers
+
+/// Slows password guessing: after `limit` failed logins from one client address within `window` seconds, further
+/// logins from that address are refused (with the usual login fault, before the authenticator is asked) until the
+/// window has passed. A success clears the address's failures.
+final class LoginThrottle: @unchecked Sendable {
+    let limit: Int
+    let window: Double
+    private let clock: @Sendable () -> Double
+    private let lock = NIOLock()
+    private var failures: [String: [Double]] = [:]
+
+    init(limit: Int = 10, window: Double = 60, clock: @escaping @Sendable () -> Double = { KernelConntrack.monotonicNow() }) {
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+    }
+
+    /// Whether a login from `client` may be tried now.
+    func allows(_ client: String) -> Bool {
+        let now = clock()
+        return lock.withLock {
+            let recent = (failures[client] ?? []).filter { now - $0 < window }
+            failures[client] = recent.isEmpty ? nil : recent
+            return recent.count < limit
+        }
+    }
+
+    func failed(_ client: String) {
+        let now = clock()
+        lock.withLock {
+            if failures.count > 100_000 { failures.removeAll() }
+            failures[client, default: []].append(now)
+        }
+    }
+
+    func succeeded(_ client: String) { lock.withLock { failures[client] = nil } }
+}
