@@ -20,9 +20,28 @@ enum AuditChain {
     static let genesis = String(repeating: "0", count: 64)
     static let domain = Array("ctd-audit-1\n".utf8)
 
+    /// Remembers the sorted order of the last set of present columns: rows of a batch share it.
+    struct OrderCache {
+        var present: [Int] = []
+        var sorted: [Int] = []
+    }
+
     static func canonical(_ columns: [(name: String, value: SQLValue)]) -> [UInt8] {
-        let present = columns.filter { $0.name != "hash" && $0.value != .null }
-            .sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        var order = OrderCache()
+        return canonical(columns, order: &order)
+    }
+
+    static func canonical(_ columns: [(name: String, value: SQLValue)], order: inout OrderCache) -> [UInt8] {
+        var presentIndices: [Int] = []
+        presentIndices.reserveCapacity(columns.count)
+        for (i, c) in columns.enumerated() where c.name != "hash" && c.value != .null { presentIndices.append(i) }
+        if presentIndices != order.present {
+            order.present = presentIndices
+            order.sorted = presentIndices.sorted {
+                columns[$0].name.utf8.lexicographicallyPrecedes(columns[$1].name.utf8)
+            }
+        }
+        let present = order.sorted.map { columns[$0] }
         var out = domain
         out.reserveCapacity(512)
         for (name, value) in present {

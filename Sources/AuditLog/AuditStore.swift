@@ -127,22 +127,30 @@ public final class AuditStore: Sendable {
                 var seq = head?.seq ?? 0
                 var previous = head?.hash ?? AuditChain.genesis
                 let when = time ?? AuditTime.now()
+                let iso = AuditTime.iso(when)
                 var seqs: [Int64] = []
                 seqs.reserveCapacity(entries.count)
-                var statements: [String: SQLiteStatement] = [:]
+                var statements: [[String]: SQLiteStatement] = [:]
+                var lastNames: [String] = []
+                var lastInsert: SQLiteStatement?
+                var order = AuditChain.OrderCache()
                 for entry in entries {
                     seq += 1
-                    var columns = entry.columns(seq: seq, time: when, previousHash: previous)
-                    let hash = try AuditChain.hash(columns)
+                    var columns = entry.columns(seq: seq, time: when, previousHash: previous, iso: iso)
+                    let hash = try AuditChain.sha256Hex(AuditChain.canonical(columns, order: &order))
                     columns.append(("hash", .text(hash)))
-                    let sql = Self.insertSQL(columns.map(\.name))
+                    let names = columns.map(\.name)
                     let insert: SQLiteStatement
-                    if let cached = statements[sql] {
+                    if let last = lastInsert, names == lastNames {
+                        insert = last
+                    } else if let cached = statements[names] {
                         insert = cached
                     } else {
-                        insert = try db.prepare(sql, doing: "prepare the insert")
-                        statements[sql] = insert
+                        insert = try db.prepare(Self.insertSQL(names), doing: "prepare the insert")
+                        statements[names] = insert
                     }
+                    lastNames = names
+                    lastInsert = insert
                     try insert.bind(columns.map(\.value), doing: "write a row")
                     _ = try insert.step(doing: "write a row")
                     insert.reset()
@@ -194,13 +202,13 @@ public final class AuditStore: Sendable {
 
 extension AuditEntry {
     /// The row's columns except `hash`, in table order.
-    func columns(seq: Int64, time: Double, previousHash: String) -> [(name: String, value: SQLValue)] {
+    func columns(seq: Int64, time: Double, previousHash: String, iso: String? = nil) -> [(name: String, value: SQLValue)] {
         let c = connection
         func int<T: BinaryInteger>(_ v: T?) -> SQLValue { v.map { .integer(Int64($0)) } ?? .null }
         return [
             ("seq", .integer(seq)),
             ("time", .real(time)),
-            ("time_iso", .text(AuditTime.iso(time))),
+            ("time_iso", .text(iso ?? AuditTime.iso(time))),
             ("action", .text(action.rawValue)),
             ("ref_seq", SQLValue(refSeq)),
             ("procedure", .text(procedure)),
