@@ -136,7 +136,9 @@ public final class AuditStore: Sendable {
                 var order = AuditChain.OrderCache()
                 for entry in entries {
                     seq += 1
+                    // NULL columns are left to the column default (NULL): fewer binds, same row, same hash.
                     var columns = entry.columns(seq: seq, time: when, previousHash: previous, iso: iso)
+                        .filter { $0.value != .null }
                     let hash = try AuditChain.sha256Hex(AuditChain.canonical(columns, order: &order))
                     columns.append(("hash", .text(hash)))
                     let names = columns.map(\.name)
