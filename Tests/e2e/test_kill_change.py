@@ -216,7 +216,7 @@ def test_change_withBadFieldValueOrId_faultsAndChangesNothing(ctd):
 
 def test_view_rightAfterKillOrChange_showsTheResult(ctd):
     entries = _insert_many(2)
-    c = ctd(snapshot_max_age=2.0)  # a legal setting that makes the window wide enough to hit every time
+    c = ctd()
     rpc, sid = c.login()
     assert _view_ids(rpc, sid) == {e["id"] for e in entries}
     victim, changed = str(entries[0]["id"]), str(entries[1]["id"])

@@ -22,7 +22,6 @@ public struct DaemonConfig: Sendable {
     // [conntrack]
     public var receiveBuffer = 64 * 1024 * 1024
     public var counterInterval = 2.0
-    public var snapshotMaxAge = 0.02
     public var hide = HidePolicy.defaultBlocks
     public var hideOwnConnections = true
     // [plugins]
@@ -107,7 +106,6 @@ public struct DaemonConfig: Sendable {
             var r = StrictReader(values: s, section: "conntrack", source: source)
             receiveBuffer = try r.int("receive_buffer", 65536...(1 << 30)) ?? receiveBuffer
             counterInterval = try r.double("counter_interval", 0.1...3600) ?? counterInterval
-            snapshotMaxAge = try r.double("snapshot_max_age", 0...10) ?? snapshotMaxAge
             hide = try r.strings("hide") ?? hide
             hideOwnConnections = try r.bool("hide_own_connections") ?? hideOwnConnections
             try r.finish()

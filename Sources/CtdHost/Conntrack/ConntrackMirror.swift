@@ -60,7 +60,7 @@ struct FlowKey: Hashable {
 /// The live copy of the kernel table: one dump at start, then events; a dump again after event loss.
 ///
 /// Writers (the event thread, the counter refresher, kill/change) take the lock briefly; readers take an O(1)
-/// copy-on-write snapshot, at most `snapshotMaxAge` seconds stale.
+/// copy-on-write snapshot of the latest generation.
 public final class ConntrackMirror: @unchecked Sendable {
     public struct Statistics: Sendable {
         public var entries: Int
@@ -97,12 +97,10 @@ public final class ConntrackMirror: @unchecked Sendable {
     private var lastViewAt: Double = -1e9
 
     public private(set) var hide: HidePolicy
-    public let snapshotMaxAge: Double
     let logger: Logger
 
-    public init(hide: HidePolicy, snapshotMaxAge: Double = 0.02, logger: Logger) {
+    public init(hide: HidePolicy, logger: Logger) {
         self.hide = hide
-        self.snapshotMaxAge = snapshotMaxAge
         self.logger = logger
     }
 
@@ -118,7 +116,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         let now = KernelConntrack.monotonicNow()
         return lock.withLock {
             lastViewAt = now
-            if let p = published, p.generation == generation || now - p.monotonic < snapshotMaxAge { return p }
+            if let p = published, p.generation == generation { return p }
             let s = MirrorSnapshot(
                 flows: flows, generation: generation, takenAt: Date().timeIntervalSince1970, monotonic: now)
             published = s
@@ -166,6 +164,11 @@ public final class ConntrackMirror: @unchecked Sendable {
     var secondsSinceLastView: Double { lock.withLock { KernelConntrack.monotonicNow() - lastViewAt } }
 
     // MARK: Writing
+
+    /// Every writer lets go of the shared snapshot before it changes the table: the chunks are then changed in place
+    /// unless a reader still holds them, instead of being copied for a snapshot nobody may ask for again; the next
+    /// `snapshot()` takes a fresh one (a copy of the chunk list).
+    private func dropPublishedLocked() { published = nil }
 
     /// Which fields an event carried (CTD_HAS_* bits); a dump carries all.
     struct Presence: OptionSet {
@@ -252,6 +255,7 @@ public final class ConntrackMirror: @unchecked Sendable {
     func apply(events: [(type: Int32, present: UInt8, flow: Flow)]) {
         guard !events.isEmpty else { return }
         lock.withLock {
+            dropPublishedLocked()
             for e in events {
                 if e.type == 4 {
                     removeLocked(FlowKey(e.flow))
@@ -268,19 +272,19 @@ public final class ConntrackMirror: @unchecked Sendable {
     func remove(_ removed: [Flow]) {
         guard !removed.isEmpty else { return }
         lock.withLock {
+            // Also: the client that killed must see the result in its next view.
+            dropPublishedLocked()
             for f in removed { removeLocked(FlowKey(f)) }
             generation &+= 1
-            // The client that killed must see the result in its next view: no stale snapshot.
-            published = nil
         }
     }
 
     /// Stores an entry as re-read from the kernel after ctd changed it.
     func replace(_ flow: Flow) {
         lock.withLock {
+            dropPublishedLocked()
             upsertLocked(flow, present: .all)
             generation &+= 1
-            published = nil
         }
     }
 
@@ -306,6 +310,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             }
         }
         lock.withLock {
+            dropPublishedLocked()
             flows = FlowTable(newFlows)
             lastSeen = [UInt32](repeating: 0, count: newFlows.count)
             indexByKey = byKey
@@ -338,6 +343,7 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     func reconcile(chunk: ArraySlice<Flow>, epoch: UInt32, interval: Double) {
         lock.withLock {
+            dropPublishedLocked()
             var changed = false
             for f in chunk {
                 guard let i = indexByKey[FlowKey(f)] else {
@@ -390,6 +396,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             for i in flows.indices where lastSeen[i] != epoch && flows[i].timeoutObservedAt < dumpStartedAt {
                 vanished.append(FlowKey(flows[i]))
             }
+            if !vanished.isEmpty { dropPublishedLocked() }
             for key in vanished { removeLocked(key) }
             if !vanished.isEmpty { generation &+= 1 }
             return vanished.count

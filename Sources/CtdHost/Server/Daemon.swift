@@ -33,7 +33,7 @@ public final class Daemon {
         var blocks = config.hide.compactMap(CIDRBlock.init)
         if config.hide.isEmpty { blocks = [] }
         let hide = HidePolicy(blocks: blocks, ownTCPPorts: config.hideOwnConnections ? [UInt16(config.port)] : [])
-        let mirror = ConntrackMirror(hide: hide, snapshotMaxAge: config.snapshotMaxAge, logger: logger)
+        let mirror = ConntrackMirror(hide: hide, logger: logger)
         let service = ConntrackService(
             mirror: mirror, receiveBuffer: config.receiveBuffer, counterInterval: config.counterInterval,
             logger: logger)
