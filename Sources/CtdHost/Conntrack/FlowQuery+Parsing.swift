@@ -159,25 +159,19 @@ extension FlowQuery {
     /// An unsigned 32-bit value (mark, id): an integer from -2^31 to 2^32-1 (negatives are two's complement, as
     /// XML-RPC i4 clients send large marks), or a decimal or 0x-hex string with the same range.
     static func uint32(_ key: String, _ input: FilterInput) throws -> UInt32 {
-        let value: Int64?
+        let value: UInt32?
         switch input {
-        case .int(let v): value = v
-        case .string(let raw):
-            let s = trimmed(raw)
-            if s.hasPrefix("0x") || s.hasPrefix("0X") {
-                value = UInt32(s.dropFirst(2), radix: 16).map(Int64.init)
-            } else {
-                value = Int64(s)
-            }
+        case .int(let v): value = UInt32Argument.from(integer: v)
+        case .string(let s): value = UInt32Argument.from(text: s)
         case .list: throw nestedList(key)
         }
-        guard let v = value else {
-            throw Fault.invalidParams("\(key): \(show(input)) is not a number (decimal or 0x-hexadecimal).")
-        }
-        guard v >= Int64(Int32.min), v <= Int64(UInt32.max) else {
+        guard let value else {
+            if case .string(let s) = input, Int64(trimmed(s)) == nil {
+                throw Fault.invalidParams("\(key): \(show(input)) is not a number (decimal or 0x-hexadecimal).")
+            }
             throw Fault.invalidParams("\(key): \(show(input)) is out of range for an unsigned 32-bit value.")
         }
-        return UInt32(truncatingIfNeeded: v)
+        return value
     }
 
     /// A non-negative integer up to `max`, as an integer or a decimal string.

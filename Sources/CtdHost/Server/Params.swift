@@ -70,20 +70,26 @@ struct Params {
 import Foundation
 
 /// Conversions of client-sent ids and 32-bit unsigned values: clients differ (FACTS.md), so a value may come as a
-/// decimal string, an int, an i8, or a negative int holding the two's complement of a value at or above 2^31.
+/// decimal or 0x-hex string, an int, an i8, or a negative int holding the two's complement of a value at or above
+/// 2^31. The query engine's `mark` and `id` filters follow the same rules (`FlowQuery.uint32`).
 enum UInt32Argument {
+    /// An integer from -2^31 to 2^32-1; negatives are two's complement.
+    static func from(integer n: Int64) -> UInt32? {
+        guard n >= Int64(Int32.min), n <= Int64(UInt32.max) else { return nil }
+        return UInt32(truncatingIfNeeded: n)
+    }
+
+    /// A decimal string with the range of `from(integer:)`, or a 0x-hexadecimal one up to 0xffffffff.
+    static func from(text raw: String) -> UInt32? {
+        let s = raw.trimmingCharacters(in: .whitespaces)
+        if s.hasPrefix("0x") || s.hasPrefix("0X") { return UInt32(s.dropFirst(2), radix: 16) }
+        return Int64(s).flatMap { from(integer: $0) }
+    }
+
     static func parse(_ v: XMLRPCValue) -> UInt32? {
         switch v {
-        case .int(let n):
-            if n >= 0 && n <= Int64(UInt32.max) { return UInt32(n) }
-            if n < 0 && n >= Int64(Int32.min) { return UInt32(bitPattern: Int32(n)) }
-            return nil
-        case .string(let raw):
-            let s = raw.trimmingCharacters(in: .whitespaces)
-            if s.hasPrefix("0x") || s.hasPrefix("0X") { return UInt32(s.dropFirst(2), radix: 16) }
-            if let n = UInt32(s) { return n }
-            if let n = Int32(s), n < 0 { return UInt32(bitPattern: n) }
-            return nil
+        case .int(let n): return from(integer: n)
+        case .string(let s): return from(text: s)
         case .double(let d):
             guard d == d.rounded(), d >= 0, d <= Double(UInt32.max) else { return nil }
             return UInt32(d)
