@@ -329,7 +329,10 @@ public final class RPCService: @unchecked Sendable {
                     clientAddress: client, connection: $0.connectionInfo(now: now))
             }
             batch = try runHooksBefore(batch: events)
-            if targets.count == 1, let reason = batch.vetoes[0] { throw Fault.vetoed(reason) }
+            if targets.count == 1, let reason = batch.vetoes[0] {
+                runHooksAfter(batch: batch, outcomes: [.failed(reason: "vetoed: \(reason)")])
+                throw Fault.vetoed(reason)
+            }
             for (i, reason) in batch.vetoes.enumerated() where reason != nil { failed.append((targets[i].id, reason!)) }
         }
         let approvedIndices = targets.indices.filter { batch.approved[$0] }
@@ -533,38 +536,6 @@ public final class RPCService: @unchecked Sendable {
 
     // MARK: Hooks
 
-    struct HookToken {
-        let index: Int
-        let token: Int64
-        let event: ActionEvent
-    }
-
-    /// Runs every hook's `before`. A veto, or a failure of a hook whose failure stops actions, throws a fault and
-    /// tells the hooks already asked that the action did not happen.
-    func runHooksBefore(_ event: ActionEvent) throws -> [HookToken] {
-        var tokens: [HookToken] = []
-        for (i, (info, hook)) in plugins.hooks.enumerated() {
-            do {
-                let (decision, token) = try hook.before(event)
-                tokens.append(HookToken(index: i, token: token, event: event))
-                if case .veto(let reason) = decision {
-                    runHooksAfter(tokens, outcome: .failed(reason: "vetoed by \(info.name): \(reason)"))
-                    throw Fault.vetoed("\(reason) (\(info.name))")
-                }
-                plugins.reportProblem(info.name, nil)
-            } catch let fault as Fault {
-                throw fault
-            } catch {
-                plugins.reportProblem(info.name, "\(error)")
-                if hook.failureStopsAction {
-                    runHooksAfter(tokens, outcome: .failed(reason: "\(info.name) failed"))
-                    throw Fault.vetoed("\(info.name) could not record the action, so it was not done")
-                }
-            }
-        }
-        return tokens
-    }
-
     /// The hooks' answers for a batch: `tokens[h]` are hook h's tokens (hooks that were asked, in order).
     struct HookBatch {
         var events: [ActionEvent]
@@ -618,15 +589,19 @@ public final class RPCService: @unchecked Sendable {
         }
     }
 
-    func runHooksAfter(_ tokens: [HookToken], outcome: ActionOutcome) {
-        for t in tokens {
-            let (info, hook) = plugins.hooks[t.index]
-            do {
-                try hook.after(t.event, token: t.token, outcome: outcome)
-            } catch {
-                plugins.reportProblem(info.name, "\(error)")
-            }
+    /// One action (login, change, a denied call): the batch path with one event. A veto throws the fault, after
+    /// telling the hooks that were asked that the action did not happen.
+    func runHooksBefore(_ event: ActionEvent) throws -> HookBatch {
+        let batch = try runHooksBefore(batch: [event])
+        if let reason = batch.vetoes.first.flatMap({ $0 }) {
+            runHooksAfter(batch: batch, outcomes: [.failed(reason: "vetoed: \(reason)")])
+            throw Fault.vetoed(reason)
         }
+        return batch
+    }
+
+    func runHooksAfter(_ batch: HookBatch, outcome: ActionOutcome) {
+        runHooksAfter(batch: batch, outcomes: [outcome])
     }
 }
 
