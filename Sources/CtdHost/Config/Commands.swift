@@ -15,18 +15,34 @@ public struct CtdCommand: ParsableCommand {
     public init() {}
 }
 
-struct ServeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "serve", abstract: "Serve the conntrack table (the default command).")
-
+/// The options `serve` and `plugins list` share: where the config is and which plugins it loads from where.
+struct PluginOptions: ParsableArguments {
     @Option(name: .long, help: "Config file (TOML); see ctd.sample.toml.") var config: String?
-    @Option(name: .long, help: "Address to listen on (default 127.0.0.1).") var listen: String?
-    @Option(name: .long, help: "TCP port (default 4040; 0 picks a free one).") var port: Int?
     @Option(name: .customLong("mod-auth"), help: "Authenticator plugin (default AuthSHA).") var modAuth: String?
     @Option(name: .customLong("plugin"), help: "Enable a resolver or hook plugin (repeatable).") var plugins: [String] = []
     @Option(name: .customLong("plugin-dir"), help: "Directory of plugin .so files.") var pluginDir: String?
     @Option(name: .customLong("password-file"), help: "AuthSHA's password file (overrides the config).")
     var passwordFile: String?
+
+    /// The config file (or the defaults) with these options applied.
+    func loadConfig() throws -> DaemonConfig {
+        var c = try config.map(DaemonConfig.load(path:)) ?? DaemonConfig()
+        if let modAuth { c.authenticator = modAuth }
+        for p in plugins where !c.plugins.contains(p) { c.plugins.append(p) }
+        if let pluginDir { c.pluginDirectories = [pluginDir] }
+        if c.pluginDirectories.isEmpty { c.pluginDirectories = Daemon.defaultPluginDirectories() }
+        if let passwordFile { c.pluginSections["AuthSHA", default: [:]]["password_file"] = .string(passwordFile) }
+        return c
+    }
+}
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve the conntrack table (the default command).")
+
+    @OptionGroup var pluginOptions: PluginOptions
+    @Option(name: .long, help: "Address to listen on (default 127.0.0.1).") var listen: String?
+    @Option(name: .long, help: "TCP port (default 4040; 0 picks a free one).") var port: Int?
     @Option(name: .customLong("tls-cert"), help: "PEM certificate chain; enables TLS with --tls-key.") var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "PEM private key.") var tlsKey: String?
     @Option(name: .customLong("hide"), help: "Hide connections from/to this CIDR (repeatable; replaces the default).")
@@ -35,17 +51,12 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
 
     func effectiveConfig() throws -> DaemonConfig {
-        var c = try config.map(DaemonConfig.load(path:)) ?? DaemonConfig()
+        var c = try pluginOptions.loadConfig()
         if let listen { c.listen = listen }
         if let port {
             guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
             c.port = port
         }
-        if let modAuth { c.authenticator = modAuth }
-        for p in plugins where !c.plugins.contains(p) { c.plugins.append(p) }
-        if let pluginDir { c.pluginDirectories = [pluginDir] }
-        if c.pluginDirectories.isEmpty { c.pluginDirectories = Daemon.defaultPluginDirectories() }
-        if let passwordFile { c.pluginSections["AuthSHA", default: [:]]["password_file"] = .string(passwordFile) }
         if let tlsCert { c.tlsCertificate = tlsCert }
         if let tlsKey { c.tlsKey = tlsKey }
         if !hide.isEmpty { c.hide = hide }
@@ -87,19 +98,10 @@ struct PluginsCommand: ParsableCommand {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Load and configure the plugins a config enables, and print each with its health.")
-        @Option(name: .long, help: "Config file.") var config: String?
-        @Option(name: .customLong("mod-auth")) var modAuth: String?
-        @Option(name: .customLong("plugin")) var plugins: [String] = []
-        @Option(name: .customLong("plugin-dir")) var pluginDir: String?
-        @Option(name: .customLong("password-file")) var passwordFile: String?
+        @OptionGroup var pluginOptions: PluginOptions
 
         func run() throws {
-            var c = try config.map(DaemonConfig.load(path:)) ?? DaemonConfig()
-            if let modAuth { c.authenticator = modAuth }
-            for p in plugins where !c.plugins.contains(p) { c.plugins.append(p) }
-            if let pluginDir { c.pluginDirectories = [pluginDir] }
-            if c.pluginDirectories.isEmpty { c.pluginDirectories = Daemon.defaultPluginDirectories() }
-            if let passwordFile { c.pluginSections["AuthSHA", default: [:]]["password_file"] = .string(passwordFile) }
+            let c = try pluginOptions.loadConfig()
             var logger = Logger(label: "ctd")
             logger.logLevel = .warning
             print("plugin directories: \(c.pluginDirectories.joined(separator: ", "))")
