@@ -10,8 +10,8 @@ public final class RPCService: @unchecked Sendable {
     let plugins: PluginRegistry
     let logger: Logger
     let resolvedFields: ResolvedFieldCache
-    let queryCache = QueryCache()
-    let renderedViews = RenderedViewCache()
+    let queryResults = RecentResults<QueryKey, FlowQueryResult>(capacity: 32)
+    let renderedViews = RecentResults<RenderedViewKey, [UInt8]>(capacity: 16) { $0.second < $1.second - 1 }
     let loginThrottle = LoginThrottle()
     let startedAt = Date().timeIntervalSince1970
 
@@ -48,7 +48,7 @@ public final class RPCService: @unchecked Sendable {
             let p = try Params(method: "view", values: params, names: spec.params, required: spec.required)
             let answer = try viewAnswer(p, client: client)
             guard let key = answer.key else { return XMLRPCEncoder.response(answer.value()) }
-            return renderedViews.bytes(for: key) { XMLRPCEncoder.response(answer.value()) }
+            return renderedViews.value(for: key) { XMLRPCEncoder.response(answer.value()) }
         } catch let fault as Fault {
             return XMLRPCEncoder.fault(fault)
         } catch {
@@ -174,7 +174,7 @@ public final class RPCService: @unchecked Sendable {
 
     /// The answer of `view`, with what identifies it: the same key always renders the same bytes.
     struct ViewAnswer {
-        let key: RenderedViewCache.Key?
+        let key: RenderedViewKey?
         let value: () -> XMLRPCValue
     }
 
@@ -202,14 +202,15 @@ public final class RPCService: @unchecked Sendable {
         let key =
             clockDependent
             ? nil
-            : RenderedViewCache.Key(
+            : RenderedViewKey(
                 generation: snap.generation, query: query, second: Int64(now), autorefresh: s.autorefresh,
                 accounting: accounting)
         return ViewAnswer(key: key) { [self] in
             let resolve = resolvedFields.resolver()
             let compute = { query.run(on: snap.flows, now: now, resolve: self.plugins.resolvers.isEmpty ? nil : resolve) }
             let result =
-                clockDependent ? compute() : queryCache.result(generation: snap.generation, query: query, compute: compute)
+                clockDependent
+                ? compute() : queryResults.value(for: QueryKey(generation: snap.generation, query: query), compute: compute)
             var page: [XMLRPCValue] = []
             page.reserveCapacity(result.page.count)
             for i in result.page {
