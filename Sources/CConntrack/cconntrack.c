@@ -142,35 +142,17 @@ static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, vo
     return NFCT_CB_CONTINUE;
 }
 
-static int dump_with(struct nfct_filter_dump *filter, ctd_flow_cb cb, void *ctx) {
+int ctd_dump(ctd_flow_cb cb, void *ctx) {
     struct nfct_handle *h = nfct_open(CONNTRACK, 0);
     if (!h) return -errno;
     nfnl_rcvbufsiz(nfct_nfnlh(h), 8 * 1024 * 1024);
     struct cb_ctx c = {cb, ctx, 1};
     nfct_callback_register(h, NFCT_T_ALL, on_entry, &c);
-    int ret;
-    if (filter) {
-        ret = nfct_query(h, NFCT_Q_DUMP_FILTER, filter);
-    } else {
-        uint32_t family = AF_UNSPEC;
-        ret = nfct_query(h, NFCT_Q_DUMP, &family);
-    }
+    uint32_t family = AF_UNSPEC;
+    int ret = nfct_query(h, NFCT_Q_DUMP, &family);
     int err = ret < 0 ? -errno : 0;
     nfct_close(h);
     return err;
-}
-
-int ctd_dump(ctd_flow_cb cb, void *ctx) { return dump_with(NULL, cb, ctx); }
-
-int ctd_dump_mark(uint32_t mark, uint32_t mask, ctd_flow_cb cb, void *ctx) {
-    struct nfct_filter_dump *filter = nfct_filter_dump_create();
-    if (!filter) return -ENOMEM;
-    struct nfct_filter_dump_mark m = {.val = mark, .mask = mask};
-    nfct_filter_dump_set_attr(filter, NFCT_FILTER_DUMP_MARK, &m);
-    nfct_filter_dump_set_attr_u8(filter, NFCT_FILTER_DUMP_L3NUM, AF_UNSPEC);
-    int ret = dump_with(filter, cb, ctx);
-    nfct_filter_dump_destroy(filter);
-    return ret;
 }
 
 struct ctd_events {

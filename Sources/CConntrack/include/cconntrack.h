@@ -37,9 +37,6 @@ typedef void (*ctd_flow_cb)(void *ctx, int type, const struct ctd_flow *flow);
 /// Dumps the whole table (IPv4 and IPv6). Returns 0 or -errno.
 int ctd_dump(ctd_flow_cb cb, void *ctx);
 
-/// Dumps only entries whose mark matches (kernel-side filter). Returns 0 or -errno.
-int ctd_dump_mark(uint32_t mark, uint32_t mask, ctd_flow_cb cb, void *ctx);
-
 struct ctd_events;
 
 /// Subscribes to NEW/UPDATE/DESTROY events with a receive buffer of `rcvbuf` bytes.

@@ -64,7 +64,6 @@ struct FlowKey: Hashable {
 public final class ConntrackMirror: @unchecked Sendable {
     public struct Statistics: Sendable {
         public var entries: Int
-        public var hidden: Int
         public var generation: UInt64
         public var resyncs: Int
         public var eventsApplied: UInt64
@@ -90,9 +89,8 @@ public final class ConntrackMirror: @unchecked Sendable {
     private var ambiguousIDs: [UInt32: Int] = [:]
     private var generation: UInt64 = 0
     private var published: MirrorSnapshot?
-    private var hiddenCount = 0
     private var stats = Statistics(
-        entries: 0, hidden: 0, generation: 0, resyncs: 0, eventsApplied: 0, counterRefreshes: 0,
+        entries: 0, generation: 0, resyncs: 0, eventsApplied: 0, counterRefreshes: 0,
         lastCounterRefresh: 0, receiveBuffer: 0, accountingEnabled: false, eventsHealthy: false)
     private var lastViewAt: Double = -1e9
 
@@ -154,7 +152,6 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock {
             var s = stats
             s.entries = flows.count
-            s.hidden = hiddenCount
             s.generation = generation
             return s
         }
@@ -294,13 +291,8 @@ public final class ConntrackMirror: @unchecked Sendable {
         newFlows.reserveCapacity(dumped.count)
         var byKey: [FlowKey: Int] = [:]
         byKey.reserveCapacity(dumped.count)
-        var hidden = 0
         let hide = lock.withLock { self.hide }
-        for f in dumped {
-            if hide.hides(f) {
-                hidden += 1
-                continue
-            }
+        for f in dumped where !hide.hides(f) {
             let key = FlowKey(f)
             if let i = byKey[key] {
                 newFlows[i] = f
@@ -318,7 +310,6 @@ public final class ConntrackMirror: @unchecked Sendable {
             indexByID.reserveCapacity(newFlows.count)
             ambiguousIDs = [:]
             for (i, f) in newFlows.enumerated() { addIDLocked(f.id, index: i) }
-            hiddenCount = hidden
             generation &+= 1
             loads &+= 1
             if isResync { stats.resyncs += 1 }

@@ -25,15 +25,6 @@ public enum KernelConntrack {
         }
     }
 
-    /// Dumps only entries whose mark matches `mark & mask` (filtered in the kernel).
-    public static func dump(mark: UInt32, mask: UInt32, _ body: (Flow) -> Void) throws {
-        try withoutActuallyEscaping(body) { body in
-            var sink = FlowSink(now: monotonicNow()) { _, _, flow in body(flow) }
-            let rc = withUnsafeMutablePointer(to: &sink) { ctd_dump_mark(mark, mask, flowSinkCallback, $0) }
-            if rc < 0 { throw Error(errno: -rc, operation: "conntrack dump") }
-        }
-    }
-
     /// Result of a destroy or update of one entry.
     public enum Outcome: Equatable, Sendable {
         case done

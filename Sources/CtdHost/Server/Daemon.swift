@@ -30,9 +30,7 @@ public final class Daemon {
         for p in plugins.all {
             logger.info("plugin loaded", metadata: ["name": "\(p.name)", "id": "\(p.metadata.id)", "version": "\(p.metadata.version)", "path": "\(p.path)"])
         }
-        var blocks = config.hide.compactMap(CIDRBlock.init)
-        if config.hide.isEmpty { blocks = [] }
-        let hide = HidePolicy(blocks: blocks, ownTCPPorts: config.hideOwnConnections ? [UInt16(config.port)] : [])
+        let hide = HidePolicy(blocks: config.hide.compactMap(CIDRBlock.init), ownTCPPorts: config.hideOwnConnections ? [UInt16(config.port)] : [])
         let mirror = ConntrackMirror(hide: hide, logger: logger)
         let service = ConntrackService(
             mirror: mirror, receiveBuffer: config.receiveBuffer, counterInterval: config.counterInterval,

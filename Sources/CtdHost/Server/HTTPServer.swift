@@ -185,7 +185,7 @@ final class XMLRPCHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var buffer = context.channel.allocator.buffer(capacity: body.count)
         buffer.writeBytes(body)
         context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        let done = context.writeAndFlushPromise()
+        let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
         if !keepAlive {
             let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -205,8 +205,4 @@ final class XMLRPCHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         logger.debug("connection error: \(error)")
         context.close(promise: nil)
     }
-}
-
-extension ChannelHandlerContext {
-    fileprivate func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise() }
 }
