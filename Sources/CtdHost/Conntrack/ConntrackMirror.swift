@@ -26,6 +26,25 @@ public struct HidePolicy: Sendable {
     }
 }
 
+extension Flow {
+    /// Takes the fields an event or dump carried (`present`) from `newer`; the tuple and id are the same.
+    mutating func merge(_ newer: Flow, present: ConntrackMirror.Presence) {
+        if present.contains(.mark) { mark = newer.mark }
+        if present.contains(.status) { status = newer.status }
+        if present.contains(.timeout) {
+            timeout = newer.timeout
+            timeoutObservedAt = newer.timeoutObservedAt
+        }
+        if present.contains(.state), newer.tcpState != Flow.noState { tcpState = newer.tcpState }
+        if present.contains(.counters) {
+            origBytes = newer.origBytes
+            origPackets = newer.origPackets
+            replyBytes = newer.replyBytes
+            replyPackets = newer.replyPackets
+        }
+    }
+}
+
 /// An immutable view of the table at one moment; queries run on it without locks.
 public struct MirrorSnapshot: Sendable {
     public let flows: FlowTable
@@ -129,23 +148,15 @@ public final class ConntrackMirror: @unchecked Sendable {
         case ambiguous
     }
 
-    public func lookup(id: UInt32) -> Lookup {
-        lock.withLock {
-            if ambiguousIDs[id] != nil { return .ambiguous }
-            guard let i = indexByID[id] else { return .missing }
-            return .found(flows[i])
-        }
-    }
+    public func lookup(id: UInt32) -> Lookup { lock.withLock { lookupLocked(id) } }
 
     /// Looks up many ids under one lock (a bulk kill).
-    public func lookup(ids: [UInt32]) -> [Lookup] {
-        lock.withLock {
-            ids.map { id in
-                if ambiguousIDs[id] != nil { return .ambiguous }
-                guard let i = indexByID[id] else { return .missing }
-                return .found(flows[i])
-            }
-        }
+    public func lookup(ids: [UInt32]) -> [Lookup] { lock.withLock { ids.map(lookupLocked) } }
+
+    private func lookupLocked(_ id: UInt32) -> Lookup {
+        if ambiguousIDs[id] != nil { return .ambiguous }
+        guard let i = indexByID[id] else { return .missing }
+        return .found(flows[i])
     }
 
     public var statistics: Statistics {
@@ -182,21 +193,7 @@ public final class ConntrackMirror: @unchecked Sendable {
     private func upsertLocked(_ flow: Flow, present: Presence) {
         let key = FlowKey(flow)
         if let i = indexByKey[key] {
-            var merged = flows[i]
-            if present.contains(.mark) { merged.mark = flow.mark }
-            if present.contains(.status) { merged.status = flow.status }
-            if present.contains(.timeout) {
-                merged.timeout = flow.timeout
-                merged.timeoutObservedAt = flow.timeoutObservedAt
-            }
-            if present.contains(.state) { merged.tcpState = flow.tcpState }
-            if present.contains(.counters) {
-                merged.origBytes = flow.origBytes
-                merged.origPackets = flow.origPackets
-                merged.replyBytes = flow.replyBytes
-                merged.replyPackets = flow.replyPackets
-            }
-            flows[i] = merged
+            flows[i].merge(flow, present: present)
             return
         }
         if hide.hides(flow) { return }
@@ -350,15 +347,7 @@ public final class ConntrackMirror: @unchecked Sendable {
                 lastSeen[i] = epoch
                 let old = flows[i]
                 var u = old
-                u.mark = f.mark
-                u.status = f.status
-                u.timeout = f.timeout
-                u.timeoutObservedAt = f.timeoutObservedAt
-                if f.tcpState != Flow.noState { u.tcpState = f.tcpState }
-                u.origBytes = f.origBytes
-                u.origPackets = f.origPackets
-                u.replyBytes = f.replyBytes
-                u.replyPackets = f.replyPackets
+                u.merge(f, present: .all)
                 let delta = f.totalBytes >= old.totalBytes ? f.totalBytes - old.totalBytes : 0
                 u.byteRate = interval > 0 ? Double(delta) / interval : 0
                 // The remaining timeout alone moves every second; it is computed at read time, not stored.
