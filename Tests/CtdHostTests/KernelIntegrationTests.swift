@@ -37,6 +37,21 @@ struct KernelIntegration {
         return flows
     }
 
+    /// Deletes the entry of `src` and creates the same tuple again until it gets an id other than `stale`'s. The
+    /// kernel derives ids from the entry's memory slot, so fillers created in between take the freed slot.
+    func reinsertUnderNewID(_ stale: Flow, _ src: String, _ dst: String, mark: Int = 0) throws -> Flow {
+        for round in 0..<10 {
+            try shell("conntrack -D -p udp -s \(src) 2>/dev/null")
+            for i in 0..<(round + 1) * 4 { try insertUDP("10.250.\(round).\(i + 1)", "10.250.255.1", sport: 9, dport: 9) }
+            try insertUDP(src, dst, sport: 1111, dport: 53, mark: mark)
+            try shell("conntrack -D -p udp -d 10.250.255.1 2>/dev/null")
+            if let fresh = try dumpAll().first(where: { $0.origSource.description == src }), fresh.id != stale.id {
+                return fresh
+            }
+        }
+        throw KernelConntrack.Error(errno: EEXIST, operation: "the kernel kept giving \(src) its old id")
+    }
+
     func insertUDP(_ src: String, _ dst: String, sport: Int, dport: Int, mark: Int = 0) throws {
         try shell(
             "conntrack -I -p udp -s \(src) -d \(dst) --sport \(sport) --dport \(dport) -t 300 -m \(mark) 2>/dev/null")
@@ -68,12 +83,7 @@ struct KernelIntegration {
     @Test func destroy_whenTupleReusedUnderNewID_leavesNewEntry() throws {
         try insertUDP("10.2.0.1", "10.2.0.2", sport: 1111, dport: 53)
         let stale = try #require(try dumpAll().first)
-        for _ in 0..<10 {
-            try shell("conntrack -D -p udp -s 10.2.0.1 2>/dev/null")
-            try insertUDP("10.2.0.1", "10.2.0.2", sport: 1111, dport: 53)
-            if try dumpAll().first?.id != stale.id { break }
-        }
-        let fresh = try #require(try dumpAll().first)
+        let fresh = try reinsertUnderNewID(stale, "10.2.0.1", "10.2.0.2")
         try #require(fresh.id != stale.id, "the kernel kept reusing the id; cannot test")
         let outcome = try KernelConntrack.destroy([stale])
         #expect(outcome == [.gone])
@@ -86,13 +96,8 @@ struct KernelIntegration {
     @Test func update_whenIDStale_changesNothing() throws {
         try insertUDP("10.3.0.1", "10.3.0.2", sport: 1111, dport: 53, mark: 1)
         let stale = try #require(try dumpAll().first)
-        // The kernel derives ids from the entry's address; a freed slot may come back with the same id. Retry.
-        for _ in 0..<10 {
-            try shell("conntrack -D -p udp -s 10.3.0.1 2>/dev/null")
-            try insertUDP("10.3.0.1", "10.3.0.2", sport: 1111, dport: 53, mark: 1)
-            if try dumpAll().first?.id != stale.id { break }
-        }
-        try #require(try dumpAll().first?.id != stale.id, "the kernel kept reusing the id; cannot test")
+        // The kernel derives ids from the entry's address: a freed slot may come back with the same id.
+        _ = try reinsertUnderNewID(stale, "10.3.0.1", "10.3.0.2", mark: 1)
         let (outcome, _) = try KernelConntrack.update(stale, mark: 99, timeout: nil)
         #expect(outcome == .gone)
         #expect(try dumpAll().first?.mark == 1)
