@@ -205,3 +205,17 @@ struct IPAddressTests {
         #expect(CIDRBlock("10.0.0.0/33") == nil && CIDRBlock("nonsense") == nil)
     }
 }
+
+struct LoginThrottleConfigTests {
+    @Test func allows_whenLimitIsZero_neverRefuses() {
+        let throttle = LoginThrottle(limit: 0, window: 60)
+        for _ in 0..<50 { throttle.failed("a") }
+        #expect(throttle.allows("a"))
+    }
+
+    @Test func parse_whenThrottleSettingsGiven_readsThem() throws {
+        let c = try DaemonConfig.parse("[sessions]\nlogin_failure_limit = 0\nlogin_failure_window = 5\n")
+        #expect(c.loginFailureLimit == 0 && c.loginFailureWindow == 5)
+        #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[sessions]\nlogin_failure_limit = -1\n") }
+    }
+}

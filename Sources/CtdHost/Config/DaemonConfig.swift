@@ -19,6 +19,10 @@ public struct DaemonConfig: Sendable {
     public var idleTimeout = 10.0
     public var maxLifetime = 8 * 3600.0
     public var maxSessions = 1024
+    /// Failed logins from one address within `loginFailureWindow` seconds before further logins from it are
+    /// refused until the window has passed; 0 turns the throttle off.
+    public var loginFailureLimit = 10
+    public var loginFailureWindow = 60.0
     // [conntrack]
     public var receiveBuffer = 64 * 1024 * 1024
     public var counterInterval = 2.0
@@ -100,6 +104,8 @@ public struct DaemonConfig: Sendable {
             idleTimeout = try r.double("idle_timeout", 1...86400) ?? idleTimeout
             maxLifetime = try r.double("max_lifetime", 1...(30 * 86400)) ?? maxLifetime
             maxSessions = try r.int("max_sessions", 1...1_000_000) ?? maxSessions
+            loginFailureLimit = try r.int("login_failure_limit", 0...1_000_000) ?? loginFailureLimit
+            loginFailureWindow = try r.double("login_failure_window", 1...86400) ?? loginFailureWindow
             try r.finish()
         }
         if let s = try section(root, "conntrack", source) {

@@ -12,7 +12,7 @@ public final class RPCService: @unchecked Sendable {
     let resolvedFields: ResolvedFieldCache
     let queryResults = RecentResults<QueryKey, FlowQueryResult>(capacity: 32)
     let renderedViews = RecentResults<RenderedViewKey, [UInt8]>(capacity: 16) { $0.second < $1.second - 1 }
-    let loginThrottle = LoginThrottle()
+    let loginThrottle: LoginThrottle
     let startedAt = Date().timeIntervalSince1970
 
     public init(
@@ -24,6 +24,7 @@ public final class RPCService: @unchecked Sendable {
         self.plugins = plugins
         self.logger = logger
         self.resolvedFields = ResolvedFieldCache(plugins: plugins)
+        self.loginThrottle = LoginThrottle(limit: config.loginFailureLimit, window: config.loginFailureWindow)
     }
 
     /// One HTTP body in, one out. Never throws: every failure becomes a fault.

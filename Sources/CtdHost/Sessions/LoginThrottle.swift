@@ -2,7 +2,7 @@ import NIOConcurrencyHelpers
 
 /// Slows password guessing: after `limit` failed logins from one client address within `window` seconds, further
 /// logins from that address are refused (with the usual login fault, before the authenticator is asked) until the
-/// window has passed. A success clears the address's failures.
+/// window has passed. A success clears the address's failures. A limit of 0 turns the throttle off.
 final class LoginThrottle: @unchecked Sendable {
     let limit: Int
     let window: Double
@@ -18,6 +18,7 @@ final class LoginThrottle: @unchecked Sendable {
 
     /// Whether a login from `client` may be tried now.
     func allows(_ client: String) -> Bool {
+        guard limit > 0 else { return true }
         let now = clock()
         return lock.withLock {
             let recent = (failures[client] ?? []).filter { now - $0 < window }
@@ -27,6 +28,7 @@ final class LoginThrottle: @unchecked Sendable {
     }
 
     func failed(_ client: String) {
+        guard limit > 0 else { return }
         let now = clock()
         lock.withLock {
             if failures.count > 100_000 { failures.removeAll() }
