@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import CtdHost
@@ -790,4 +791,33 @@ private let everyType: [XMLRPCValue] = [
     let distinct = XMLRPCStruct((0..<50).map { ("n\($0)", XMLRPCValue.int(Int64($0))) })
     #expect(distinct.count == 50)
     #expect(distinct["n0"] == .int(0) && distinct["n49"] == .int(49))
+}
+
+// MARK: - Concurrency
+
+/// Requests decoded on many threads at once each get their own values: FoundationXML's parser on Linux keeps
+/// per-parse state that must never leak from one request into another (that would hand one client's ids or
+/// password to another's call).
+@Test func decode_whenManyThreadsDecodeAtOnce_eachGetsItsOwnValues() {
+    let threads = 8
+    let rounds = 3000
+    let mismatches = Mutex(0)
+    DispatchQueue.concurrentPerform(iterations: threads) { t in
+        var local = 0
+        for r in 0..<rounds {
+            let token = "t\(t)-r\(r)-" + String(repeating: "x", count: (t * 7 + r) % 50)
+            let body = call(
+                "<param><value><string>\(token)</string></value></param><param><value><int>\(t * rounds + r)</int></value></param>",
+                method: "m\(t)")
+            guard let request = try? XMLRPCDecoder.decodeRequest(body) else {
+                local += 1
+                continue
+            }
+            if request.methodName != "m\(t)" || request.params != [.string(token), .int(Int64(t * rounds + r))] {
+                local += 1
+            }
+        }
+        mismatches.withLock { $0 += local }
+    }
+    #expect(mismatches.withLock { $0 } == 0)
 }
