@@ -106,10 +106,12 @@ extension AuditStore {
             let refIndex = names.firstIndex(of: "ref_seq")
             var expected: Int64 = 1
             var previousHash = AuditChain.genesis
-            var columns: [(name: String, value: SQLValue)] = names.map { ($0, .null) }
+            let layout = AuditChain.Layout(names: names)
+            var values = [SQLValue](repeating: .null, count: names.count)
+            var canonical: [UInt8] = []
             while try s.step(doing: "read the audit trail") {
-                for i in 0..<Int(count) { columns[i].value = s.column(Int32(i)) }
-                guard let seq = columns[seqIndex].value.integer else {
+                for i in 0..<Int(count) { values[i] = s.column(Int32(i)) }
+                guard let seq = values[seqIndex].integer else {
                     report.firstBadSeq = expected
                     report.problem = .malformedRow("a row after seq \(expected - 1) has no integer seq")
                     return report
@@ -119,17 +121,18 @@ extension AuditStore {
                     report.problem = .missingRows(from: expected, to: seq - 1)
                     return report
                 }
-                guard case .text(let stored) = columns[hashIndex].value, AuditChain.isHash(stored) else {
+                guard case .text(let stored) = values[hashIndex], AuditChain.isHash(stored) else {
                     report.firstBadSeq = seq
                     report.problem = .malformedRow("its hash is not 64 lowercase hex digits")
                     return report
                 }
-                if try AuditChain.hash(columns) != stored {
+                layout.canonical(values, into: &canonical)
+                if try AuditChain.sha256Hex(canonical) != stored {
                     report.firstBadSeq = seq
                     report.problem = .editedRow
                     return report
                 }
-                if columns[prevIndex].value != .text(previousHash) {
+                if values[prevIndex] != .text(previousHash) {
                     if seq == 1 {
                         report.firstBadSeq = 1
                         report.problem = .malformedRow("the first row's prev_hash is not the genesis value (64 zeros)")
@@ -139,8 +142,8 @@ extension AuditStore {
                     report.problem = .brokenLink
                     return report
                 }
-                if let actionIndex, columns[actionIndex].value == .text(AuditAction.outcome.rawValue) {
-                    let ref = refIndex.flatMap { columns[$0].value.integer }
+                if let actionIndex, values[actionIndex] == .text(AuditAction.outcome.rawValue) {
+                    let ref = refIndex.flatMap { values[$0].integer }
                     guard let ref, ref >= 1, ref < seq else {
                         report.firstBadSeq = seq
                         report.problem = .malformedRow("an outcome row must refer to an earlier action row")

@@ -42,6 +42,8 @@ final class SQLiteConnection {
     let path: String
     private var statements: [String: SQLiteStatement] = [:]
     private var isClosed = false
+    /// The WAL's size in pages after the last commit, once ``trackWALPages()`` was called.
+    private let walPagesStorage: UnsafeMutablePointer<Int32>
 
     /// Opens `path`. `create` makes a missing file (mode 0600); `readOnly` opens without write access;
     /// `immutable` (read-only only) tells SQLite that nobody writes the file, so that it needs no `-shm` file:
@@ -78,11 +80,25 @@ final class SQLiteConnection {
             throw AuditError.unusable(path, why, sqliteCode: rc)
         }
         handle = db
+        walPagesStorage = .allocate(capacity: 1)
+        walPagesStorage.initialize(to: 0)
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        walPagesStorage.deallocate()
+    }
+
+    /// Records the WAL's size after each commit in ``walPages`` and turns SQLite's automatic checkpoint off on this
+    /// connection: whoever calls this checkpoints (``AuditStore`` does, on another connection and thread).
+    func trackWALPages() {
+        csqlite_track_wal_pages(handle, walPagesStorage)
+    }
+
+    /// The WAL's size in pages after this connection's last commit (0 before ``trackWALPages()``).
+    var walPages: Int32 { walPagesStorage.pointee }
 
     static func uriEscaped(_ path: String) -> String {
         var out = ""

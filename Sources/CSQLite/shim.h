@@ -17,4 +17,17 @@ static inline int csqlite_bind_blob(sqlite3_stmt *statement, int index, const vo
     return sqlite3_bind_blob(statement, index, bytes, length, SQLITE_TRANSIENT);
 }
 
+/* Records in *context the WAL's size in pages after each commit. Installing it turns SQLite's automatic
+ * checkpoint off: sqlite3_wal_autocheckpoint is itself a WAL hook. */
+static int csqlite_wal_pages_hook(void *context, sqlite3 *db, const char *name, int pages) {
+    (void)db;
+    (void)name;
+    *(int *)context = pages;
+    return SQLITE_OK;
+}
+
+static inline void csqlite_track_wal_pages(sqlite3 *db, int *pages) {
+    sqlite3_wal_hook(db, csqlite_wal_pages_hook, pages);
+}
+
 #endif /* CSQLITE_SHIM_H */

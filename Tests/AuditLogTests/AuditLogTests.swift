@@ -426,6 +426,42 @@ private func mutable(_ paths: String...) throws {
     #expect(perUser.count == 20)
 }
 
+@Test func append_ofBatchesPastTheWALThreshold_checkpointsInTheBackground() throws {
+    let dir = try TempDir()
+    let path = dir.file("audit.db")
+    let store = try AuditStore(path: path)
+    func mainFileSize() -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : -1
+    }
+    let before = mainFileSize()
+    // Two bulk kills of 10,000: each takes the WAL past 1,000 pages. SQLite's own checkpoint is off on the appending
+    // connection, so the main file grows only if the background checkpoint ran.
+    for round in 0..<2 {
+        let entries = (0..<10_000).map { kill(id: UInt32(round * 10_000 + $0)) }
+        let seqs = try store.append(batch: entries)
+        try store.append(
+            batch: zip(entries, seqs).map { AuditEntry.outcome(of: $0, seq: $1, outcome: .succeeded, reason: nil) })
+    }
+    let deadline = Date().addingTimeInterval(10)
+    while mainFileSize() <= before + 1_000_000 && Date() < deadline { usleep(20_000) }
+    #expect(mainFileSize() > before + 1_000_000, "the main file stayed at \(mainFileSize()) bytes: no checkpoint ran")
+    store.close()
+    let report = try AuditStore(readingFrom: path).verify()
+    #expect(report.isIntact, "\(report)")
+    #expect(report.rows == 40_000)
+}
+
+@Test func canonicalForm_ofEveryStorageClass_isTheDocumentedBytes() {
+    let bytes = AuditChain.canonical([
+        ("seq", .integer(-42)), ("hash", .text("ignored")), ("b", .blob([0, 255])), ("t", .text("é")),
+        ("r", .real(1.5)), ("n", .null), ("a", .integer(0)),
+    ])
+    let expected: [UInt8] =
+        Array("ctd-audit-1\na=i1:0\nb=b2:".utf8) + [0, 255] + Array("\nr=r16:3ff8000000000000\nseq=i3:-42\nt=t2:é\n".utf8)
+    #expect(bytes == expected)
+}
+
 // MARK: Query
 
 @Test func query_joinsEachActionWithItsOutcomeAndFilters() throws {
