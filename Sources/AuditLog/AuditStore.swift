@@ -17,6 +17,9 @@ public final class AuditStore: Sendable {
         case extra
     }
 
+    /// Where AuditSQLite keeps its database unless configured otherwise.
+    public static let defaultPath = "/var/lib/ctd/audit.db"
+
     /// The database file.
     public let path: String
     /// Whether the store was opened with ``init(readingFrom:busyTimeout:)``.

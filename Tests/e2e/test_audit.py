@@ -138,6 +138,10 @@ def test_kill_isRecordedWithTheTupleTheKernelLost(ctd, tmp_path):
     listed = _audit("list", "--db", db).stdout
     assert f"id {e['id']} udp 10.71.0.1:4001 > 10.71.0.2:53 mark 4242" in listed, listed
     assert "succeeded" in listed
+    # Without --db, the database named by the daemon's config ([plugin.AuditSQLite] database).
+    assert _audit("list", "--config", c.config_path).stdout == listed
+    wrong = _audit("list", "--config", c.workdir / "no-such.toml", check=False)
+    assert wrong.returncode != 0 and "cannot read config file" in wrong.stderr, wrong.stderr
 
     verify = _audit("verify", "--db", db)
     assert verify.stdout.startswith("ok: 4 rows, chain intact"), verify.stdout

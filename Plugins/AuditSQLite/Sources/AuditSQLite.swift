@@ -26,7 +26,7 @@ public final class AuditSQLitePlugin: ActionHook {
     public let failureStopsAction = true
 
     static let configurationKeys: Set<String> = ["database", "sync", "busy_timeout"]
-    static let defaultDatabase = "/var/lib/ctd/audit.db"
+    static let defaultDatabase = AuditStore.defaultPath
 
     private struct State: Sendable {
         let store: AuditStore

@@ -14,18 +14,40 @@ struct AuditCommand: ParsableCommand {
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check the hash chain: exit 0 if intact, 1 naming the first bad row (edited, deleted, relinked).")
-        @Option(name: .long, help: "The audit database (the plugin's `database` setting).") var db: String
+        @OptionGroup var location: Location
 
         func run() throws {
-            let report = try AuditCommand.open(db) { try $0.verify() }
+            let report = try AuditCommand.open(location.path()) { try $0.verify() }
             for warning in report.warnings { AuditCommand.standardError("warning: \(warning)") }
             print(report.description)
             if !report.isIntact { throw ExitCode(1) }
         }
     }
 
+    /// Which database: `--db`, else the `database` of `[plugin.AuditSQLite]` in the config file (`--config`, or
+    /// /etc/ctd/ctd.toml when it exists), else the plugin's default /var/lib/ctd/audit.db.
+    struct Location: ParsableArguments {
+        @Option(name: .long, help: "The audit database (default: the AuditSQLite `database` of the config).")
+        var db: String?
+        @Option(name: .long, help: "Config file to take the database from (default /etc/ctd/ctd.toml if it exists).")
+        var config: String?
+
+        func path() throws -> String {
+            if let db { return db }
+            guard let file = DaemonConfig.path(explicit: config) else { return AuditStore.defaultPath }
+            let c: DaemonConfig
+            do {
+                c = try DaemonConfig.load(path: file)
+            } catch let e as DaemonConfig.Error {
+                throw ValidationError(e.message)
+            }
+            if case .string(let path)? = c.pluginSections["AuditSQLite"]?["database"] { return path }
+            return AuditStore.defaultPath
+        }
+    }
+
     struct Filters: ParsableArguments {
-        @Option(name: .long, help: "The audit database (the plugin's `database` setting).") var db: String
+        @OptionGroup var location: Location
         @Option(
             name: .long,
             help: "Only actions at or after this time: epoch seconds or ISO 8601 (UTC unless a zone is given).")
@@ -56,7 +78,7 @@ struct AuditCommand: ParsableCommand {
 
         func run() throws {
             let filter = try filters.filter()
-            let records = try AuditCommand.open(filters.db) { try $0.query(filter, limit: limit == 0 ? nil : limit) }
+            let records = try AuditCommand.open(filters.location.path()) { try $0.query(filter, limit: limit == 0 ? nil : limit) }
             print(AuditTable.render(records), terminator: "")
             if limit > 0 && records.count == limit {
                 AuditCommand.standardError("(the \(limit) most recent matching actions; --limit N or 0 for more)")
@@ -84,7 +106,7 @@ struct AuditCommand: ParsableCommand {
             let out = FileHandle.standardOutput
             var buffer = [UInt8]()
             buffer.reserveCapacity(1 << 16)
-            try AuditCommand.open(filters.db) { store in
+            try AuditCommand.open(filters.location.path()) { store in
                 try store.export(format: format, filter: filter, limit: limit) { chunk in
                     buffer.append(contentsOf: chunk.utf8)
                     if buffer.count >= 1 << 16 {

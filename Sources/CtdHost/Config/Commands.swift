@@ -17,7 +17,8 @@ public struct CtdCommand: ParsableCommand {
 
 /// The options `serve` and `plugins list` share: where the config is and which plugins it loads from where.
 struct PluginOptions: ParsableArguments {
-    @Option(name: .long, help: "Config file (TOML); see ctd.sample.toml.") var config: String?
+    @Option(name: .long, help: "Config file (TOML; default /etc/ctd/ctd.toml if it exists); see ctd.sample.toml.")
+    var config: String?
     @Option(name: .customLong("mod-auth"), help: "Authenticator plugin (default AuthSHA).") var modAuth: String?
     @Option(name: .customLong("plugin"), help: "Enable a resolver or hook plugin (repeatable).") var plugins: [String] = []
     @Option(name: .customLong("plugin-dir"), help: "Directory of plugin .so files.") var pluginDir: String?
@@ -26,7 +27,7 @@ struct PluginOptions: ParsableArguments {
 
     /// The config file (or the defaults) with these options applied.
     func loadConfig() throws -> DaemonConfig {
-        var c = try config.map(DaemonConfig.load(path:)) ?? DaemonConfig()
+        var c = try DaemonConfig.path(explicit: config).map(DaemonConfig.load(path:)) ?? DaemonConfig()
         if let modAuth { c.authenticator = modAuth }
         for p in plugins where !c.plugins.contains(p) { c.plugins.append(p) }
         if let pluginDir { c.pluginDirectories = [pluginDir] }
@@ -82,6 +83,7 @@ struct ServeCommand: ParsableCommand {
             return h
         }
         let logger = Logger(label: "ctd")
+        logger.info("config: \(DaemonConfig.path(explicit: pluginOptions.config) ?? "none (built-in defaults)")")
         do {
             try Daemon(config: c, logger: logger).run()
         } catch {

@@ -38,6 +38,14 @@ public struct DaemonConfig: Sendable {
 
     public init() {}
 
+    /// The config file read when no `--config` is given, if it exists (`make install` puts one there).
+    public static let defaultPath = "/etc/ctd/ctd.toml"
+
+    /// `explicit`, else ``defaultPath`` when that file exists, else `nil` (built-in defaults).
+    public static func path(explicit: String?) -> String? {
+        explicit ?? (FileManager.default.fileExists(atPath: defaultPath) ? defaultPath : nil)
+    }
+
     public struct Error: Swift.Error, CustomStringConvertible {
         public var message: String
         public var description: String { message }

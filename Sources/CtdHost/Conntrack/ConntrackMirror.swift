@@ -123,7 +123,7 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     /// Hides client connections to ctd's own port once it is bound (the port may be chosen by the system).
     public func hideOwnPort(_ port: UInt16) {
-        lock.withLock { hide.ownTCPPorts.insert(port) }
+        lock.withLock { _ = hide.ownTCPPorts.insert(port) }
     }
 
     // MARK: Reading

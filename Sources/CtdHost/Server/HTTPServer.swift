@@ -46,7 +46,8 @@ public final class HTTPServer: @unchecked Sendable {
         var sslContext: NIOSSLContext?
         if let cert = options.tlsCertificate, let key = options.tlsKey {
             let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
-            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .file(key))
+            let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
             tls.minimumTLSVersion = .tlsv12
             sslContext = try NIOSSLContext(configuration: tls)
         }
