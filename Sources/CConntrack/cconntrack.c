@@ -402,3 +402,8 @@ int ctd_get(const struct ctd_flow *tuple, struct ctd_flow *out) {
 }
 
 int ctd_malloc_trim(void) { return malloc_trim(0); }
+
+int ctd_limit_malloc_arenas(int arenas) {
+    if (getenv("MALLOC_ARENA_MAX") != NULL) return 0; /* the administrator's choice stands */
+    return mallopt(M_ARENA_MAX, arenas);
+}
