@@ -3,6 +3,10 @@ directory the test writes (`confdir`), Unix groups faked with nss_wrapper (LD_PR
 
 Nothing of the system's PAM or NSS configuration is touched. Needs the Debian packages libpam-wrapper and
 libnss-wrapper (`make deps`).
+
+The last tests run the stock pam_unix instead: ctd starts in a private mount namespace (`unshare -m`) where the
+test's passwd, shadow and group files are bind-mounted over /etc/passwd, /etc/shadow and /etc/group, so pam_unix,
+as root, reads real shadow entries (hashes made by `openssl passwd -6`) without a change to the host's files.
 """
 
 from __future__ import annotations
@@ -74,12 +78,16 @@ def _write_fixture_files(d: Path, service: str) -> dict[str, str]:
     return {"LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_PASSWD": str(d / "passwd"), "NSS_WRAPPER_GROUP": str(d / "group")}
 
 
-def _start(workdir: Path, *, service: str, worker_threads: int = 0) -> Ctd:
-    """Starts `ctd serve --port 0 --mod-auth AuthPAM --config CFG --show-all` with nss_wrapper preloaded."""
+def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files: bool = False) -> Ctd:
+    """Starts `ctd serve --port 0 --mod-auth AuthPAM --config CFG --show-all` with nss_wrapper preloaded, or with
+    `system_files`, in a mount namespace where the test's passwd/shadow/group files are the system's (pam_unix)."""
     if not (BIN_DIR / "libAuthPAM.so").is_file():
         pytest.fail(f"{BIN_DIR / 'libAuthPAM.so'} is missing: run `swift build` first (or set CTD_BIN)",
                     pytrace=False)
-    env = dict(os.environ, **_write_fixture_files(workdir, service))
+    if system_files:
+        env, wrap = dict(os.environ), _write_unix_files(workdir, service)
+    else:
+        env, wrap = dict(os.environ, **_write_fixture_files(workdir, service)), []
     cfg = workdir / "ctd.toml"
     cfg.write_text(
         f'[server]\nlisten = "127.0.0.1"\nworker_threads = {worker_threads}\n\n'
@@ -95,7 +103,7 @@ def _start(workdir: Path, *, service: str, worker_threads: int = 0) -> Ctd:
     out_path, err_path = workdir / "ctd.stdout", workdir / "ctd.stderr"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [str(CTD), "serve", "--port", "0", "--mod-auth", "AuthPAM", "--config", str(cfg), "--show-all"],
+            [*wrap, str(CTD), "serve", "--port", "0", "--mod-auth", "AuthPAM", "--config", str(cfg), "--show-all"],
             stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 30
     while True:
@@ -112,6 +120,43 @@ def _start(workdir: Path, *, service: str, worker_threads: int = 0) -> Ctd:
         time.sleep(0.02)
     return Ctd(proc=proc, port=int(m.group(2)), scheme="http", workdir=workdir, config_path=cfg,
                password_file=workdir / "passdb", password="", stderr_path=err_path)
+
+
+# pam_unix users: (shadow fields after the hash: lastchg, min, max, warn, inactive, expire), Unix groups, password.
+# Days are since 1970-01-01: lastchg 0 means "must change the password now"; expire 1 is 1970-01-02.
+UNIX_USERS = {
+    "uma": {"hash_prefix": "", "fields": "19000:0:99999:7::", "groups": ["ctd-operators"]},
+    "ulla": {"hash_prefix": "!", "fields": "19000:0:99999:7::", "groups": ["ctd-operators"]},  # locked
+    "uwe": {"hash_prefix": "", "fields": "19000:0:99999:7::1", "groups": ["ctd-operators"]},  # account expired
+    "udo": {"hash_prefix": "", "fields": "0:0:99999:7::", "groups": ["ctd-operators"]},  # must change password
+}
+UNIX_PASSWORDS = {u: "pw-" + secrets.token_hex(8) for u in UNIX_USERS}
+
+
+def _write_unix_files(d: Path, service: str) -> list[str]:
+    """passwd, shadow and group for pam_unix and a PAM service using it; returns the command prefix that runs ctd
+    with those files bind-mounted over the system's in a new mount namespace."""
+    d.mkdir(parents=True, exist_ok=True)
+    passwd = ["root:x:0:0:root:/root:/bin/sh"]
+    shadow = ["root:*:19000:0:99999:7:::"]
+    group = ["root:x:0:"]
+    for i, (user, spec) in enumerate(UNIX_USERS.items()):
+        digest = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=UNIX_PASSWORDS[user] + "\n",
+                                capture_output=True, text=True, check=True).stdout.strip()
+        passwd.append(f"{user}:x:{3000 + i}:{3000 + i}:{user}:/nonexistent:/usr/sbin/nologin")
+        shadow.append(f"{user}:{spec['hash_prefix']}{digest}:{spec['fields']}:")
+        group.append(f"{user}:x:{3000 + i}:")
+    for gid, name in enumerate(["ctd-viewers", "ctd-operators", "ctd-admins"], start=4000):
+        group.append(f"{name}:x:{gid}:{','.join(u for u, spec in UNIX_USERS.items() if name in spec['groups'])}")
+    for name, lines, mode in (("passwd", passwd, 0o644), ("shadow", shadow, 0o600), ("group", group, 0o644)):
+        (d / name).write_text("\n".join(lines) + "\n")
+        (d / name).chmod(mode)
+    pamd = d / "pam.d"
+    pamd.mkdir(exist_ok=True)
+    # nodelay: pam_unix's 2 s after a failure would only slow the test; the delay has its own test above.
+    (pamd / service).write_text("auth required pam_unix.so nodelay\naccount required pam_unix.so\n")
+    binds = " && ".join(f"mount --bind {d / name} /etc/{name}" for name in ("passwd", "shadow", "group"))
+    return ["unshare", "-m", "--", "sh", "-c", f'{binds} && exec "$0" "$@"']
 
 
 def _stop(c: Ctd, request):
@@ -275,3 +320,46 @@ def test_daemonLog_neverContainsPasswords(pam_ctd):
     log = wait_for(pam_ctd.stderr, done=lambda s: "login olivia (operator)" in s, what="olivia's login in the log")
     for user, password in PASSWORDS.items():
         assert password not in log, f"{user}'s password is in the daemon log"
+
+
+@pytest.fixture(scope="module")
+def unix_ctd(request, tmp_path_factory, private_netns):
+    """One daemon on PAM service `ctd-unix` (stock pam_unix on the test's shadow file)."""
+    c = _start(tmp_path_factory.mktemp("authpam-unix"), service="ctd-unix", system_files=True)
+    yield c
+    _stop(c, request)
+
+
+def test_pamUnix_goodPassword_logsInWithTheRoleOfItsEtcGroup(unix_ctd):
+    entry = ct_insert("udp", "10.77.1.1", "10.77.1.2", 4100, 53, timeout=120)
+    rpc, sid = unix_ctd.login("uma", UNIX_PASSWORDS["uma"])
+    assert rpc.kill(sid, [str(entry["id"])])["killed_ids"] == [str(entry["id"])]
+    assert ct_find("udp", "10.77.1.1", "10.77.1.2", 4100, 53) is None
+    wait_for(lambda: "login uma (operator)" in unix_ctd.stderr(), what="uma's login in the log")
+
+
+def test_pamUnix_refusals_areFault1WithPAMsReasonInTheLogOnly(unix_ctd):
+    rpc = unix_ctd.proxy()
+    faults = {
+        "wrong password": fault_of(rpc.login, "uma", UNIX_PASSWORDS["uma"] + "x"),
+        "unknown user": fault_of(rpc.login, "nobody-here", "x"),
+        "locked account": fault_of(rpc.login, "ulla", UNIX_PASSWORDS["ulla"]),
+        "expired account": fault_of(rpc.login, "uwe", UNIX_PASSWORDS["uwe"]),
+        "password must change": fault_of(rpc.login, "udo", UNIX_PASSWORDS["udo"]),
+    }
+    for why, f in faults.items():
+        assert f.faultCode == 1, f"{why}: fault {f.faultCode} {f.faultString}"
+    assert len({f.faultString for f in faults.values()}) == 1, "the client must not learn why a login failed"
+    log = wait_for(unix_ctd.stderr, done=lambda s: "login failed for udo" in s, what="udo's refusal in the log")
+    assert "login failed for ulla from 127.0.0.1: wrong password or unknown user" in log
+    # pam_unix's account step: an expired account, a password that must be changed first.
+    assert "login failed for uwe from 127.0.0.1: account refused (pam_acct_mgmt:" in log
+    assert "login failed for udo from 127.0.0.1: account refused (pam_acct_mgmt:" in log
+    for user, password in UNIX_PASSWORDS.items():
+        assert password not in log, f"{user}'s password is in the daemon log"
+
+
+def test_pamUnix_hostFilesAreUntouched(unix_ctd):
+    """The bind mounts live in ctd's mount namespace only."""
+    assert "uma:" not in Path("/etc/passwd").read_text()
+
