@@ -10,7 +10,7 @@ DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables i
 	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev \
 	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl libxmlrpc-core-c3-dev wrk procps gcc
 
-.PHONY: all deps build release run demo test unit integration e2e bench install clean fmt lint
+.PHONY: all deps build release run demo test unit docs integration e2e bench install clean fmt lint
 
 all: build
 
@@ -37,6 +37,17 @@ demo: build
 unit: build
 	$(SWIFT) test -c $(CONFIG) --skip KernelIntegration
 
+# The plugin API's DocC documentation (.build/docs/CtdPluginAPI, static HTML); fails when a public declaration has
+# no doc comment.
+docs: build
+	rm -rf .build/symbolgraph .build/docs && mkdir -p .build/symbolgraph .build/docs
+	$(SWIFT) symbolgraph-extract -module-name CtdPluginAPI -I $(BIN)/Modules -target $$(uname -m)-unknown-linux-gnu \
+		-minimum-access-level public -output-dir .build/symbolgraph
+	$(PYTHON) scripts/check_api_docs.py .build/symbolgraph/CtdPluginAPI.symbols.json
+	docc convert Sources/CtdPluginAPI/API/CtdPluginAPI.docc --additional-symbol-graph-dir .build/symbolgraph \
+		--fallback-display-name CtdPluginAPI --fallback-bundle-identifier org.ctd.CtdPluginAPI \
+		--output-path .build/docs/CtdPluginAPI --transform-for-static-hosting --warnings-as-errors
+
 # Swift tests against the real kernel table, in a private network namespace.
 integration: build
 	$(SWIFT) build -c $(CONFIG) --build-tests
@@ -47,7 +58,7 @@ integration: build
 e2e: build
 	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e
 
-test: unit integration e2e
+test: unit docs integration e2e
 
 bench: deps
 	$(MAKE) build CONFIG=release
