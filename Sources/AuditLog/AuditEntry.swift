@@ -1,4 +1,4 @@
-/// The kind of a row: an action (login, kill, change, denied call) or the outcome of an earlier action.
+/// The kind of a row: an action (login, kill, change, denied call, audit read) or the outcome of an earlier action.
 ///
 /// A struct over a string rather than an enum, so that a kind added to the plugin API later is recorded as it is.
 public struct AuditAction: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
@@ -14,11 +14,13 @@ public struct AuditAction: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let change = AuditAction(rawValue: "change")
     /// A call the session's role does not allow.
     public static let denied = AuditAction(rawValue: "denied")
+    /// An `audit_list` call: an admin reading this trail over XML-RPC (`field` "filters", `new_value` what was asked).
+    public static let auditRead = AuditAction(rawValue: "audit_read")
     /// The outcome of the action row named by `ref_seq`.
     public static let outcome = AuditAction(rawValue: "outcome")
 
     /// The kinds a filter may name (`outcome` rows are shown with their action, never alone).
-    public static let filterable: [AuditAction] = [.login, .kill, .change, .denied]
+    public static let filterable: [AuditAction] = [.login, .kill, .change, .denied, .auditRead]
 
     /// The stored text.
     public var description: String { rawValue }

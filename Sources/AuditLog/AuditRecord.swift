@@ -6,7 +6,7 @@ public struct AuditRecord: Sendable, Equatable {
     public var time: Double
     /// The same in UTC ISO 8601.
     public var timeISO: String
-    /// login, kill, change or denied.
+    /// login, kill, change, denied or audit_read.
     public var action: AuditAction
     /// The XML-RPC procedure.
     public var procedure: String

@@ -222,6 +222,7 @@ def test_kill_whenTheAuditDatabaseCannotBeWritten_isRefusedAndTheEntryStays(ctd,
         assert "not done" in f.faultString
         assert_fault(7, rpc.change, sid, "mark", str(e["id"]), 10)
         assert_fault(7, c.proxy().login, "admin", c.password)
+        assert_fault(7, rpc.audit_list, sid, {}, 10)  # an answer that cannot be recorded is withheld
         kept = ct_find("udp", "10.74.0.1", "10.74.0.2", 4300, 53)
         assert kept is not None and kept["id"] == e["id"] and kept["mark"] == 9
         health = {p["name"]: p["health"] for p in rpc.status(sid)["plugins"]}
@@ -277,17 +278,28 @@ def test_auditList_overXMLRPC_isForAdminsOnlyAndFilters(ctd, tmp_path):
     assert r["conn_id"] == str(e["id"]) and r["mark"] == "3000000000"  # u32 as strings, like view
     assert r["orig_dport"] == 53 and r["outcome"] == "succeeded" and isinstance(r["time"], float)
     assert "reason" not in r  # missing values are left out, no <nil/>
-    assert [x["action"] for x in rpc.audit_list(sid, [], 200)] == ["login", "kill"]
+    # Each read is recorded before its answer is sent, so it shows in the next read, never in its own.
+    assert [x["action"] for x in rpc.audit_list(sid, [], 200)] == ["login", "kill", "audit_read"]
+    reads = rpc.audit_list(sid, {"action": "audit_read"}, 10)
+    assert [(x["user"], x["procedure"], x["field"], x["new_value"], x["outcome"]) for x in reads] == [
+        ("admin", "audit_list", "filters", "action=kill limit=10", "succeeded"),
+        ("admin", "audit_list", "filters", "limit=200", "succeeded"),
+    ]
     assert rpc.audit_list(sid, {"user": "nobody"}, 5) == []
     assert rpc.audit_list(sid, {"since": "2999-01-01"}, 5) == []
-    assert len(rpc.audit_list(sid, {"since": 0, "until": 4102444800.0}, 5)) == 2
+    assert len(rpc.audit_list(sid, {"since": 0, "until": 4102444800.0}, 200)) == 7  # login, kill, 5 reads
+    # Refused calls read nothing and are not reads.
     assert_fault(-32602, rpc.audit_list, sid, {"colour": "red"}, 5, contains="colour")
     assert_fault(-32602, rpc.audit_list, sid, {"action": "reboot"}, 5)
     assert_fault(5, rpc.audit_list, sid, {}, 201)
+    assert len(rpc.audit_list(sid, {"action": "audit_read"}, 200)) == 6
 
     op_rpc, op_sid = _login_eventually(c, "op", "pw-op")
     assert_fault(3, op_rpc.audit_list, op_sid, {}, 10)
     assert [x["user"] for x in rpc.audit_list(sid, {"action": "denied"}, 10)] == ["op"]
+    listed = _audit("list", "--db", db, "--action", "audit_read").stdout
+    assert "audit_read" in listed and "filters=action=kill limit=10" in listed, listed
+    assert _audit("verify", "--db", db).returncode == 0
 
 
 def test_pluginsList_withTheSampleConfig_loadsTheHookHealthy(tmp_path):

@@ -54,7 +54,7 @@ struct AuditCommand: ParsableCommand {
         var since: String?
         @Option(name: .long, help: "Only actions before this time (same forms as --since).") var until: String?
         @Option(name: .long, help: "Only this user's actions.") var user: String?
-        @Option(name: .long, help: "Only this kind: login, kill, change or denied.") var action: String?
+        @Option(name: .long, help: "Only this kind: login, kill, change, denied or audit_read.") var action: String?
 
         func filter() throws -> AuditFilter {
             do {

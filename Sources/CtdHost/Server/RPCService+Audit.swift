@@ -5,9 +5,10 @@ extension RPCService {
     /// `audit_list(session, filters, limit)`: the AuditSQLite trail, newest `limit` actions oldest first, for admins.
     ///
     /// filters: a struct (or an empty array, or nil) with any of `since`, `until` (epoch seconds as int/double, or an
-    /// ISO 8601 string), `user`, `action` (`login`, `kill`, `change`, `denied`).
+    /// ISO 8601 string), `user`, `action` (`login`, `kill`, `change`, `denied`, `audit_read`).
+    /// The call is itself recorded (``ActionKind/auditRead``).
     func auditList(_ p: Params, client: String) throws -> XMLRPCValue {
-        _ = try session(p, need: .admin, client: client)
+        let s = try session(p, need: .admin, client: client)
         guard config.plugins.contains("AuditSQLite"),
             case .string(let path)? = config.pluginSections["AuditSQLite"]?["database"]
         else {
@@ -27,10 +28,28 @@ extension RPCService {
             logger.error("audit_list: \(error)")
             throw Fault.internalError
         }
+        // Reading the trail is itself an audited action, recorded once the answer is ready and before it is sent:
+        // the record is not part of its own answer, and an answer the hooks cannot record is withheld (fault 7).
+        let event = ActionEvent(
+            kind: .auditRead, procedure: "audit_list", user: s.identity.user, roles: Array(s.identity.roles),
+            clientAddress: client, field: "filters", newValue: Self.describe(filter, limit: limit))
+        let hooks = try runHooksBefore(event)
+        runHooksAfter(hooks, outcome: .succeeded)
         return .array(
             rows.map { members in
                 .structure(XMLRPCStruct(members.map { ($0.name, $0.value.xmlrpc) }))
             })
+    }
+
+    /// What an `audit_list` call asked for, as its audit record shows it: `user=alice action=kill limit=50`.
+    static func describe(_ filter: AuditFilter, limit: Int64) -> String {
+        var parts: [String] = []
+        if let since = filter.since { parts.append("since=\(AuditTime.iso(since))") }
+        if let until = filter.until { parts.append("until=\(AuditTime.iso(until))") }
+        if let user = filter.user { parts.append("user=\(user)") }
+        if let action = filter.action { parts.append("action=\(action.rawValue)") }
+        parts.append("limit=\(limit)")
+        return parts.joined(separator: " ")
     }
 
     private func auditFilter(_ value: XMLRPCValue?) throws -> AuditFilter {

@@ -57,7 +57,7 @@ extension RPCService {
             params: ["session", "filters", "limit"], required: 1,
             signatures: [["array", "string"], ["array", "string", "struct"], ["array", "string", "struct", "int"]],
             help:
-                "audit_list(session, filters, limit) -> array of audit records {seq, time, time_iso, action, procedure, user, roles, client, conn_id, l3proto, l4proto, orig_src, orig_dst, orig_sport, orig_dport, repl_src, repl_dst, repl_sport, repl_dport, mark, timeout, zone, field, new_value, outcome, reason, outcome_seq, outcome_time, hash}, missing members left out. filters is a struct (or an empty array) with any of since, until (epoch seconds or ISO 8601), user, action (login, kill, change, denied); limit (default 50, at most 200) returns the most recent matching actions, oldest first. Needs the admin role and the AuditSQLite plugin."
+                "audit_list(session, filters, limit) -> array of audit records {seq, time, time_iso, action, procedure, user, roles, client, conn_id, l3proto, l4proto, orig_src, orig_dst, orig_sport, orig_dport, repl_src, repl_dst, repl_sport, repl_dport, mark, timeout, zone, field, new_value, outcome, reason, outcome_seq, outcome_time, hash}, missing members left out. filters is a struct (or an empty array) with any of since, until (epoch seconds or ISO 8601), user, action (login, kill, change, denied, audit_read); limit (default 50, at most 200) returns the most recent matching actions, oldest first. Needs the admin role and the AuditSQLite plugin; the call is itself audited (action audit_read)."
         ),
         "system.listMethods": MethodSpec(
             params: [], required: 0, signatures: [["array"]], help: "system.listMethods() -> the names of all methods."),

@@ -118,6 +118,11 @@ public enum ActionKind: String, Sendable, Codable {
     case change
     /// A call the session's role does not allow.
     case denied
+    /// An `audit_list` call: an admin reading the audit trail over XML-RPC. ``ActionEvent/connection`` is `nil`,
+    /// ``ActionEvent/field`` is `"filters"` and ``ActionEvent/newValue`` the filters and limit asked for. Hooks see it
+    /// once the answer is ready and before it is sent: a veto, or a failure of a hook whose failure stops actions,
+    /// withholds the answer.
+    case auditRead = "audit_read"
 }
 
 /// One action, as hooks see it.
