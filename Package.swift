@@ -77,9 +77,10 @@ let package = Package(
             path: "Plugins/AuthSHA/Sources"
         ),
         .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
+        .target(name: "NSSLookup", path: "Sources/NSSLookup"),
         .target(
             name: "AuthPAM",
-            dependencies: ["CPAM", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            dependencies: ["CPAM", "NSSLookup", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
             path: "Plugins/AuthPAM/Sources"
         ),
         .testTarget(
@@ -95,7 +96,7 @@ let package = Package(
         ),
         .target(
             name: "UIDResolver",
-            dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
+            dependencies: ["NSSLookup", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
             path: "Plugins/UIDResolver/Sources"
         ),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"], path: "Tests/AuditLogTests"),

@@ -20,6 +20,10 @@ for symbol in graph["symbols"]:
         undocumented.append(f"{where}: {symbol['kind']['displayName'].lower()} {'.'.join(symbol['pathComponents'])}")
 module = graph["module"]["name"]
 public = sum(1 for s in graph["symbols"] if s.get("accessLevel") in ("public", "open") and "location" in s)
+if public == 0:
+    print(f"{module}: the symbol graph lists no public declaration with a source location; is the module built?",
+          file=sys.stderr)
+    sys.exit(1)
 if undocumented:
     print(f"{module}: {len(undocumented)} of {public} public declarations have no doc comment:", file=sys.stderr)
     for line in undocumented:

@@ -46,7 +46,8 @@ public final class AuditStore: Sendable {
         try db.execute("PRAGMA synchronous = \(synchronous.rawValue.uppercased())", doing: "set synchronous")
         try db.execute("PRAGMA trusted_schema = OFF", doing: "set trusted_schema")
         try AuditSchema.migrate(db)
-        let checkpointer = try WALCheckpointer(path: path, busyTimeoutMilliseconds: Self.milliseconds(busyTimeout))
+        let checkpointer = try WALCheckpointer(
+            path: path, synchronous: synchronous, busyTimeoutMilliseconds: Self.milliseconds(busyTimeout))
         db.trackWALPages()
         self.path = path
         self.isReadOnly = false
@@ -199,10 +200,12 @@ final class WALCheckpointer: Sendable {
     /// Used on `queue` only, and by ``close()`` after the queue is drained.
     private let connection: Mutex<SQLiteConnection?>
 
-    init(path: String, busyTimeoutMilliseconds: Int32) throws {
-        connection = Mutex(
-            try SQLiteConnection(
-                path: path, readOnly: false, create: false, busyTimeoutMilliseconds: busyTimeoutMilliseconds))
+    init(path: String, synchronous: AuditStore.Synchronous, busyTimeoutMilliseconds: Int32) throws {
+        let db = try SQLiteConnection(
+            path: path, readOnly: false, create: false, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+        // A checkpoint syncs the WAL before copying it and the database file after: as hard as the appender's commits.
+        try db.execute("PRAGMA synchronous = \(synchronous.rawValue.uppercased())", doing: "set synchronous")
+        connection = Mutex(db)
     }
 
     /// Asks for a checkpoint; returns at once.

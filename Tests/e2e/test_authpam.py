@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import threading
@@ -155,7 +156,7 @@ def _write_unix_files(d: Path, service: str) -> list[str]:
     pamd.mkdir(exist_ok=True)
     # nodelay: pam_unix's 2 s after a failure would only slow the test; the delay has its own test above.
     (pamd / service).write_text("auth required pam_unix.so nodelay\naccount required pam_unix.so\n")
-    binds = " && ".join(f"mount --bind {d / name} /etc/{name}" for name in ("passwd", "shadow", "group"))
+    binds = " && ".join(f"mount --bind {shlex.quote(str(d / name))} /etc/{name}" for name in ("passwd", "shadow", "group"))
     return ["unshare", "-m", "--", "sh", "-c", f'{binds} && exec "$0" "$@"']
 
 

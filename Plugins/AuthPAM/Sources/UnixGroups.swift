@@ -4,20 +4,11 @@
     import Musl
 #endif
 
-import Synchronization
+import NSSLookup
 
 /// Unix group membership through NSS (`/etc/group`, LDAP, SSSD... whatever nsswitch.conf says), with the
-/// reentrant calls.
-///
-/// The lookups of one process run one at a time: glibc's own NSS code is thread-safe, but NSS modules need not
-/// be. nss_wrapper 1.1.12 (Debian 12), which the tests use, answers wrongly or crashes under concurrent
-/// `getgrouplist`/`getgrgid_r`/`getpwnam_r` (measured: thousands of wrong answers in 24,000 lookups on 8 threads).
-/// A lookup from files takes microseconds, so serialising them costs a login nothing measurable; PAM itself,
-/// the slow part, still runs in parallel.
+/// reentrant calls, through ``NSSLookup`` (in parallel, except under the tests' nss_wrapper).
 enum UnixGroups {
-    /// Held for every NSS call made here.
-    private static let nss = Mutex<Void>(())
-
     /// A lookup that failed for a technical reason (not "no such user": that is an empty answer).
     struct LookupError: Error, CustomStringConvertible {
         var description: String
@@ -27,7 +18,7 @@ enum UnixGroups {
     /// supplementary groups (`getgrouplist`). Empty when NSS does not know the user. Group ids without a name are
     /// left out.
     static func names(ofUser user: String) throws -> Set<String> {
-        try nss.withLock { _ in try namesUnlocked(ofUser: user) }
+        try NSSLookup.run { try namesUnlocked(ofUser: user) }
     }
 
     private static func namesUnlocked(ofUser user: String) throws -> Set<String> {
@@ -41,7 +32,7 @@ enum UnixGroups {
 
     /// Whether NSS knows a group of that name.
     static func exists(group name: String) throws -> Bool {
-        try nss.withLock { _ in try existsUnlocked(group: name) }
+        try NSSLookup.run { try existsUnlocked(group: name) }
     }
 
     private static func existsUnlocked(group name: String) throws -> Bool {

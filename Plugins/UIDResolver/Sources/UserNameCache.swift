@@ -1,3 +1,4 @@
+import NSSLookup
 import Synchronization
 
 #if canImport(Glibc)
@@ -114,11 +115,7 @@ public final class UserNameCache: Sendable {
     // MARK: The system
 
     /// Asks the system user database with `getpwuid_r`, so every NSS source (files, LDAP, SSSD, nss_wrapper in
-    /// tests) is honoured.
-    /// Held for every `getpwuid_r`: glibc's NSS code is thread-safe but NSS modules need not be (nss_wrapper 1.1.12,
-    /// which the tests use, crashes under concurrent lookups). Lookups are cached, so they are rare.
-    private static let nss = Mutex<Void>(())
-
+    /// tests) is honoured; through ``NSSLookup`` (in parallel, except under the tests' nss_wrapper).
     @Sendable public static func systemLookup(_ uid: UInt32) -> UserLookupResult {
         var size = sysconf(Int32(_SC_GETPW_R_SIZE_MAX))
         if size <= 0 { size = 1024 }
@@ -128,7 +125,7 @@ public final class UserNameCache: Sendable {
             var result: UnsafeMutablePointer<passwd>?
             var buffer = [CChar](repeating: 0, count: size)
             let (rc, name): (Int32, String?) = buffer.withUnsafeMutableBufferPointer { bytes in
-                let rc = nss.withLock { _ in getpwuid_r(uid_t(uid), &entry, bytes.baseAddress!, bytes.count, &result) }
+                let rc = NSSLookup.run { getpwuid_r(uid_t(uid), &entry, bytes.baseAddress!, bytes.count, &result) }
                 guard rc == 0, result != nil, let cName = entry.pw_name else { return (rc, nil) }
                 return (rc, String(cString: cName))
             }

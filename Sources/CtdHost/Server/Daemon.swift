@@ -24,15 +24,16 @@ public final class Daemon {
         ]
     }
 
-    /// Runs until the process is stopped. Throws (and the process exits non-zero) when a required part cannot start:
-    /// the authenticator, the kernel table, or the listening socket.
     /// glibc malloc arenas (see ``run()``).
     static let mallocArenas: Int32 = 2
 
+    /// Runs until the process is stopped. Throws (and the process exits non-zero) when a required part cannot start:
+    /// the authenticator, the kernel table, or the listening socket.
     public func run() throws {
         // Each thread that allocates would get a glibc malloc arena of its own (up to 8 per core) and keep its freed
         // pages: two arenas took the peak after the load tests and a bulk kill at 250k from 155 to 130-143 MB
-        // (`make bench`) at no measured cost to throughput. MALLOC_ARENA_MAX in the environment overrides it.
+        // (`make bench`) at no measured cost to throughput. MALLOC_ARENA_MAX (or a GLIBC_TUNABLES malloc.arena_max)
+        // in the environment overrides it.
         _ = ctd_limit_malloc_arenas(Self.mallocArenas)
         let plugins = try PluginRegistry.load(config: config, logger: logger)
         for p in plugins.all {

@@ -1,4 +1,5 @@
 import AuditLog
+import Foundation
 import CtdPluginAPI
 
 extension RPCService {
@@ -9,11 +10,11 @@ extension RPCService {
     /// The call is itself recorded (``ActionKind/auditRead``).
     func auditList(_ p: Params, client: String) throws -> XMLRPCValue {
         let s = try session(p, need: .admin, client: client)
-        guard config.plugins.contains("AuditSQLite"),
-            case .string(let path)? = config.pluginSections["AuditSQLite"]?["database"]
-        else {
+        guard config.plugins.contains("AuditSQLite") else {
             throw Fault.notAvailable("the AuditSQLite plugin is not enabled on this server.")
         }
+        var path = AuditStore.defaultPath
+        if case .string(let configured)? = config.pluginSections["AuditSQLite"]?["database"] { path = configured }
         let filter = try auditFilter(p[1])
         let limit = try p.int(2, default: 50)
         guard limit >= 1 && limit <= Int64(AuditStore.rpcMaximumLimit) else {
@@ -41,12 +42,16 @@ extension RPCService {
             })
     }
 
-    /// What an `audit_list` call asked for, as its audit record shows it: `user=alice action=kill limit=50`.
+    /// What an `audit_list` call asked for, as its audit record shows it: `user="alice" action=kill limit=50` (the
+    /// user name, the only free text, quoted with `"` and `\` escaped).
     static func describe(_ filter: AuditFilter, limit: Int64) -> String {
         var parts: [String] = []
         if let since = filter.since { parts.append("since=\(AuditTime.iso(since))") }
         if let until = filter.until { parts.append("until=\(AuditTime.iso(until))") }
-        if let user = filter.user { parts.append("user=\(user)") }
+        if let user = filter.user {
+            let escaped = user.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            parts.append("user=\"\(escaped)\"")
+        }
         if let action = filter.action { parts.append("action=\(action.rawValue)") }
         parts.append("limit=\(limit)")
         return parts.joined(separator: " ")

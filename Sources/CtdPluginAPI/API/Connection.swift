@@ -137,11 +137,11 @@ public struct ActionEvent: Sendable, Equatable {
     public var roles: [Role]
     /// The client's address.
     public var clientAddress: String
-    /// The connection as it was before the action, for kill and change.
+    /// The connection as it was before the action, for kill and change; `nil` otherwise.
     public var connection: ConnectionInfo?
-    /// The field being changed (`mark`, `timeout`), for change.
+    /// The field being changed (`mark`, `timeout`), for change; `"filters"` for an audit read.
     public var field: String?
-    /// The requested new value, textual, for change.
+    /// The requested new value, textual, for change; the filters and limit asked, for an audit read.
     public var newValue: String?
 
     /// Creates an event.
@@ -176,7 +176,7 @@ public enum ActionOutcome: Sendable, Equatable {
     case failed(reason: String)
 }
 
-/// Sees every login, kill and change before and after it happens.
+/// Sees every login, kill, change, denied call and audit read before and after it happens.
 ///
 /// Call order for one action: ``before(_:)`` on every hook (in configuration order); if all allow, the action;
 /// then ``after(_:token:outcome:)`` on every hook that was asked. Thread-safety: called concurrently.
