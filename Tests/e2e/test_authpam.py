@@ -79,7 +79,8 @@ def _write_fixture_files(d: Path, service: str) -> dict[str, str]:
     return {"LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_PASSWD": str(d / "passwd"), "NSS_WRAPPER_GROUP": str(d / "group")}
 
 
-def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files: bool = False) -> Ctd:
+def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files: bool = False,
+           plugins: tuple[str, ...] = (), extra_config: str = "") -> Ctd:
     """Starts `ctd serve --port 0 --mod-auth AuthPAM --config CFG --show-all` with nss_wrapper preloaded, or with
     `system_files`, in a mount namespace where the test's passwd/shadow/group files are the system's (pam_unix)."""
     if not (BIN_DIR / "libAuthPAM.so").is_file():
@@ -100,11 +101,12 @@ def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files
         f"confdir = {toml_str(str(workdir / 'pam.d'))}\n"
         'viewer_groups = ["ctd-viewers"]\n'
         'operator_groups = ["ctd-operators"]\n'
-        'admin_groups = ["ctd-admins"]\n')
+        'admin_groups = ["ctd-admins"]\n' + extra_config)
     out_path, err_path = workdir / "ctd.stdout", workdir / "ctd.stderr"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [*wrap, str(CTD), "serve", "--port", "0", "--mod-auth", "AuthPAM", "--config", str(cfg), "--show-all"],
+            [*wrap, str(CTD), "serve", "--port", "0", "--mod-auth", "AuthPAM", "--config", str(cfg), "--show-all",
+             *[arg for p in plugins for arg in ("--plugin", p)]],
             stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 30
     while True:
@@ -363,4 +365,37 @@ def test_pamUnix_refusals_areFault1WithPAMsReasonInTheLogOnly(unix_ctd):
 def test_pamUnix_hostFilesAreUntouched(unix_ctd):
     """The bind mounts live in ctd's mount namespace only."""
     assert "uma:" not in Path("/etc/passwd").read_text()
+
+
+def test_issueDoneCriterion_unixLoginSeesUserNamesKillsAndFindsTheKillInTheAuditTrail(request, tmp_path):
+    """`ctd serve --mod-auth AuthPAM --plugin UIDResolver --plugin AuditSQLite`: a Unix account logs in from Python
+    (pam_unix on the test's shadow file), sees user names on connections whose mark carries a uid (NSS on the test's
+    passwd file), kills one, and `ctd audit list` shows that kill."""
+    db = tmp_path / "audit" / "audit.db"
+    c = _start(tmp_path / "done", service="ctd-unix", system_files=True, plugins=("UIDResolver", "AuditSQLite"),
+               extra_config=f"\n[plugin.UIDResolver]\nmask = 0xFFFF\n\n[plugin.AuditSQLite]\ndatabase = {toml_str(str(db))}\n")
+    try:
+        uma_uid = 3000 + list(UNIX_USERS).index("uma")
+        mine = ct_insert("tcp", "10.78.0.1", "10.78.0.2", 40000, 443, timeout=300, mark=(7 << 16) | uma_uid,
+                         state="ESTABLISHED")
+        other = ct_insert("tcp", "10.78.0.1", "10.78.0.2", 40001, 443, timeout=300, mark=4242, state="ESTABLISHED")
+        rpc, sid = c.login("uma", UNIX_PASSWORDS["uma"])
+        page = wait_for(lambda: rpc.view(sid, {"orig_dst": "10.78.0.2"}, "orig_port_src", "ASC", 0, 10),
+                        done=lambda v: v["total"] == 2, what="both entries in view")
+        rows = {r["id"]: r for r in page["connections"]}
+        assert (rows[str(mine["id"])]["uid"], rows[str(mine["id"])]["username"]) == (uma_uid, "uma")
+        assert (rows[str(other["id"])]["uid"], rows[str(other["id"])]["username"]) == (4242, "")
+        assert [r["id"] for r in rpc.view(sid, {"username": "uma"}, "", "ASC", 0, 10)["connections"]] == [str(mine["id"])]
+
+        assert rpc.kill(sid, [str(mine["id"])])["killed_ids"] == [str(mine["id"])]
+        assert ct_find("tcp", "10.78.0.1", "10.78.0.2", 40000, 443) is None
+        assert ct_find("tcp", "10.78.0.1", "10.78.0.2", 40001, 443) is not None
+
+        listed = subprocess.run([str(CTD), "audit", "list", "--db", str(db), "--action", "kill"],
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert f"id {mine['id']} tcp 10.78.0.1:40000 > 10.78.0.2:443" in listed.stdout, listed.stdout
+        assert "uma" in listed.stdout and "succeeded" in listed.stdout
+    finally:
+        _stop(c, request)
 
