@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -158,6 +159,7 @@ int ctd_dump(ctd_flow_cb cb, void *ctx) {
 struct ctd_events {
     struct nfct_handle *h;
     struct cb_ctx c;
+    int wake_fd; /* eventfd: ctd_events_wake makes a waiting ctd_events_poll return */
 };
 
 struct ctd_events *ctd_events_open(unsigned int rcvbuf, int *err) {
@@ -166,9 +168,16 @@ struct ctd_events *ctd_events_open(unsigned int rcvbuf, int *err) {
         *err = -ENOMEM;
         return NULL;
     }
+    ev->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ev->wake_fd < 0) {
+        *err = -errno;
+        free(ev);
+        return NULL;
+    }
     ev->h = nfct_open(CONNTRACK, NFCT_ALL_GROUPS);
     if (!ev->h) {
         *err = -errno;
+        close(ev->wake_fd);
         free(ev);
         return NULL;
     }
@@ -186,11 +195,21 @@ unsigned int ctd_events_rcvbuf(struct ctd_events *ev) {
     return (unsigned int)size;
 }
 
-int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void *ctx) {
-    struct pollfd p = {.fd = nfct_fd(ev->h), .events = POLLIN};
-    int n = poll(&p, 1, timeout_ms);
+int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void *ctx, double *reading_from) {
+    struct pollfd p[2] = {{.fd = nfct_fd(ev->h), .events = POLLIN}, {.fd = ev->wake_fd, .events = POLLIN}};
+    int n = poll(p, 2, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
     if (n == 0) return 0;
+    if (p[1].revents & POLLIN) {
+        uint64_t count;
+        ssize_t ignored = read(ev->wake_fd, &count, sizeof(count));
+        (void)ignored;
+    }
+    /* Everything the kernel queued before this instant is read below (the queue is read until it stays empty for
+     * a millisecond, even when only the wake-up fired): the caller's "caught up" watermark. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (reading_from) *reading_from = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     ev->c.cb = cb;
     ev->c.ctx = ctx;
     // Drain what is queued without blocking: a short receive timeout turns nfct_catch's loop into a drain.
@@ -202,6 +221,12 @@ int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void 
         return -errno;
     }
     return 0;
+}
+
+void ctd_events_wake(struct ctd_events *ev) {
+    uint64_t one = 1;
+    ssize_t ignored = write(ev->wake_fd, &one, sizeof(one));
+    (void)ignored;
 }
 
 long ctd_events_drain(struct ctd_events *ev) {
@@ -223,6 +248,7 @@ long ctd_events_drain(struct ctd_events *ev) {
 void ctd_events_close(struct ctd_events *ev) {
     if (!ev) return;
     nfct_close(ev->h);
+    close(ev->wake_fd);
     free(ev);
 }
 

@@ -144,6 +144,36 @@ struct KernelIntegration {
         }
     }
 
+    @Test func service_catchUp_returnsOnceEveryEarlierChangeIsInTheMirror() throws {
+        let mirror = ConntrackMirror(hide: HidePolicy(), logger: Logger(label: "test"))
+        let service = ConntrackService(
+            mirror: mirror, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
+        try service.start()
+        defer { service.stop() }
+        for i in 1...20 {
+            try insertUDP("10.6.0.\(i)", "10.6.1.1", sport: 1000 + i, dport: 53)
+            // No waiting: right after catchUp, the mirror holds the entry the kernel created before it.
+            #expect(service.catchUp(timeout: 5))
+            #expect(mirror.statistics.entries == i, "after insert \(i)")
+        }
+        try shell("conntrack -D -p udp -d 10.6.1.1 2>/dev/null")
+        #expect(service.catchUp(timeout: 5))
+        #expect(mirror.statistics.entries == 0)
+        // An id the kernel created a moment ago is found by a lookup (which catches up when an id is missing).
+        try insertUDP("10.6.0.99", "10.6.1.2", sport: 99, dport: 53)
+        let listed = try shell("conntrack -L -p udp -d 10.6.1.2 -o id 2>/dev/null")
+        let id = try #require(listed.split(separator: "id=").last.flatMap { UInt32($0.prefix { $0.isNumber }) })
+        guard case .found(let flow) = mirror.lookup(id: id) else {
+            Issue.record("a fresh id was not found")
+            return
+        }
+        #expect(flow.origSource.description == "10.6.0.99")
+        guard case .missing = mirror.lookup(id: id &+ 1) else {
+            Issue.record("an unknown id was found")
+            return
+        }
+    }
+
     func waitUntil(_ condition: () -> Bool) -> Bool {
         let end = Date().addingTimeInterval(2)
         while Date() < end {

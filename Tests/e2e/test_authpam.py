@@ -185,8 +185,8 @@ def _login(c: Ctd, user: str, password: str | None = None):
 def test_login_asOperatorGroupMember_canViewAndKill(pam_ctd):
     entry = ct_insert("udp", "10.77.0.1", "10.77.0.2", 4000, 53, timeout=120)
     rpc, sid = _login(pam_ctd, OPERATOR)
-    v = rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)
-    assert str(entry["id"]) in {c["id"] for c in v["connections"]}
+    wait_for(lambda: str(entry["id"]) in {c["id"] for c in rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)["connections"]},
+             what="the entry in view")
     assert rpc.kill(sid, [str(entry["id"])])["killed_ids"] == [str(entry["id"])]
     assert ct_find("udp", "10.77.0.1", "10.77.0.2", 4000, 53) is None
 
@@ -194,7 +194,7 @@ def test_login_asOperatorGroupMember_canViewAndKill(pam_ctd):
 def test_login_asViewerGroupMember_canViewButKillIsFault3(pam_ctd):
     entry = ct_insert("udp", "10.77.0.1", "10.77.0.2", 4001, 53, timeout=120)
     rpc, sid = _login(pam_ctd, VIEWER)
-    assert rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)["total"] >= 1
+    wait_for(lambda: rpc.view(sid, {}, "", "ASC", 0, MAX_PAGE)["total"] >= 1, what="the entry in view")
     assert_fault(3, rpc.kill, sid, [str(entry["id"])])
     assert ct_find("udp", "10.77.0.1", "10.77.0.2", 4001, 53) is not None
 

@@ -43,9 +43,15 @@ struct ctd_events;
 /// Returns NULL and sets *err to -errno on failure.
 struct ctd_events *ctd_events_open(unsigned int rcvbuf, int *err);
 
-/// Receives events for up to `timeout_ms` and calls `cb` for each. Returns 0 on timeout, -ENOBUFS when events
-/// were lost (the caller must resync with a dump), or another -errno.
-int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void *ctx);
+/// Waits up to `timeout_ms` for events (or a ctd_events_wake), then reads every queued event and calls `cb` for
+/// each. When it stopped waiting, sets *reading_from (if not NULL) to the CLOCK_MONOTONIC time in seconds from which
+/// on everything queued was read: the events of all changes the kernel made before that instant have been passed
+/// to `cb` when this returns 0. Returns 0, -ENOBUFS when events were lost (the caller must resync with a dump), or
+/// another -errno.
+int ctd_events_poll(struct ctd_events *ev, int timeout_ms, ctd_flow_cb cb, void *ctx, double *reading_from);
+
+/// Makes a ctd_events_poll that is waiting (or the next one) return at once. Safe from any thread.
+void ctd_events_wake(struct ctd_events *ev);
 
 /// Reads and discards everything queued on the event socket. After ENOBUFS the kernel keeps dropping events for
 /// a socket until its queue has been read empty, so drain before resyncing with a dump. Returns messages dropped.

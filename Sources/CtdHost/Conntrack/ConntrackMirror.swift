@@ -112,6 +112,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         entries: 0, generation: 0, resyncs: 0, eventsApplied: 0, counterRefreshes: 0,
         lastCounterRefresh: 0, receiveBuffer: 0, accountingEnabled: false, eventsHealthy: false)
     private var lastViewAt: Double = -1e9
+    private var catchUpHandler: (@Sendable (Double) -> Bool)?
 
     public private(set) var hide: HidePolicy
     let logger: Logger
@@ -148,10 +149,35 @@ public final class ConntrackMirror: @unchecked Sendable {
         case ambiguous
     }
 
-    public func lookup(id: UInt32) -> Lookup { lock.withLock { lookupLocked(id) } }
+    public func lookup(id: UInt32) -> Lookup { lookup(ids: [id])[0] }
 
-    /// Looks up many ids under one lock (a bulk kill).
-    public func lookup(ids: [UInt32]) -> [Lookup] { lock.withLock { ids.map(lookupLocked) } }
+    /// Looks up many ids under one lock (a bulk kill). Ids not found are looked up once more after the mirror has
+    /// caught up with the kernel's event queue (see ``setCatchUp(_:)``), so that a connection the kernel created a
+    /// moment ago is found and `.missing` means gone, not "event not applied yet".
+    public func lookup(ids: [UInt32]) -> [Lookup] {
+        var results = lock.withLock { ids.map(lookupLocked) }
+        let missing = results.indices.filter { if case .missing = results[$0] { return true } else { return false } }
+        guard !missing.isEmpty, catchUp() else { return results }
+        lock.withLock { for i in missing { results[i] = lookupLocked(ids[i]) } }
+        return results
+    }
+
+    /// Returns once every change the kernel made before the call is in the mirror (at most ``catchUpWait``);
+    /// `false` when it timed out or no event thread is attached.
+    @discardableResult
+    public func catchUp() -> Bool {
+        guard let handler = lock.withLock({ catchUpHandler }) else { return false }
+        return handler(Self.catchUpWait)
+    }
+
+    /// How long a lookup waits at most for the event thread to catch up (it takes about a millisecond).
+    static let catchUpWait = 0.25
+
+    /// Installs the function that returns once every change the kernel made before the call is in the mirror, or
+    /// `false` after the given number of seconds (``ConntrackService/catchUp(timeout:)``).
+    public func setCatchUp(_ handler: @escaping @Sendable (Double) -> Bool) {
+        lock.withLock { catchUpHandler = handler }
+    }
 
     private func lookupLocked(_ id: UInt32) -> Lookup {
         if ambiguousIDs[id] != nil { return .ambiguous }

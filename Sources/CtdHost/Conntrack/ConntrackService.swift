@@ -15,6 +15,9 @@ public final class ConntrackService: @unchecked Sendable {
     private var counterThread: Thread?
     private let stopped = ManagedAtomicFlag()
     private var lastCounterDumpAt: Double = 0
+    /// Guards `appliedThrough`: the monotonic time before which every kernel change is in the mirror.
+    private let progress = NSCondition()
+    private var appliedThrough: Double = 0
 
     public init(mirror: ConntrackMirror, receiveBuffer: Int, counterInterval: Double, logger: Logger) {
         self.mirror = mirror
@@ -52,6 +55,7 @@ public final class ConntrackService: @unchecked Sendable {
                 "seconds": "\(String(format: "%.3f", KernelConntrack.monotonicNow() - started))",
                 "receive_buffer": "\(ev.grantedReceiveBuffer)",
             ])
+        mirror.setCatchUp { [weak self] timeout in self?.catchUp(timeout: timeout) ?? false }
         let t = Thread { [weak self] in self?.eventLoop() }
         t.name = "ctd-events"
         t.start()
@@ -63,6 +67,27 @@ public final class ConntrackService: @unchecked Sendable {
     }
 
     public func stop() { stopped.set() }
+
+    /// Returns `true` once every change the kernel made before this call is in the mirror (the event thread, woken,
+    /// has read the event queue empty and applied it; about a millisecond), `false` after `timeout` seconds.
+    public func catchUp(timeout: Double) -> Bool {
+        let asked = KernelConntrack.monotonicNow()
+        events?.wake()
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        progress.lock()
+        defer { progress.unlock() }
+        while appliedThrough < asked {
+            if !progress.wait(until: deadline) { return appliedThrough >= asked }
+        }
+        return true
+    }
+
+    private func advance(to time: Double) {
+        progress.lock()
+        if time > appliedThrough { appliedThrough = time }
+        progress.broadcast()
+        progress.unlock()
+    }
 
     private func load(isResync: Bool) throws {
         var dumped: [Flow] = []
@@ -77,7 +102,7 @@ public final class ConntrackService: @unchecked Sendable {
         batch.reserveCapacity(4096)
         while !stopped.isSet {
             do {
-                let complete = try events.poll(timeoutMs: 250) { type, present, flow in
+                let (complete, readingFrom) = try events.poll(timeoutMs: 250) { type, present, flow in
                     batch.append((type, present, flow))
                 }
                 mirror.apply(events: batch)
@@ -85,9 +110,13 @@ public final class ConntrackService: @unchecked Sendable {
                 if !complete {
                     // The kernel drops every event for this socket until its queue is read empty: drain first, so
                     // that the changes made during the dump reach us, then take the dump.
+                    let resyncFrom = KernelConntrack.monotonicNow()
                     events.drain()
                     logger.warning("conntrack events were lost (ENOBUFS); resynchronising with a dump")
                     try load(isResync: true)
+                    advance(to: resyncFrom)
+                } else if let readingFrom {
+                    advance(to: readingFrom)
                 }
             } catch {
                 mirror.setEventStatus(receiveBuffer: events.grantedReceiveBuffer, healthy: false)

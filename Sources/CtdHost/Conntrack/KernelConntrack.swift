@@ -145,16 +145,25 @@ final class ConntrackEvents {
     @discardableResult
     func drain() -> Int { Int(ctd_events_drain(handle)) }
 
-    /// Waits up to `timeoutMs` for events and hands each to `body`. Returns false when events were lost.
-    func poll(timeoutMs: Int32, _ body: (Int32, UInt8, Flow) -> Void) throws -> Bool {
+    /// Waits up to `timeoutMs` for events (or ``wake()``) and hands each queued event to `body`.
+    /// - Returns: `complete` is false when events were lost (resync); `readingFrom` is the monotonic time from which
+    ///   on the kernel's queue was read (every change made before it has been handed over), or `nil` after a
+    ///   timeout.
+    func poll(timeoutMs: Int32, _ body: (Int32, UInt8, Flow) -> Void) throws -> (complete: Bool, readingFrom: Double?) {
         try withoutActuallyEscaping(body) { body in
             var sink = FlowSink(now: KernelConntrack.monotonicNow(), body: body)
-            let rc = withUnsafeMutablePointer(to: &sink) { ctd_events_poll(handle, timeoutMs, flowSinkCallback, $0) }
-            if rc == -ENOBUFS { return false }
+            var readingFrom = 0.0
+            let rc = withUnsafeMutablePointer(to: &sink) {
+                ctd_events_poll(handle, timeoutMs, flowSinkCallback, $0, &readingFrom)
+            }
+            if rc == -ENOBUFS { return (false, nil) }
             if rc < 0 { throw KernelConntrack.Error(errno: -rc, operation: "conntrack events") }
-            return true
+            return (true, readingFrom > 0 ? readingFrom : nil)
         }
     }
+
+    /// Makes a waiting ``poll(timeoutMs:_:)`` return at once; any thread.
+    func wake() { ctd_events_wake(handle) }
 
     deinit { ctd_events_close(handle) }
 }

@@ -41,7 +41,7 @@ extension RPCService {
         "refresh": MethodSpec(
             params: ["session"], required: 1, signatures: [["struct", "string"]],
             help:
-                "refresh(session) -> {generation, time, entries, autorefresh}. Takes a new snapshot of the table for this session; with autorefresh off, view pages through this snapshot until the next refresh."
+                "refresh(session) -> {generation, time, entries, autorefresh}. Takes a new snapshot of the table for this session, holding every change the kernel made before the call; with autorefresh off, view pages through this snapshot until the next refresh."
         ),
         "set_autorefresh": MethodSpec(
             params: ["session", "on"], required: 2, signatures: [["boolean", "string", "boolean"]],

@@ -265,6 +265,8 @@ public final class RPCService: @unchecked Sendable {
 
     func refresh(_ p: Params, client: String) throws -> XMLRPCValue {
         let s = try session(p, need: .viewer, client: client)
+        // The snapshot holds every change the kernel made before this call (the event thread catches up first).
+        mirror.catchUp()
         let snap = mirror.snapshot()
         sessions.update(s.id) { $0.pinned = snap }
         return .structure(
