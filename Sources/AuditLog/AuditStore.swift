@@ -130,7 +130,8 @@ public final class AuditStore: Sendable {
                 for entry in entries {
                     seq += 1
                     if entry.roles != roles.list { roles = (entry.roles, entry.rolesText) }
-                    entry.values(seq: seq, time: when, iso: iso, roles: roles.text, previousHash: previous, into: &values)
+                    entry.values(
+                        seq: seq, time: when, iso: iso, roles: roles.text, previousHash: previous, into: &values)
                     Self.layout.canonical(values, into: &canonical)
                     let hash = try AuditChain.sha256Hex(canonical)
                     values[names.count - 1] = .text(hash)

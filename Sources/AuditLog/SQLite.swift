@@ -165,7 +165,8 @@ final class SQLiteConnection {
         // Not sqlite3_system_errno(): SQLite samples errno after later system calls have overwritten it (measured:
         // an EPERM from pwrite came back as 0 or ENOENT), so it would mislead.
         if primary == SQLITE_IOERR || primary == SQLITE_READONLY || primary == SQLITE_FULL {
-            why += ": the file system refused the write"
+            why +=
+                ": the file system refused the write"
                 + " (read-only or immutable file or directory, full disk, or I/O error)"
         } else if primary == SQLITE_CANTOPEN {
             why +=

@@ -1,10 +1,10 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
     import Musl
 #endif
-
-import Synchronization
 
 /// Runs the plugins' NSS lookups (`getpwnam_r`, `getpwuid_r`, `getgrouplist`, `getgrgid_r`).
 ///

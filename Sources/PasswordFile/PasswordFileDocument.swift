@@ -41,7 +41,9 @@ public enum PasswordUserName {
             throw refuse("it contains a control character")
         }
         guard !name.hasPrefix("#") else { throw refuse("it starts with '#'") }
-        guard name.unicodeScalars.first != " ", name.unicodeScalars.last != " " else { throw refuse("it starts or ends with a space") }
+        guard name.unicodeScalars.first != " ", name.unicodeScalars.last != " " else {
+            throw refuse("it starts or ends with a space")
+        }
         guard name.utf8.count <= maximumLength else { throw refuse("it is longer than \(maximumLength) bytes") }
     }
 
@@ -177,10 +179,12 @@ public struct PasswordFileDocument: Sendable, Equatable {
     /// - Returns: `true` when the user was present.
     @discardableResult
     public mutating func removeUser(_ user: String) -> Bool {
-        guard let index = lines.firstIndex(where: {
-            if case .entry(user, _, _, _) = $0 { return true }
-            return false
-        }) else { return false }
+        guard
+            let index = lines.firstIndex(where: {
+                if case .entry(user, _, _, _) = $0 { return true }
+                return false
+            })
+        else { return false }
         lines.remove(at: index)
         return true
     }

@@ -1,9 +1,9 @@
 import CCrypt
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The hash formats a password file may contain.
@@ -127,7 +127,8 @@ public struct PasswordHash: Sendable, Equatable, CustomStringConvertible {
                 scheme: scheme == .htpasswdSHA1 ? .hexSHA1 : scheme, encoded: "",
                 digest: (0..<size).map { _ in random.next() })
         }
-        var input = Array((0..<4).map { _ in String(random.next() as UInt64, radix: 36) }.joined(separator: "-").utf8CString)
+        var input = Array(
+            (0..<4).map { _ in String(random.next() as UInt64, radix: 36) }.joined(separator: "-").utf8CString)
         defer { wipe(&input) }
         var output = [CChar](repeating: 0, count: Int(CCRYPT_OUTPUT_SIZE))
         let rc = encoded.withCString { ccrypt_hash(input, $0, &output, output.count) }

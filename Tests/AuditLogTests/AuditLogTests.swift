@@ -460,7 +460,8 @@ private func mutable(_ paths: String...) throws {
         ("r", .real(1.5)), ("n", .null), ("a", .integer(0)),
     ])
     let expected: [UInt8] =
-        Array("ctd-audit-1\na=i1:0\nb=b2:".utf8) + [0, 255] + Array("\nr=r16:3ff8000000000000\nseq=i3:-42\nt=t2:é\n".utf8)
+        Array("ctd-audit-1\na=i1:0\nb=b2:".utf8) + [0, 255]
+        + Array("\nr=r16:3ff8000000000000\nseq=i3:-42\nt=t2:é\n".utf8)
     #expect(bytes == expected)
 }
 

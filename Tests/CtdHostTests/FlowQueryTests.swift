@@ -97,9 +97,11 @@ private func randomTable(count: Int, seed: UInt64) -> [Flow] {
         let v6 = Int.random(in: 0..<4, using: &g) == 0
         func address() -> IPAddress {
             v6
-                ? IPAddress(high: 0x2001_0db8_0000_0000 | UInt64.random(in: 0..<3, using: &g),
+                ? IPAddress(
+                    high: 0x2001_0db8_0000_0000 | UInt64.random(in: 0..<3, using: &g),
                     low: UInt64.random(in: 0..<5, using: &g), isIPv6: true)
-                : IPAddress(ipv4: 0x0a00_0000 | UInt32.random(in: 0..<8, using: &g) << 8 | UInt32.random(in: 0..<4, using: &g))
+                : IPAddress(
+                    ipv4: 0x0a00_0000 | UInt32.random(in: 0..<8, using: &g) << 8 | UInt32.random(in: 0..<4, using: &g))
         }
         let proto: UInt8 = [6, 17, 1, 58][Int.random(in: 0..<4, using: &g)]
         flows.append(
@@ -111,9 +113,11 @@ private func randomTable(count: Int, seed: UInt64) -> [Flow] {
                 origSource: address(), origDestination: address(), replySource: address(), replyDestination: address(),
                 origSourcePort: UInt16.random(in: 1000..<1010, using: &g),
                 origDestinationPort: [53, 80, 443][Int.random(in: 0..<3, using: &g)],
-                replySourcePort: UInt16.random(in: 0..<5, using: &g), replyDestinationPort: UInt16.random(in: 0..<50, using: &g),
+                replySourcePort: UInt16.random(in: 0..<5, using: &g),
+                replyDestinationPort: UInt16.random(in: 0..<50, using: &g),
                 mark: [0, 1, 7, 0xFFFF_FFFF][Int.random(in: 0..<4, using: &g)],
-                timeout: UInt32.random(in: 0..<20, using: &g), timeoutObservedAt: Double(Int.random(in: 0..<5, using: &g)),
+                timeout: UInt32.random(in: 0..<20, using: &g),
+                timeoutObservedAt: Double(Int.random(in: 0..<5, using: &g)),
                 status: UInt32.random(in: 0..<64, using: &g),
                 origBytes: UInt64.random(in: 0..<4, using: &g) << 40, origPackets: UInt64.random(in: 0..<10, using: &g),
                 replyBytes: UInt64.random(in: 0..<4, using: &g), replyPackets: UInt64.random(in: 0..<10, using: &g),
@@ -140,7 +144,8 @@ private enum RefValue: Comparable {
     }
 }
 
-private func refValue(_ f: Flow, _ field: String, now: Double, resolve: (String, UInt32) -> ResolvedValue?) -> RefValue {
+private func refValue(_ f: Flow, _ field: String, now: Double, resolve: (String, UInt32) -> ResolvedValue?) -> RefValue
+{
     switch field {
     case "id": return .number(Double(f.id))
     case "l3proto": return .number(Double(f.l3proto))
@@ -467,7 +472,10 @@ private func resolveFixture(_ field: String, _ mark: UInt32) -> ResolvedValue? {
         let six = CIDRBlock("2001:db8::/64")!
         let cases: [([String: FilterInput], (Flow) -> Bool)] = [
             (["orig_src": "10.0.2.0/23"], { block.contains($0.origSource) }),
-            (["repl_dst": ["10.0.2.0/23", "2001:db8::/64"]], { block.contains($0.replyDestination) || six.contains($0.replyDestination) }),
+            (
+                ["repl_dst": ["10.0.2.0/23", "2001:db8::/64"]],
+                { block.contains($0.replyDestination) || six.contains($0.replyDestination) }
+            ),
             (["l4proto": "tcp", "orig_port_dst": 443], { $0.l4proto == 6 && $0.origDestinationPort == 443 }),
             (["status": ["SEEN_REPLY", "NAT"]], { $0.status & 2 != 0 && $0.status & 0x30 != 0 }),
             (["mark": -1, "zone": [0, 2]], { $0.mark == 0xFFFF_FFFF && $0.zone != 1 }),
@@ -507,7 +515,10 @@ private func resolveFixture(_ field: String, _ mark: UInt32) -> ResolvedValue? {
     @Test func view_whenFilteringByResolvedField_matchesResolvedValue() throws {
         let resolved: Set<String> = ["user", "quota"]
         #expect(try ids(sample, ["user": "bob"], resolved: resolved, resolve: resolveFixture) == [2, 0x8000_0001])
-        #expect(try ids(sample, ["user": ["root", "bob"]], resolved: resolved, resolve: resolveFixture) == [2, 4, 0x8000_0001])
+        #expect(
+            try ids(sample, ["user": ["root", "bob"]], resolved: resolved, resolve: resolveFixture) == [
+                2, 4, 0x8000_0001,
+            ])
         #expect(try ids(sample, ["quota": 5], resolved: resolved, resolve: resolveFixture) == [1])
         #expect(try ids(sample, ["quota": "10"], resolved: resolved, resolve: resolveFixture) == [4])
         #expect(try ids(sample, ["quota": 5, "l3proto": "ipv6"], resolved: resolved, resolve: resolveFixture) == [])
@@ -518,14 +529,21 @@ private func resolveFixture(_ field: String, _ mark: UInt32) -> ResolvedValue? {
     @Test func view_whenOrderingByResolvedField_sortsMissingFirstAndBreaksTiesById() throws {
         let resolved: Set<String> = ["user", "quota"]
         // user: 1 → none (mark 0xFFFFFFFF), 2 → bob, 0x80000001 → bob, 4 → root, 5 → none (mark 0x80000000)
-        #expect(try ids(sample, order: "user", resolved: resolved, resolve: resolveFixture) == [1, 5, 2, 0x8000_0001, 4])
-        #expect(try ids(sample, order: "user", dir: "DESC", resolved: resolved, resolve: resolveFixture)
-            == [4, 2, 0x8000_0001, 1, 5])
+        #expect(
+            try ids(sample, order: "user", resolved: resolved, resolve: resolveFixture) == [1, 5, 2, 0x8000_0001, 4])
+        #expect(
+            try ids(sample, order: "user", dir: "DESC", resolved: resolved, resolve: resolveFixture)
+                == [4, 2, 0x8000_0001, 1, 5])
         // quota: none for marks 7 and 0x80000000, 5 for id 1, 10 for id 4.
-        #expect(try ids(sample, order: "quota", resolved: resolved, resolve: resolveFixture) == [2, 5, 0x8000_0001, 1, 4])
-        #expect(try ids(sample, order: "quota", start: 2, length: 2, resolved: resolved, resolve: resolveFixture)
-            == [0x8000_0001, 1])
-        #expect(try ids(sample, ["l3proto": "ipv4"], order: "user", resolved: resolved, resolve: resolveFixture) == [1, 5, 2])
+        #expect(
+            try ids(sample, order: "quota", resolved: resolved, resolve: resolveFixture) == [2, 5, 0x8000_0001, 1, 4])
+        #expect(
+            try ids(sample, order: "quota", start: 2, length: 2, resolved: resolved, resolve: resolveFixture)
+                == [0x8000_0001, 1])
+        #expect(
+            try ids(sample, ["l3proto": "ipv4"], order: "user", resolved: resolved, resolve: resolveFixture) == [
+                1, 5, 2,
+            ])
     }
 
     @Test func view_whenResolving_callsResolverOncePerFieldAndDistinctMark() throws {
@@ -535,7 +553,8 @@ private func resolveFixture(_ field: String, _ mark: UInt32) -> ResolvedValue? {
             calls["\(field)/\(mark)", default: 0] += 1
             return resolveFixture(field, mark)
         }
-        let q = try query(["user": ["alice", "bob", "root"]], order: "user", dir: "DESC", start: 10, length: 20, resolved: ["user"])
+        let q = try query(
+            ["user": ["alice", "bob", "root"]], order: "user", dir: "DESC", start: 10, length: 20, resolved: ["user"])
         _ = q.run(on: flows, now: 0, resolve: counting)
         #expect(calls.values.allSatisfy { $0 == 1 })
         #expect(calls.count == 4)  // marks 0, 1, 7, 0xFFFFFFFF

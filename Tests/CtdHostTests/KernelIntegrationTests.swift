@@ -42,7 +42,9 @@ struct KernelIntegration {
     func reinsertUnderNewID(_ stale: Flow, _ src: String, _ dst: String, mark: Int = 0) throws -> Flow {
         for round in 0..<10 {
             try shell("conntrack -D -p udp -s \(src) 2>/dev/null")
-            for i in 0..<(round + 1) * 4 { try insertUDP("10.250.\(round).\(i + 1)", "10.250.255.1", sport: 9, dport: 9) }
+            for i in 0..<(round + 1) * 4 {
+                try insertUDP("10.250.\(round).\(i + 1)", "10.250.255.1", sport: 9, dport: 9)
+            }
             try insertUDP(src, dst, sport: 1111, dport: 53, mark: mark)
             try shell("conntrack -D -p udp -d 10.250.255.1 2>/dev/null")
             if let fresh = try dumpAll().first(where: { $0.origSource.description == src }), fresh.id != stale.id {
@@ -60,7 +62,9 @@ struct KernelIntegration {
     @Test func dump_whenEntriesInserted_matchesConntrackList() throws {
         try insertUDP("10.1.0.1", "10.1.0.2", sport: 1000, dport: 53, mark: 7)
         try insertUDP("fd00::1", "fd00::2", sport: 2000, dport: 53)
-        try shell("conntrack -I -p tcp -s 198.51.100.1 -d 203.0.113.9 --sport 40000 --dport 443 --state ESTABLISHED -t 300 -m 4294967295 2>/dev/null")
+        try shell(
+            "conntrack -I -p tcp -s 198.51.100.1 -d 203.0.113.9 --sport 40000 --dport 443 --state ESTABLISHED -t 300 -m 4294967295 2>/dev/null"
+        )
         let flows = try dumpAll()
         #expect(flows.count == 3)
         let listed = try shell("conntrack -L -o id 2>/dev/null")

@@ -19,8 +19,9 @@ private enum Tool {
     static func run(_ name: String, _ arguments: [String], stdin: String? = nil, package: String) throws -> String {
         let searchPath = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         let directories = searchPath.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin"]
-        guard let executable = directories.map({ "\($0)/\(name)" })
-            .first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+        guard
+            let executable = directories.map({ "\($0)/\(name)" })
+                .first(where: { FileManager.default.isExecutableFile(atPath: $0) })
         else {
             throw Failure(description: "'\(name)' not found: apt-get install -y \(package)")
         }
@@ -413,7 +414,8 @@ private final class ReloadCounter: @unchecked Sendable {
 
 @Test func parse_ignoresCommentsBlankLinesAndAcceptsCRLFAndHtpasswdTrailers() throws {
     let sha = try Tool.opensslSha512Crypt("a-pass")
-    let text = "# ctd users\n\n   \n  # indented comment\r\nalice:\(sha)\r\nbob: \(try Tool.hexDigest("sha1", "b"))\t:extra:fields\n"
+    let text =
+        "# ctd users\n\n   \n  # indented comment\r\nalice:\(sha)\r\nbob: \(try Tool.hexDigest("sha1", "b"))\t:extra:fields\n"
     let document = try PasswordFileDocument(parsing: text)
     #expect(document.entries.map(\.user) == ["alice", "bob"])
     #expect(document.entries.map(\.line) == [5, 6])
@@ -442,7 +444,8 @@ private let sha1OfX = "11f6ad8ec52a2984abaafd7c3b516503785c2072"
 @Test(arguments: [
     BadFileCase(text: "# c\nalice\n", line: 2, mentions: "user:hash"),
     BadFileCase(text: "alice:\(sha1OfX)\n\n:\(sha1OfX)\n", line: 3, mentions: "empty"),
-    BadFileCase(text: "alice:\(sha1OfX)\nalice:\(sha1OfX)\n", line: 2, mentions: "duplicate user 'alice' (first on line 1)"),
+    BadFileCase(
+        text: "alice:\(sha1OfX)\nalice:\(sha1OfX)\n", line: 2, mentions: "duplicate user 'alice' (first on line 1)"),
     BadFileCase(text: "alice:\n", line: 1, mentions: "empty"),
     BadFileCase(text: "alice:abc123\n", line: 1, mentions: "40 (SHA-1)"),
     BadFileCase(text: "#\nbob:\(sha1OfX)0\n", line: 2, mentions: "unrecognised"),
@@ -528,7 +531,9 @@ func userName_whenForbidden_isRefused(_ name: String) throws {
     #expect(lines.last == "")  // ends with a newline
 
     // Replacing bob rewrites his line in place and keeps the htpasswd trailer.
-    #expect(try PasswordFileEditor.addOrReplace(user: "bob", password: "new-b", scheme: .sha512Crypt, path: path) == .replaced)
+    #expect(
+        try PasswordFileEditor.addOrReplace(user: "bob", password: "new-b", scheme: .sha512Crypt, path: path)
+            == .replaced)
     lines = try dir.read().split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     #expect(lines[5].hasPrefix("bob:$6$"))
     #expect(lines[5].hasSuffix(":kept-trailer"))
@@ -595,22 +600,25 @@ func userName_whenForbidden_isRefused(_ name: String) throws {
 
 @Test func editor_list_reportsUsersWithSchemes() throws {
     let dir = try TempDir()
-    let text = [
-        "# users",
-        "y:\(try Tool.mkpasswd("yescrypt", "p"))",
-        "s6:\(try Tool.opensslSha512Crypt("p"))",
-        "s5:\(try Tool.mkpasswd("sha-256", "p"))",
-        try Tool.htpasswdBcrypt("bc", "p"),
-        try Tool.htpasswdSHA("ht", "p"),
-        "h1:\(try Tool.hexDigest("sha1", "p"))",
-        "h256:\(try Tool.hexDigest("sha256", "p"))",
-        "h512:\(try Tool.hexDigest("sha512", "p"))",
-    ].joined(separator: "\n") + "\n"
+    let text =
+        [
+            "# users",
+            "y:\(try Tool.mkpasswd("yescrypt", "p"))",
+            "s6:\(try Tool.opensslSha512Crypt("p"))",
+            "s5:\(try Tool.mkpasswd("sha-256", "p"))",
+            try Tool.htpasswdBcrypt("bc", "p"),
+            try Tool.htpasswdSHA("ht", "p"),
+            "h1:\(try Tool.hexDigest("sha1", "p"))",
+            "h256:\(try Tool.hexDigest("sha256", "p"))",
+            "h512:\(try Tool.hexDigest("sha512", "p"))",
+        ].joined(separator: "\n") + "\n"
     let listing = try PasswordFileEditor.list(path: try dir.write(text))
     #expect(listing.map(\.user) == ["y", "s6", "s5", "bc", "ht", "h1", "h256", "h512"])
-    #expect(listing.map(\.scheme.name) == [
-        "yescrypt", "sha512-crypt", "sha256-crypt", "bcrypt", "htpasswd-sha1", "sha1-hex", "sha256-hex", "sha512-hex",
-    ])
+    #expect(
+        listing.map(\.scheme.name) == [
+            "yescrypt", "sha512-crypt", "sha256-crypt", "bcrypt", "htpasswd-sha1", "sha1-hex", "sha256-hex",
+            "sha512-hex",
+        ])
     #expect(listing.map(\.line) == Array(2...9))
     #expect(listing.allSatisfy { $0.hash.verify(password: "p") })
 }

@@ -184,7 +184,9 @@ struct LoginThrottleTests {
 }
 
 struct IPAddressTests {
-    @Test(arguments: ["0.0.0.0", "10.0.0.1", "127.0.0.1", "192.168.100.255", "255.255.255.255", "8.8.4.4", "100.64.10.9"])
+    @Test(arguments: [
+        "0.0.0.0", "10.0.0.1", "127.0.0.1", "192.168.100.255", "255.255.255.255", "8.8.4.4", "100.64.10.9",
+    ])
     func description_whenIPv4_roundTrips(text: String) {
         #expect(IPAddress(text)?.description == text)
     }

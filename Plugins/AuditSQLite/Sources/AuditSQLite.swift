@@ -1,6 +1,6 @@
-import Foundation
 import AuditLog
 import CtdPluginAPI
+import Foundation
 import Synchronization
 
 /// Records every login, kill, change and denied call in a hash-chained SQLite audit trail (see README.md next to

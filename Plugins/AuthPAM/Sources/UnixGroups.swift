@@ -1,10 +1,10 @@
+import NSSLookup
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
     import Musl
 #endif
-
-import NSSLookup
 
 /// Unix group membership through NSS (`/etc/group`, LDAP, SSSD... whatever nsswitch.conf says), with the
 /// reentrant calls, through ``NSSLookup`` (in parallel, except under the tests' nss_wrapper).

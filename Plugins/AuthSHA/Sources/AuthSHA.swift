@@ -82,7 +82,8 @@ public final class AuthSHAPlugin: Authenticator {
             throw PluginError("plugin AuthSHA is not configured")
         }
         guard request.arguments.count == loginParameters.count else {
-            return .rejected(reason: "expected \(loginParameters.count) login arguments, got \(request.arguments.count)")
+            return .rejected(
+                reason: "expected \(loginParameters.count) login arguments, got \(request.arguments.count)")
         }
         let user = request.arguments[0]
         let password = request.arguments[1]

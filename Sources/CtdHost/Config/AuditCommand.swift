@@ -78,7 +78,9 @@ struct AuditCommand: ParsableCommand {
 
         func run() throws {
             let filter = try filters.filter()
-            let records = try AuditCommand.open(filters.location.path()) { try $0.query(filter, limit: limit == 0 ? nil : limit) }
+            let records = try AuditCommand.open(filters.location.path()) {
+                try $0.query(filter, limit: limit == 0 ? nil : limit)
+            }
             print(AuditTable.render(records), terminator: "")
             if limit > 0 && records.count == limit {
                 AuditCommand.standardError("(the \(limit) most recent matching actions; --limit N or 0 for more)")

@@ -20,7 +20,8 @@ struct PluginOptions: ParsableArguments {
     @Option(name: .long, help: "Config file (TOML; default /etc/ctd/ctd.toml if it exists); see ctd.sample.toml.")
     var config: String?
     @Option(name: .customLong("mod-auth"), help: "Authenticator plugin (default AuthSHA).") var modAuth: String?
-    @Option(name: .customLong("plugin"), help: "Enable a resolver or hook plugin (repeatable).") var plugins: [String] = []
+    @Option(name: .customLong("plugin"), help: "Enable a resolver or hook plugin (repeatable).") var plugins: [String] =
+        []
     @Option(name: .customLong("plugin-dir"), help: "Directory of plugin .so files.") var pluginDir: String?
     @Option(name: .customLong("password-file"), help: "AuthSHA's password file (overrides the config).")
     var passwordFile: String?
@@ -44,11 +45,13 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var pluginOptions: PluginOptions
     @Option(name: .long, help: "Address to listen on (default 127.0.0.1).") var listen: String?
     @Option(name: .long, help: "TCP port (default 4040; 0 picks a free one).") var port: Int?
-    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain; enables TLS with --tls-key.") var tlsCert: String?
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain; enables TLS with --tls-key.") var tlsCert:
+        String?
     @Option(name: .customLong("tls-key"), help: "PEM private key.") var tlsKey: String?
     @Option(name: .customLong("hide"), help: "Hide connections from/to this CIDR (repeatable; replaces the default).")
     var hide: [String] = []
-    @Flag(name: .customLong("show-all"), help: "Hide nothing (not even loopback and ctd's own clients).") var showAll = false
+    @Flag(name: .customLong("show-all"), help: "Hide nothing (not even loopback and ctd's own clients).") var showAll =
+        false
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
 
     func effectiveConfig() throws -> DaemonConfig {

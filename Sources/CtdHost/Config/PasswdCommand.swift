@@ -6,7 +6,8 @@ import PasswordFile
 /// or from standard input, never from the command line, where `ps` and shell history would show them.
 struct PasswdCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "passwd", abstract: "Manage an AuthSHA password file.", subcommands: [Add.self, Remove.self, List.self])
+        commandName: "passwd", abstract: "Manage an AuthSHA password file.",
+        subcommands: [Add.self, Remove.self, List.self])
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -110,13 +110,15 @@ extension FlowQuery {
             return .status(allOf: masks)
         default:
             if resolvedFields.contains(key) {
-                return .resolved(key, anyOf: try anyOf(key, input) { item in
-                    switch item {
-                    case .int(let v): return .integer(v)
-                    case .string(let s): return .string(s)
-                    case .list: throw nestedList(key)
-                    }
-                })
+                return .resolved(
+                    key,
+                    anyOf: try anyOf(key, input) { item in
+                        switch item {
+                        case .int(let v): return .integer(v)
+                        case .string(let s): return .string(s)
+                        case .list: throw nestedList(key)
+                        }
+                    })
             }
             let valid = (builtinFilterKeys + resolvedFields.sorted()).joined(separator: ", ")
             throw Fault.invalidParams("unknown filter '\(key)'; valid filters are: \(valid).")

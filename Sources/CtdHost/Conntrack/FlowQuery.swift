@@ -286,7 +286,8 @@ enum FlowQueryEngine {
                 switch filter {
                 case .number(.timeout, let values):
                     // Computing the remaining time costs more than a load; check it after the addresses.
-                    lateNumerics.append(NumericPredicate(field: .timeout, first: numericValues.count, count: values.count))
+                    lateNumerics.append(
+                        NumericPredicate(field: .timeout, first: numericValues.count, count: values.count))
                     numericValues += values
                 case .number(let field, let values):
                     numerics.append(NumericPredicate(field: field, first: numericValues.count, count: values.count))
@@ -435,7 +436,8 @@ enum FlowQueryEngine {
         private(set) var orderValues: [ResolvedValue?] = []
         private(set) var marks: [UInt32] = []
 
-        init(filters: [(String, [ResolvedValue])], orderField: String?, resolve: ((String, UInt32) -> ResolvedValue?)?) {
+        init(filters: [(String, [ResolvedValue])], orderField: String?, resolve: ((String, UInt32) -> ResolvedValue?)?)
+        {
             self.filters = filters
             self.orderField = orderField
             self.resolve = resolve

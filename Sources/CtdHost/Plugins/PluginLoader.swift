@@ -43,7 +43,9 @@ public struct PluginLoader {
         guard plugin.metadata.roles.contains(role) else {
             throw PluginLoadError(
                 plugin: name,
-                reason: "is \(PluginLoader.article(plugin.metadata.roles.map(\.rawValue).joined(separator: "/"))) plugin, not \(PluginLoader.article(role.rawValue))")
+                reason:
+                    "is \(PluginLoader.article(plugin.metadata.roles.map(\.rawValue).joined(separator: "/"))) plugin, not \(PluginLoader.article(role.rawValue))"
+            )
         }
         return plugin
     }
@@ -75,7 +77,9 @@ public struct PluginLoader {
         guard meta.abiVersion == ctdPluginABIVersion else {
             throw PluginLoadError(
                 plugin: name,
-                reason: "built for plugin ABI version \(meta.abiVersion), but this ctd expects version \(ctdPluginABIVersion); rebuild the plugin against this ctd's CtdPluginAPI")
+                reason:
+                    "built for plugin ABI version \(meta.abiVersion), but this ctd expects version \(ctdPluginABIVersion); rebuild the plugin against this ctd's CtdPluginAPI"
+            )
         }
         guard !meta.roles.isEmpty else { throw PluginLoadError(plugin: name, reason: "declares no role") }
         for role in meta.roles {

@@ -16,7 +16,8 @@ public final class Daemon {
     /// and `../lib/ctd/plugins` (an installation).
     public static func defaultPluginDirectories() -> [String] {
         let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        let linkTarget = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        let linkTarget =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             .map { URL(fileURLWithPath: $0).deletingLastPathComponent() } ?? exe
         return [
             linkTarget.appendingPathComponent("../lib/ctd/plugins").standardized.path,
@@ -37,9 +38,16 @@ public final class Daemon {
         _ = ctd_limit_malloc_arenas(Self.mallocArenas)
         let plugins = try PluginRegistry.load(config: config, logger: logger)
         for p in plugins.all {
-            logger.info("plugin loaded", metadata: ["name": "\(p.name)", "id": "\(p.metadata.id)", "version": "\(p.metadata.version)", "path": "\(p.path)"])
+            logger.info(
+                "plugin loaded",
+                metadata: [
+                    "name": "\(p.name)", "id": "\(p.metadata.id)", "version": "\(p.metadata.version)",
+                    "path": "\(p.path)",
+                ])
         }
-        let hide = HidePolicy(blocks: config.hide.compactMap(CIDRBlock.init), ownTCPPorts: config.hideOwnConnections ? [UInt16(config.port)] : [])
+        let hide = HidePolicy(
+            blocks: config.hide.compactMap(CIDRBlock.init),
+            ownTCPPorts: config.hideOwnConnections ? [UInt16(config.port)] : [])
         let mirror = ConntrackMirror(hide: hide, logger: logger)
         let service = ConntrackService(
             mirror: mirror, receiveBuffer: config.receiveBuffer, counterInterval: config.counterInterval,
@@ -48,7 +56,9 @@ public final class Daemon {
             try service.start()
         } catch {
             throw DaemonConfig.Error(
-                message: "cannot read the kernel conntrack table (\(error)); ctd needs CAP_NET_ADMIN and the nf_conntrack module")
+                message:
+                    "cannot read the kernel conntrack table (\(error)); ctd needs CAP_NET_ADMIN and the nf_conntrack module"
+            )
         }
         let sessions = SessionStore(
             idleTimeout: config.idleTimeout, maxLifetime: config.maxLifetime, maxSessions: config.maxSessions)

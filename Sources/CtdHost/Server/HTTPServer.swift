@@ -47,7 +47,8 @@ public final class HTTPServer: @unchecked Sendable {
         if let cert = options.tlsCertificate, let key = options.tlsKey {
             let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
             let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
-            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain, privateKey: .privateKey(privateKey))
             tls.minimumTLSVersion = .tlsv12
             sslContext = try NIOSSLContext(configuration: tls)
         }
@@ -101,7 +102,10 @@ final class XMLRPCHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var body: [UInt8] = []
     private var tooLarge = false
 
-    init(maxBodyBytes: Int, handler: @escaping XMLRPCCallHandler, pool: NIOThreadPool, tooLargeBody: [UInt8], logger: Logger) {
+    init(
+        maxBodyBytes: Int, handler: @escaping XMLRPCCallHandler, pool: NIOThreadPool, tooLargeBody: [UInt8],
+        logger: Logger
+    ) {
         self.maxBodyBytes = maxBodyBytes
         self.handler = handler
         self.pool = pool
@@ -136,20 +140,23 @@ final class XMLRPCHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         guard path == "/" || path == "/RPC2" else {
-            write(context: context, head: head, status: .notFound, contentType: "text/plain; charset=utf-8",
-                  body: Array("ctd serves XML-RPC on POST / and POST /RPC2\n".utf8), keepAlive: head.isKeepAlive)
+            write(
+                context: context, head: head, status: .notFound, contentType: "text/plain; charset=utf-8",
+                body: Array("ctd serves XML-RPC on POST / and POST /RPC2\n".utf8), keepAlive: head.isKeepAlive)
             return
         }
         guard head.method == .POST else {
-            write(context: context, head: head, status: .methodNotAllowed, contentType: "text/plain; charset=utf-8",
-                  body: Array("ctd serves XML-RPC: send a POST with a text/xml methodCall\n".utf8),
-                  keepAlive: head.isKeepAlive, extra: [("Allow", "POST")])
+            write(
+                context: context, head: head, status: .methodNotAllowed, contentType: "text/plain; charset=utf-8",
+                body: Array("ctd serves XML-RPC: send a POST with a text/xml methodCall\n".utf8),
+                keepAlive: head.isKeepAlive, extra: [("Allow", "POST")])
             return
         }
         if tooLarge {
             // The rest of an oversized body is not worth reading: answer with a fault and close.
-            write(context: context, head: head, status: .ok, contentType: "text/xml; charset=utf-8", body: tooLargeBody,
-                  keepAlive: false)
+            write(
+                context: context, head: head, status: .ok, contentType: "text/xml; charset=utf-8", body: tooLargeBody,
+                keepAlive: false)
             return
         }
         let request = body
@@ -162,8 +169,9 @@ final class XMLRPCHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         pool.runIfActive(eventLoop: loop) { handler(request, client) }.whenComplete { result in
             switch result {
             case .success(let response):
-                this.value.write(context: ctx.value, head: head, status: .ok, contentType: "text/xml; charset=utf-8",
-                                 body: response, keepAlive: head.isKeepAlive)
+                this.value.write(
+                    context: ctx.value, head: head, status: .ok, contentType: "text/xml; charset=utf-8",
+                    body: response, keepAlive: head.isKeepAlive)
             case .failure(let error):
                 this.value.logger.error("worker pool refused a call: \(error)")
                 ctx.value.close(promise: nil)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Positional parameters of one call, with typed accessors that fail with a -32602 fault naming the argument.
 struct Params {
     let method: String
@@ -11,14 +13,16 @@ struct Params {
         guard values.count >= required, values.count <= names.count else {
             let expected = required == names.count ? "\(required)" : "\(required) to \(names.count)"
             throw Fault.invalidParams(
-                "\(method) takes \(expected) argument\(names.count == 1 ? "" : "s") (\(names.joined(separator: ", "))), \(values.count) given")
+                "\(method) takes \(expected) argument\(names.count == 1 ? "" : "s") (\(names.joined(separator: ", "))), \(values.count) given"
+            )
         }
     }
 
     subscript(_ i: Int) -> XMLRPCValue? { i < values.count ? values[i] : nil }
 
     private func wrongType(_ i: Int, _ expected: String) -> Fault {
-        Fault.invalidParams("argument \(i + 1) of \(method) (\(names[i])) must be \(expected), not \(values[i].typeName)")
+        Fault.invalidParams(
+            "argument \(i + 1) of \(method) (\(names[i])) must be \(expected), not \(values[i].typeName)")
     }
 
     func string(_ i: Int) throws -> String {
@@ -66,8 +70,6 @@ struct Params {
         }
     }
 }
-
-import Foundation
 
 /// Conversions of client-sent ids and 32-bit unsigned values: clients differ (FACTS.md), so a value may come as a
 /// decimal or 0x-hex string, an int, an i8, or a negative int holding the two's complement of a value at or above

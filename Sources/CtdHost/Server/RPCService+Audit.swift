@@ -1,6 +1,6 @@
 import AuditLog
-import Foundation
 import CtdPluginAPI
+import Foundation
 
 extension RPCService {
     /// `audit_list(session, filters, limit)`: the AuditSQLite trail, newest `limit` actions oldest first, for admins.

@@ -28,13 +28,16 @@ extension RPCService {
                 "view(session, filters, order_by, order_dir, start, length) -> {total, start, length, connections, generation, time, autorefresh, accounting}. filters is a struct (or an empty array) of field: value; order_dir is ASC or DESC; length is at most max_page_length (150)."
         ),
         "kill": MethodSpec(
-            params: ["session", "ids"], required: 2, signatures: [["struct", "string", "array"], ["struct", "string", "string"]],
+            params: ["session", "ids"], required: 2,
+            signatures: [["struct", "string", "array"], ["struct", "string", "string"]],
             help:
                 "kill(session, ids) -> {killed, killed_ids, not_found, ambiguous, failed}. ids is an array of connection ids (strings, ints or negative two's-complement ints). Only the entries with these exact ids are deleted; fault 4 if none of them exists. Needs the operator role."
         ),
         "change": MethodSpec(
             params: ["session", "field_name", "id", "value"], required: 4,
-            signatures: [["struct", "string", "string", "string", "int"], ["struct", "string", "string", "string", "string"]],
+            signatures: [
+                ["struct", "string", "string", "string", "int"], ["struct", "string", "string", "string", "string"],
+            ],
             help:
                 "change(session, field_name, id, value) -> the connection after the change. field_name is 'mark' (0..4294967295) or 'timeout' (seconds, 1..2147483647). Needs the operator role."
         ),
@@ -66,7 +69,8 @@ extension RPCService {
             help: "system.methodHelp(name) -> a description of the method."),
         "system.methodSignature": MethodSpec(
             params: ["method"], required: 1, signatures: [["array", "string"]],
-            help: "system.methodSignature(name) -> the method's signatures: arrays of [return type, argument types...]."),
+            help: "system.methodSignature(name) -> the method's signatures: arrays of [return type, argument types...]."
+        ),
         "system.multicall": MethodSpec(
             params: ["calls"], required: 1, signatures: [["array", "array"]],
             help:

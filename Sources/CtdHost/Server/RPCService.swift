@@ -102,7 +102,8 @@ public final class RPCService: @unchecked Sendable {
                 clientAddress: client)
             _ = try? runHooksBefore(event)
             logger.notice("denied \(p.method) to \(s.identity.user) (\(s.role.rawValue)) from \(client)")
-            throw Fault.permissionDenied("\(p.method) needs the \(role.rawValue) role; \(s.identity.user) is \(s.role.rawValue)")
+            throw Fault.permissionDenied(
+                "\(p.method) needs the \(role.rawValue) role; \(s.identity.user) is \(s.role.rawValue)")
         }
         return s
     }
@@ -110,7 +111,8 @@ public final class RPCService: @unchecked Sendable {
     func login(_ p: Params, client: String) throws -> XMLRPCValue {
         let wanted = plugins.authenticator.loginParameters
         guard p.values.count == wanted.count else {
-            throw Fault.invalidParams("login takes \(wanted.count) arguments (\(wanted.joined(separator: ", "))), \(p.values.count) given")
+            throw Fault.invalidParams(
+                "login takes \(wanted.count) arguments (\(wanted.joined(separator: ", "))), \(p.values.count) given")
         }
         let args = try (0..<wanted.count).map { i -> String in
             guard case .string(let s) = p.values[i] else {
@@ -120,7 +122,8 @@ public final class RPCService: @unchecked Sendable {
         }
         let user = args.first ?? ""
         guard loginThrottle.allows(client) else {
-            logger.warning("login from \(client) refused: \(loginThrottle.limit) failures in \(Int(loginThrottle.window)) s")
+            logger.warning(
+                "login from \(client) refused: \(loginThrottle.limit) failures in \(Int(loginThrottle.window)) s")
             try auditFailedLogin(user: user, client: client, reason: "too many failed logins from this address")
             throw Fault.loginFailed
         }
@@ -158,7 +161,8 @@ public final class RPCService: @unchecked Sendable {
     }
 
     private func auditFailedLogin(user: String, client: String, reason: String) throws {
-        let event = ActionEvent(kind: .login, procedure: "login", user: sanitized(user), roles: [], clientAddress: client)
+        let event = ActionEvent(
+            kind: .login, procedure: "login", user: sanitized(user), roles: [], clientAddress: client)
         let tokens = try runHooksBefore(event)
         runHooksAfter(tokens, outcome: .failed(reason: reason))
     }
@@ -208,10 +212,13 @@ public final class RPCService: @unchecked Sendable {
                 accounting: accounting)
         return ViewAnswer(key: key) { [self] in
             let resolve = resolvedFields.resolver()
-            let compute = { query.run(on: snap.flows, now: now, resolve: self.plugins.resolvers.isEmpty ? nil : resolve) }
+            let compute = {
+                query.run(on: snap.flows, now: now, resolve: self.plugins.resolvers.isEmpty ? nil : resolve)
+            }
             let result =
                 clockDependent
-                ? compute() : queryResults.value(for: QueryKey(generation: snap.generation, query: query), compute: compute)
+                ? compute()
+                : queryResults.value(for: QueryKey(generation: snap.generation, query: query), compute: compute)
             var page: [XMLRPCValue] = []
             page.reserveCapacity(result.page.count)
             for i in result.page {
@@ -230,7 +237,12 @@ public final class RPCService: @unchecked Sendable {
             ]
             if !accounting {
                 out.append(
-                    ("note", .string("byte and packet counters and byte_rate are not measured: net.netfilter.nf_conntrack_acct is 0 on this host")))
+                    (
+                        "note",
+                        .string(
+                            "byte and packet counters and byte_rate are not measured: net.netfilter.nf_conntrack_acct is 0 on this host"
+                        )
+                    ))
             }
             return .structure(XMLRPCStruct(out))
         }
@@ -248,7 +260,8 @@ public final class RPCService: @unchecked Sendable {
             for (name, v) in st { out[name] = try filterInput(name, v) }
             return out
         default:
-            throw Fault.invalidParams("argument 2 of view (filters) must be a struct of field: value, not \(value.typeName)")
+            throw Fault.invalidParams(
+                "argument 2 of view (filters) must be a struct of field: value, not \(value.typeName)")
         }
     }
 
@@ -377,7 +390,8 @@ public final class RPCService: @unchecked Sendable {
                 throw Fault.noSuchConnection("id \(ids[0]) is shared by several entries right now; nothing was killed")
             }
             throw Fault.noSuchConnection(
-                ids.count == 1 ? "id \(ids[0]) does not exist (any more)" : "none of the \(seen.count) ids exists (any more)")
+                ids.count == 1
+                    ? "id \(ids[0]) does not exist (any more)" : "none of the \(seen.count) ids exists (any more)")
         }
         return .structure(
             XMLRPCStruct([
@@ -429,7 +443,8 @@ public final class RPCService: @unchecked Sendable {
         switch mirror.lookup(id: id) {
         case .found(let f): flow = f
         case .missing: throw Fault.noSuchConnection("id \(id) does not exist (any more)")
-        case .ambiguous: throw Fault.noSuchConnection("id \(id) is shared by several entries right now; nothing was changed")
+        case .ambiguous:
+            throw Fault.noSuchConnection("id \(id) is shared by several entries right now; nothing was changed")
         }
         let now = KernelConntrack.monotonicNow()
         let newValue = mark.map { String($0) } ?? timeout.map { String($0) } ?? ""
@@ -451,7 +466,8 @@ public final class RPCService: @unchecked Sendable {
             if let after { mirror.replace(after) }
             logger.info("change \(field)=\(newValue) on \(id) by \(s.identity.user) from \(client)")
             let shown = after ?? flow
-            return shown.xmlrpcStruct(now: KernelConntrack.monotonicNow(), extra: resolvedFields.members(mark: shown.mark))
+            return shown.xmlrpcStruct(
+                now: KernelConntrack.monotonicNow(), extra: resolvedFields.members(mark: shown.mark))
         case .gone:
             runHooksAfter(tokens, outcome: .failed(reason: "no such connection"))
             mirror.remove([flow])
@@ -525,7 +541,8 @@ public final class RPCService: @unchecked Sendable {
     func help(_ name: String) throws -> String {
         guard let spec = RPCService.methods[name] else { throw Fault.methodNotFound(String(name.prefix(100))) }
         if name == "login" {
-            return "login(\(plugins.authenticator.loginParameters.joined(separator: ", "))) -> session id string. \(spec.help)"
+            return
+                "login(\(plugins.authenticator.loginParameters.joined(separator: ", "))) -> session id string. \(spec.help)"
         }
         return spec.help
     }
@@ -533,7 +550,9 @@ public final class RPCService: @unchecked Sendable {
     func signature(_ name: String) throws -> XMLRPCValue {
         guard let spec = RPCService.methods[name] else { throw Fault.methodNotFound(String(name.prefix(100))) }
         if name == "login" {
-            return .array([.array([.string("string")] + plugins.authenticator.loginParameters.map { _ in .string("string") })])
+            return .array([
+                .array([.string("string")] + plugins.authenticator.loginParameters.map { _ in .string("string") })
+            ])
         }
         return .array(spec.signatures.map { .array($0.map { .string($0) }) })
     }

@@ -10,7 +10,10 @@ final class LoginThrottle: @unchecked Sendable {
     private let lock = NIOLock()
     private var failures: [String: [Double]] = [:]
 
-    init(limit: Int = 10, window: Double = 60, clock: @escaping @Sendable () -> Double = { KernelConntrack.monotonicNow() }) {
+    init(
+        limit: Int = 10, window: Double = 60,
+        clock: @escaping @Sendable () -> Double = { KernelConntrack.monotonicNow() }
+    ) {
         self.limit = limit
         self.window = window
         self.clock = clock

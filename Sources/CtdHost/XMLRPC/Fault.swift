@@ -21,7 +21,9 @@ public struct Fault: Error, Equatable, Sendable, CustomStringConvertible {
     public static func methodNotFound(_ name: String) -> Fault {
         Fault(code: -32601, message: "Unknown method '\(name)'. Call system.listMethods for the list.")
     }
-    public static func invalidParams(_ why: String) -> Fault { Fault(code: -32602, message: "Invalid parameters: \(why)") }
+    public static func invalidParams(_ why: String) -> Fault {
+        Fault(code: -32602, message: "Invalid parameters: \(why)")
+    }
     public static let internalError = Fault(
         code: -32603, message: "Internal error; the daemon log has the details.")
     public static func requestTooLarge(limit: Int) -> Fault {
@@ -39,7 +41,9 @@ public struct Fault: Error, Equatable, Sendable, CustomStringConvertible {
     public static func permissionDenied(_ what: String) -> Fault {
         Fault(code: 3, message: "Permission denied: \(what)")
     }
-    public static func noSuchConnection(_ what: String) -> Fault { Fault(code: 4, message: "No such connection: \(what)") }
+    public static func noSuchConnection(_ what: String) -> Fault {
+        Fault(code: 4, message: "No such connection: \(what)")
+    }
     public static func valueOutOfRange(_ why: String) -> Fault { Fault(code: 5, message: "Value out of range: \(why)") }
     public static func kernelRefused(_ why: String) -> Fault {
         Fault(code: 6, message: "The kernel refused the operation: \(why)")
