@@ -5,6 +5,7 @@ Most tests share one daemon (module scope) so that the last test can check it su
 
 from __future__ import annotations
 
+import socket
 import time
 import xmlrpc.client
 
@@ -100,6 +101,25 @@ def test_post_bodyOverMaxBodyBytes_faultRequestTooLarge(ctd):
     assert code == -32000, msg
     rpc, sid = small.login()
     assert rpc.view(sid, {}, "", "ASC", 0, 1)["total"] >= 0
+    assert small.proc.poll() is None
+
+
+def test_post_declaredLengthOverMaxBodyBytes_isAnsweredAtOnceWithoutReadingTheBody(ctd):
+    """A client that announces a huge body gets the fault right after the headers, not after a timeout."""
+    small = ctd(max_body_bytes=4096)
+    with socket.create_connection(("127.0.0.1", small.port), timeout=5) as s:
+        s.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 999999999\r\n\r\n<?xml")
+        t0 = time.monotonic()
+        answer = b""
+        while b"</methodResponse>" not in answer:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        took = time.monotonic() - t0
+    assert b"<name>faultCode</name><value><int>-32000</int>" in answer, answer[:600]
+    assert b"Connection: close" in answer or b"connection: close" in answer.lower(), answer[:300]
+    assert took < 2.0, f"the fault took {took:.1f} s"
     assert small.proc.poll() is None
 
 

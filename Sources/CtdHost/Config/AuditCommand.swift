@@ -56,6 +56,11 @@ struct AuditCommand: ParsableCommand {
         @Option(name: .long, help: "Only this user's actions.") var user: String?
         @Option(name: .long, help: "Only this kind: login, kill, change, denied or audit_read.") var action: String?
 
+        /// A bad filter is reported before `run`, with the command's usage.
+        func validate() throws {
+            _ = try filter()
+        }
+
         func filter() throws -> AuditFilter {
             do {
                 return try AuditFilter.parse(since: since, until: until, user: user, action: action)

@@ -73,13 +73,21 @@ struct ServeCommand: ParsableCommand {
         return c
     }
 
-    func run() throws {
-        let c: DaemonConfig
+    /// Bad options and config files are reported before `run`, with this command's usage.
+    func validate() throws {
+        _ = try checkedConfig()
+    }
+
+    private func checkedConfig() throws -> DaemonConfig {
         do {
-            c = try effectiveConfig()
+            return try effectiveConfig()
         } catch let e as DaemonConfig.Error {
             throw ValidationError(e.message)
         }
+    }
+
+    func run() throws {
+        let c = try checkedConfig()
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = Logger.Level(rawValue: c.logLevel) ?? .info

@@ -11,11 +11,14 @@ struct PasswdCommand: ParsableCommand {
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Add a user or replace their password (read from the terminal, or from stdin with --stdin).")
+            abstract: "Add a user or replace their password (asked twice on a terminal; else the first line of stdin).")
         @Argument(help: "User name.") var user: String
         @Option(name: .long, help: "Password file (created with mode 0600 if missing).") var file: String
         @Option(name: .long, help: "yescrypt (default) or sha512-crypt.") var scheme: String = "yescrypt"
-        @Flag(name: .long, help: "Read the password from the first line of standard input.") var stdin = false
+        @Flag(
+            name: .long,
+            help: "Read the password from the first line of standard input (also done when stdin is not a terminal).")
+        var stdin = false
 
         func run() throws {
             guard let s = NewPasswordScheme(rawValue: scheme) else {

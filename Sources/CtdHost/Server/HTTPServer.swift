@@ -120,13 +120,20 @@ final class XMLRPCHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             body.removeAll(keepingCapacity: true)
             tooLarge = false
             if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+                // Answered at once, without waiting for a body that may never come; the rest is ignored.
                 tooLarge = true
+                head = nil
+                respond(context: context, head: h)
             }
         case .body(var buffer):
             guard !tooLarge else { return }
             if body.count + buffer.readableBytes > maxBodyBytes {
                 tooLarge = true
                 body = []
+                if let h = head {
+                    head = nil
+                    respond(context: context, head: h)
+                }
                 return
             }
             body.append(contentsOf: buffer.readBytes(length: buffer.readableBytes) ?? [])

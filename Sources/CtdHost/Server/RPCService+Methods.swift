@@ -25,7 +25,7 @@ extension RPCService {
                 ["struct", "string", "struct", "string", "string", "int", "int"],
             ],
             help:
-                "view(session, filters, order_by, order_dir, start, length) -> {total, start, length, connections, generation, time, autorefresh, accounting}. filters is a struct (or an empty array) of field: value; order_dir is ASC or DESC; length is at most max_page_length (150)."
+                "view(session, filters, order_by, order_dir, start, length) -> {total, start, length, connections, generation, time, autorefresh, accounting[, note]} (note: why counters are missing). filters is a struct (or an empty array) of field: value; order_dir is ASC or DESC; length is at most max_page_length (150)."
         ),
         "kill": MethodSpec(
             params: ["session", "ids"], required: 2,

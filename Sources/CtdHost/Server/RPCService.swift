@@ -421,6 +421,9 @@ public final class RPCService: @unchecked Sendable {
         switch field {
         case "mark":
             guard let m = UInt32Argument.parse(raw) else {
+                guard Self.isNumber(raw) else {
+                    throw Fault.invalidParams("mark must be a number (0 to 4294967295), not \(raw.typeName)")
+                }
                 throw Fault.valueOutOfRange("mark must be an unsigned 32-bit number (0 to 4294967295)")
             }
             mark = m
@@ -433,6 +436,9 @@ public final class RPCService: @unchecked Sendable {
             default: t = nil
             }
             guard let t, t >= 1, t <= Int64(Int32.max) else {
+                guard Self.isNumber(raw) else {
+                    throw Fault.invalidParams("timeout must be a number of seconds, not \(raw.typeName)")
+                }
                 throw Fault.valueOutOfRange("timeout must be a whole number of seconds from 1 to 2147483647")
             }
             timeout = UInt32(t)
@@ -476,6 +482,20 @@ public final class RPCService: @unchecked Sendable {
             runHooksAfter(tokens, outcome: .failed(reason: why))
             logger.warning("change on \(id) failed: \(why)")
             throw Fault.kernelRefused(why)
+        }
+    }
+
+    /// A number in any form `change` reads (int, double, decimal or 0x text): a bad one is out of range (fault 5),
+    /// anything else the wrong type (-32602).
+    static func isNumber(_ v: XMLRPCValue) -> Bool {
+        switch v {
+        case .int, .double: return true
+        case .string(let text):
+            let t = text.trimmingCharacters(in: .whitespaces)
+            guard t.hasPrefix("0x") || t.hasPrefix("0X") else { return Double(t) != nil }
+            let digits = t.dropFirst(2)
+            return !digits.isEmpty && digits.allSatisfy(\.isHexDigit)
+        default: return false
         }
     }
 
