@@ -205,8 +205,12 @@ def ids_with_mark(mark):
     return re.findall(r"id=(\d+)", out)
 
 
-def bulk_kill(daemon, n):
-    ids = ids_with_mark(6)
+KILL_MARKS = (6, 8, 9)  # three separate sets of N/25 entries, each killed with one `kill` call
+REF_MARKS = (7, 10, 11)  # three more sets, deleted with `conntrack -D -m MARK`
+
+
+def kill_one_set(daemon, mark):
+    ids = ids_with_mark(mark)
     body = request_body("kill", daemon.session, ids)
     c = RawClient(daemon.port)
     t = time.perf_counter()
@@ -214,16 +218,26 @@ def bulk_kill(daemon, n):
     killed = int(re.search(rb"<name>killed</name><value><int>(\d+)</int>", data).group(1))
     # `conntrack -C` counts every entry, including the benchmark's own new loopback connections to ctd, so the
     # killed set is counted by its mark (a kernel-filtered dump), as an admin would check it.
-    while len(ids_with_mark(6)) > len(ids) - killed:
+    while len(ids_with_mark(mark)) > len(ids) - killed:
         if time.perf_counter() - t > 30:
             break
     gone = time.perf_counter() - t
-    # Reference: conntrack -D for the same kind of set (the entries of another mark) in one process.
-    ref_ids = len(ids_with_mark(7))
-    t = time.perf_counter()
-    sh("conntrack -D -m 7 > /dev/null 2>&1", check=False)
-    ref = time.perf_counter() - t
-    return len(ids), killed, elapsed * 1000, gone * 1000, ref_ids, ref * 1000
+    return len(ids), killed, elapsed * 1000, gone * 1000
+
+
+def bulk_kill(daemon, n):
+    """Three one-call kills of separate N/25-entry sets (a single call varies with what else the 2 cores do); the
+    median one is reported with the range. Reference: `conntrack -D` of three same-size sets, median."""
+    runs = sorted((kill_one_set(daemon, mark) for mark in KILL_MARKS), key=lambda r: r[2])
+    median = runs[len(runs) // 2]
+    refs = []
+    for mark in REF_MARKS:
+        ref_ids = len(ids_with_mark(mark))
+        t = time.perf_counter()
+        sh(f"conntrack -D -m {mark} > /dev/null 2>&1", check=False)
+        refs.append((ref_ids, (time.perf_counter() - t) * 1000))
+    ref = sorted(refs, key=lambda r: r[1])[len(refs) // 2]
+    return (median[0], median[1], median[2], median[3], ref[0], ref[1], runs[0][2], runs[-1][2])
 
 
 def idle_cpu(daemon, seconds):
@@ -302,10 +316,12 @@ def render(rows, plugins):
     row("p99 latency under that load", [f"{r[5]:.1f} ms" for r in rows], "≤ 50 ms")
     row("freshness (create/destroy → seen in `view`): p50 / p99",
         [f"{r[7][0]:.1f} / {r[7][1]:.1f} ms" for r in rows], "p99 ≤ 100 ms")
-    row("bulk kill: one `kill` call (ids, audited if AuditSQLite)",
-        [f"{r[8][1]:,} of {r[8][0]:,} in {r[8][2]:.0f} ms" for r in rows], "10,000 in ≤ 250 ms")
+    row("bulk kill: one `kill` call (ids, audited if AuditSQLite), median of 3 sets (range)",
+        [f"{r[8][1]:,} of {r[8][0]:,} in {r[8][2]:.0f} ms ({r[8][6]:.0f}–{r[8][7]:.0f})" for r in rows],
+        "10,000 in ≤ 250 ms")
     row("… until `conntrack -L -m MARK` shows them gone (from the call)", [f"{r[8][3]:.0f} ms" for r in rows])
-    row("reference: `conntrack -D -m MARK` (same-size set)", [f"{r[8][4]:,} in {r[8][5]:.0f} ms" for r in rows])
+    row("reference: `conntrack -D -m MARK` (same-size set, median of 3)",
+        [f"{r[8][4]:,} in {r[8][5]:.0f} ms" for r in rows])
     row("resident memory (RSS) loaded, first view served / per entry",
         [f"{r[12]:.0f} MB / {r[12] * 1048576 / r[0]:.0f} B" for r in rows], "≤ 150 MB at 250k")
     row("RSS right after the load tests and the bulk kill (peak)", [f"{r[9]:.0f} MB" for r in rows])
