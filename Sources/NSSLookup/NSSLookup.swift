@@ -25,4 +25,38 @@ public enum NSSLookup {
         guard isSerialized else { return try body() }
         return try lock.withLock { _ in try body() }
     }
+
+    /// What a reentrant `get*_r` call answered.
+    public enum Answer<T> {
+        case found(T)
+        /// No such entry.
+        case notFound
+        /// The call failed with this errno.
+        case failed(errno: Int32)
+    }
+
+    /// Runs a `get*_r` call with a buffer of `initialSize` bytes, doubled after each ERANGE while below `maxSize`; an
+    /// EINTR is retried up to 3 times. `body` returns the call's error code and the answer (`nil`: no entry). Per
+    /// getpwnam_r(3), ENOENT, ESRCH, EBADF and EPERM also mean "no entry" for some NSS modules. Takes no lock: call
+    /// it inside ``run(_:)``.
+    public static func withGrowingBuffer<T>(
+        initialSize: Int, maxSize: Int, _ body: (UnsafeMutableBufferPointer<CChar>) -> (Int32, T?)
+    ) -> Answer<T> {
+        var size = max(1, initialSize)
+        var interrupted = 0
+        while true {
+            var buffer = [CChar](repeating: 0, count: size)
+            let (rc, answer) = buffer.withUnsafeMutableBufferPointer { body($0) }
+            switch rc {
+            case 0, ENOENT, ESRCH, EBADF, EPERM:
+                return answer.map(Answer.found) ?? .notFound
+            case ERANGE where size < maxSize:
+                size *= 2
+            case EINTR where interrupted < 3:
+                interrupted += 1
+            default:
+                return .failed(errno: rc)
+            }
+        }
+    }
 }

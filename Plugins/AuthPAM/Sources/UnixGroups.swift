@@ -81,23 +81,15 @@ enum UnixGroups {
         }
     }
 
-    /// Runs a `get*_r` call with a growing buffer. `body` returns the call's error code and the answer (nil when
-    /// not found). Per getpwnam_r(3), ENOENT, ESRCH, EBADF and EPERM also mean "not found".
+    /// Runs a `get*_r` call with a growing buffer (4 KiB to 4 MiB); a failure other than "no entry" throws.
     private static func lookup<T>(
         _ what: String, _ body: (UnsafeMutableBufferPointer<CChar>) -> (Int32, T?)
     ) throws -> T? {
-        var size = 4096
-        while true {
-            var buffer = [CChar](repeating: 0, count: size)
-            let (rc, answer) = buffer.withUnsafeMutableBufferPointer { body($0) }
-            switch rc {
-            case 0, ENOENT, ESRCH, EBADF, EPERM:
-                return answer
-            case ERANGE where size < 1 << 22:
-                size *= 4
-            default:
-                throw LookupError(description: "\(what) failed: \(String(cString: strerror(rc)))")
-            }
+        switch NSSLookup.withGrowingBuffer(initialSize: 4096, maxSize: 1 << 22, body) {
+        case .found(let answer): return answer
+        case .notFound: return nil
+        case .failed(let rc):
+            throw LookupError(description: "\(what) failed: \(String(cString: strerror(rc)))")
         }
     }
 }

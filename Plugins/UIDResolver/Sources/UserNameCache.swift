@@ -117,31 +117,20 @@ public final class UserNameCache: Sendable {
     /// Asks the system user database with `getpwuid_r`, so every NSS source (files, LDAP, SSSD, nss_wrapper in
     /// tests) is honoured; through ``NSSLookup`` (in parallel, except under the tests' nss_wrapper).
     @Sendable public static func systemLookup(_ uid: UInt32) -> UserLookupResult {
-        var size = sysconf(Int32(_SC_GETPW_R_SIZE_MAX))
-        if size <= 0 { size = 1024 }
-        var interrupted = 0
-        while true {
+        let start = sysconf(Int32(_SC_GETPW_R_SIZE_MAX))
+        let answer = NSSLookup.withGrowingBuffer(initialSize: start > 0 ? start : 1024, maxSize: 1 << 20) {
+            bytes -> (Int32, String?) in
             var entry = passwd()
             var result: UnsafeMutablePointer<passwd>?
-            var buffer = [CChar](repeating: 0, count: size)
-            let (rc, name): (Int32, String?) = buffer.withUnsafeMutableBufferPointer { bytes in
-                let rc = NSSLookup.run { getpwuid_r(uid_t(uid), &entry, bytes.baseAddress!, bytes.count, &result) }
-                guard rc == 0, result != nil, let cName = entry.pw_name else { return (rc, nil) }
-                return (rc, String(cString: cName))
-            }
-            switch rc {
-            case 0:
-                return name.map(UserLookupResult.found) ?? .notFound
-            case ERANGE where size < 1 << 20:
-                size *= 2
-            case EINTR where interrupted < 3:
-                interrupted += 1
-            case ENOENT, ESRCH, EBADF, EPERM:
-                // Not an error for some NSS modules: they say "no such user" this way (getpwuid_r(3)).
-                return .notFound
-            default:
-                return .failed(String(cString: strerror(rc)))
-            }
+            let rc = NSSLookup.run { getpwuid_r(uid_t(uid), &entry, bytes.baseAddress!, bytes.count, &result) }
+            // The name points into the buffer: copy it before the buffer goes away.
+            guard rc == 0, result != nil, let cName = entry.pw_name else { return (rc, nil) }
+            return (rc, String(cString: cName))
+        }
+        switch answer {
+        case .found(let name): return .found(name)
+        case .notFound: return .notFound
+        case .failed(let rc): return .failed(String(cString: strerror(rc)))
         }
     }
 
