@@ -1,10 +1,22 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// `swift test` links every test target into one executable, so test targets that link two plugins see two
-// definitions of the entry symbol `ctd_plugin_create`; tests never call it. The shipped plugins are separate .so
-// files and are not affected.
-let pluginTestLinking: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "--allow-multiple-definition"])]
+// The module graph is the architecture (docs/design.md). Imports go one way:
+//
+//   CtdRuntime -> Conntrack -> ConntrackQuery -> CtdCore -> ctd
+//                                 XMLRPC ------^      ^
+//                                 PluginHost ---------'      HTTPTransport -> ctd
+//
+// A lower module never names a higher one. The plugin API and the shared support library are packages of their own,
+// so that every image in the process shares one copy of each (docs/design.md, "Plugins over dlopen").
+
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+]
+let api: Target.Dependency = .product(name: "CtdPluginAPI", package: "CtdPluginAPI")
+let support: Target.Dependency = .product(name: "CtdSupport", package: "CtdSupport")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 
 let package = Package(
     name: "ctd",
@@ -18,52 +30,63 @@ let package = Package(
         .library(name: "AuthPAM", type: .dynamic, targets: ["AuthPAM"]),
     ],
     dependencies: [
-        // The API must be its own package so that host and plugins share one libCtdPluginAPI.so (FACTS.md).
         .package(path: "Sources/CtdPluginAPI"),
+        .package(path: "Sources/CtdSupport"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
+        // C shims, one per C library.
         .target(
             name: "CConntrack",
             path: "Sources/CConntrack",
             linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
-        .target(
-            name: "CCrypt",
-            path: "Sources/CCrypt",
-            linkerSettings: [.linkedLibrary("crypt"), .linkedLibrary("crypto")]
-        ),
-        .target(name: "PasswordFile", dependencies: ["CCrypt"], path: "Sources/PasswordFile"),
+        .target(name: "CProcess", path: "Sources/CProcess"),
         .systemLibrary(
             name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
-        // The audit log: shared by the AuditSQLite plugin (writing) and `ctd audit` (reading, verifying).
-        .target(name: "AuditLog", dependencies: ["CSQLite", "CCrypt"], path: "Sources/AuditLog"),
+        .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
+
+        // The host, bottom to top.
+        .target(name: "CtdRuntime", dependencies: ["CProcess"], path: "Sources/CtdRuntime"),
         .target(
-            name: "CtdHost",
+            name: "Conntrack", dependencies: ["CConntrack", "CtdRuntime", logging] + nio, path: "Sources/Conntrack"),
+        .target(name: "ConntrackQuery", dependencies: ["Conntrack"], path: "Sources/ConntrackQuery"),
+        .target(name: "XMLRPC", path: "Sources/XMLRPC"),
+        .target(name: "PluginHost", dependencies: [api, logging] + nio, path: "Sources/PluginHost"),
+        .target(
+            name: "CtdCore",
+            dependencies: ["Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api, logging] + nio,
+            path: "Sources/CtdCore"
+        ),
+        .target(
+            name: "HTTPTransport",
             dependencies: [
-                "CConntrack",
-                "PasswordFile",
-                "AuditLog",
-                .product(name: "CtdPluginAPI", package: "CtdPluginAPI"),
+                logging,
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
-            path: "Sources/CtdHost"
+            path: "Sources/HTTPTransport"
         ),
+        // The audit log file format: written by the AuditSQLite plugin, read and verified by `ctd audit`.
+        .target(name: "AuditLog", dependencies: ["CSQLite", support], path: "Sources/AuditLog"),
         .executableTarget(
             name: "ctd",
-            dependencies: ["CtdHost"],
+            dependencies: [
+                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "AuditLog", api, support, logging,
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
             path: "Sources/ctd",
-            // After `make install` the binary lives in PREFIX/bin and the API library in PREFIX/lib/ctd.
+            // After `make install` the binary lives in PREFIX/bin and the shared libraries in PREFIX/lib/ctd.
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath=$ORIGIN/../lib/ctd"])]
         ),
         // Test and benchmark helper: fills a namespace's table through netlink.
@@ -71,52 +94,36 @@ let package = Package(
             name: "ctd-fill", path: "Tools/ctd-fill",
             linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
-        .target(
-            name: "AuthSHA",
-            dependencies: ["PasswordFile", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Plugins/AuthSHA/Sources"
-        ),
-        .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
-        .target(name: "NSSLookup", path: "Sources/NSSLookup"),
-        .target(
-            name: "AuthPAM",
-            dependencies: ["CPAM", "NSSLookup", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Plugins/AuthPAM/Sources"
-        ),
+
+        // Plugins: one folder each (README, sample config, Sources, Tests).
+        .target(name: "AuthSHA", dependencies: [support, api], path: "Plugins/AuthSHA/Sources"),
+        .target(name: "AuthPAM", dependencies: ["CPAM", support, api], path: "Plugins/AuthPAM/Sources"),
+        .target(name: "AuditSQLite", dependencies: ["AuditLog", api], path: "Plugins/AuditSQLite/Sources"),
+        .target(name: "UIDResolver", dependencies: [support, api], path: "Plugins/UIDResolver/Sources"),
+
+        // Loads a built plugin .so the way the host does, for the plugins' own tests.
+        .target(name: "CtdPluginTestKit", dependencies: ["PluginHost", api], path: "Tests/CtdPluginTestKit"),
+
+        // Tests: unit tests per module; the kernel suite (KernelIntegration) runs inside `unshare -n`.
+        .testTarget(name: "XMLRPCTests", dependencies: ["XMLRPC"], path: "Tests/XMLRPCTests"),
+        .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "CtdRuntime"], path: "Tests/ConntrackTests"),
         .testTarget(
-            name: "AuthPAMTests",
-            // dlopens the built libAuthPAM.so as the host does.
-            dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Tests/AuthPAMTests"
+            name: "ConntrackQueryTests", dependencies: ["ConntrackQuery", "Conntrack"],
+            path: "Tests/ConntrackQueryTests"),
+        .testTarget(
+            name: "CtdCoreTests",
+            dependencies: ["CtdCore", "Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api],
+            path: "Tests/CtdCoreTests"
         ),
-        .target(
-            name: "AuditSQLite",
-            dependencies: ["AuditLog", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Plugins/AuditSQLite/Sources"
-        ),
-        .target(
-            name: "UIDResolver",
-            dependencies: ["NSSLookup", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Plugins/UIDResolver/Sources"
-        ),
+        .testTarget(name: "CtdTests", dependencies: ["ctd", "AuditLog", support], path: "Tests/CtdTests"),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"], path: "Tests/AuditLogTests"),
+        .testTarget(name: "PasswordFileTests", dependencies: [support], path: "Tests/PasswordFileTests"),
+        .testTarget(name: "AuthPAMTests", dependencies: ["CtdPluginTestKit", api], path: "Plugins/AuthPAM/Tests"),
         .testTarget(
-            name: "AuditSQLiteTests",
-            dependencies: ["AuditSQLite", "AuditLog", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Plugins/AuditSQLite/Tests/AuditSQLiteTests",
-            linkerSettings: pluginTestLinking
-        ),
+            name: "AuditSQLiteTests", dependencies: ["CtdPluginTestKit", "AuditLog", api],
+            path: "Plugins/AuditSQLite/Tests"),
         .testTarget(
-            name: "UIDResolverTests",
-            dependencies: ["UIDResolver", .product(name: "CtdPluginAPI", package: "CtdPluginAPI")],
-            path: "Tests/UIDResolverTests",
-            linkerSettings: pluginTestLinking
-        ),
-        .testTarget(
-            name: "CtdHostTests",
-            dependencies: ["CtdHost", "PasswordFile"],
-            path: "Tests/CtdHostTests"
-        ),
+            name: "UIDResolverTests", dependencies: ["CtdPluginTestKit", api], path: "Plugins/UIDResolver/Tests"),
     ],
     swiftLanguageModes: [.v5]
 )

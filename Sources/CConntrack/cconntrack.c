@@ -5,7 +5,6 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
-#include <malloc.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,15 +424,4 @@ int ctd_get(const struct ctd_flow *tuple, struct ctd_flow *out) {
     nfct_destroy(ct);
     nfct_close(h);
     return err;
-}
-
-int ctd_malloc_trim(void) { return malloc_trim(0); }
-
-int ctd_limit_malloc_arenas(int arenas) {
-    const char *tunables = getenv("GLIBC_TUNABLES");
-    /* the administrator's choice stands */
-    if (getenv("MALLOC_ARENA_MAX") != NULL || (tunables != NULL && strstr(tunables, "malloc.arena_max") != NULL)) {
-        return 0;
-    }
-    return mallopt(M_ARENA_MAX, arenas);
 }

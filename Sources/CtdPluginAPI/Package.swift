@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // The plugin API lives in its own package so that the host and every dlopen'ed plugin share one
 // libCtdPluginAPI.so: with the API as a plain target, each image gets its own protocol descriptors and
-// `plugin as? Authenticator` fails (see ../shared/FACTS.md).
+// `plugin as? Authenticator` fails (docs/design.md, "Plugins over dlopen").
 import PackageDescription
 
 let package = Package(

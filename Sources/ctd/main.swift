@@ -1,3 +1,1 @@
-import CtdHost
-
-CtdCommand.main()
+await CtdCommand.main()

@@ -28,12 +28,12 @@ public final class AuditSQLitePlugin: ActionHook {
     static let configurationKeys: Set<String> = ["database", "sync", "busy_timeout"]
     static let defaultDatabase = AuditStore.defaultPath
 
-    private struct State: Sendable {
+    struct State: Sendable {
         let store: AuditStore
         let log: @Sendable (PluginLogLevel, String) -> Void
     }
 
-    private let state = Mutex<State?>(nil)
+    let state = Mutex<State?>(nil)
     /// The last write failure, until a write succeeds again.
     private let lastFailure = Mutex<String?>(nil)
 

@@ -33,7 +33,7 @@ public final class AuthSHAPlugin: Authenticator {
         var log: @Sendable (PluginLogLevel, String) -> Void
     }
 
-    private let settings = Mutex<Settings?>(nil)
+    let settings = Mutex<Settings?>(nil)
     /// Users already warned about for logging in with a legacy hash (one warning per user and process).
     private let warnedLegacyUsers = Mutex<Set<String>>([])
 

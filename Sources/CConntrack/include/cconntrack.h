@@ -71,13 +71,6 @@ int ctd_destroy_batch(const struct ctd_flow *flows, size_t n, int *results);
 /// Returns 0, -ENOENT when gone or the id no longer matches, or another -errno.
 int ctd_update(const struct ctd_flow *flow, int set_mark, uint32_t mark, int set_timeout, uint32_t timeout);
 
-/// Returns freed heap pages of every malloc arena to the system (glibc malloc_trim).
-int ctd_malloc_trim(void);
-
-/// Caps glibc's malloc arenas (M_ARENA_MAX) unless MALLOC_ARENA_MAX or GLIBC_TUNABLES' malloc.arena_max is set in
-/// the environment. Returns 1 when set.
-int ctd_limit_malloc_arenas(int arenas);
-
 /// Reads one entry by tuple (the kernel's GET). Returns 0 and fills *out, or -errno.
 int ctd_get(const struct ctd_flow *tuple, struct ctd_flow *out);
 

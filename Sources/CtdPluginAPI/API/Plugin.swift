@@ -167,3 +167,17 @@ final class PluginBox: @unchecked Sendable {
     let plugin: any CtdPlugin
     init(_ plugin: any CtdPlugin) { self.plugin = plugin }
 }
+
+/// A plugin whose settings can change while the daemon runs: on SIGHUP the host hands it its new section.
+///
+/// Called on the reload thread while other calls may be running: apply the new settings atomically (build them,
+/// then swap), and throw without changing anything when they are wrong, so the old settings stay.
+public protocol ReloadablePlugin: CtdPlugin {
+    /// Applies a new configuration section.
+    /// - Parameters:
+    ///   - configuration: the plugin's new `[plugin.NAME]` section (read strictly, as in ``CtdPlugin/configure(_:context:)``).
+    ///   - context: where the plugin logs.
+    /// - Returns: what changed, one short line per change (empty when nothing did); the host logs them.
+    /// - Throws: when the new settings cannot be used; the old ones stay in force and the host logs the reason.
+    func reload(_ configuration: PluginConfiguration, context: PluginContext) throws -> [String]
+}

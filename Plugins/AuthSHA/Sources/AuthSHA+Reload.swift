@@ -1,0 +1,32 @@
+import CtdPluginAPI
+
+extension AuthSHAPlugin: ReloadablePlugin {
+    /// SIGHUP: reads the section and the password file again and swaps them in at once; wrong settings or an
+    /// unusable file throw and leave the old ones in force.
+    public func reload(_ configuration: PluginConfiguration, context: PluginContext) throws -> [String] {
+        let before = currentSummary()
+        try configure(configuration, context: context)
+        let after = currentSummary()
+        var changes: [String] = []
+        if before.path != after.path { changes.append("password_file \(before.path) -> \(after.path)") }
+        changes.append("password file \(after.path) read: \(after.users) users")
+        if before.defaultRoles != after.defaultRoles {
+            changes.append("default_roles \(before.defaultRoles) -> \(after.defaultRoles)")
+        }
+        if before.roles != after.roles { changes.append("roles \(before.roles) -> \(after.roles)") }
+        return changes
+    }
+
+    private func currentSummary() -> (path: String, users: Int, defaultRoles: String, roles: String) {
+        settings.withLock { s in
+            guard let s else { return ("", 0, "", "") }
+            let roles = s.userRoles.keys.sorted().map { user in
+                "\(user)=\(s.userRoles[user]!.map(\.rawValue).sorted().joined(separator: "+"))"
+            }
+            return (
+                s.store.path, s.store.entries.count, s.defaultRoles.map(\.rawValue).sorted().joined(separator: ","),
+                roles.joined(separator: " ")
+            )
+        }
+    }
+}

@@ -1,0 +1,387 @@
+import CtdRuntime
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+extension Flow {
+    /// Takes the fields an event or dump carried (`present`) from `newer`; the tuple and id are the same.
+    package mutating func merge(_ newer: Flow, present: ConntrackEvent.Fields) {
+        if present.contains(.mark) { mark = newer.mark }
+        if present.contains(.status) { status = newer.status }
+        if present.contains(.timeout) {
+            timeout = newer.timeout
+            timeoutObservedAt = newer.timeoutObservedAt
+        }
+        if present.contains(.state), newer.tcpState != Flow.noState { tcpState = newer.tcpState }
+        if present.contains(.counters) {
+            origBytes = newer.origBytes
+            origPackets = newer.origPackets
+            replyBytes = newer.replyBytes
+            replyPackets = newer.replyPackets
+        }
+    }
+}
+
+/// An immutable view of the table at one moment; queries run on it without locks.
+public struct MirrorSnapshot: Sendable {
+    public let flows: FlowTable
+    public let generation: UInt64
+    /// Wall-clock time (epoch seconds) and monotonic time the snapshot was taken.
+    public let takenAt: Double
+    public let monotonic: Double
+}
+
+/// Identity of a kernel entry: the id alone can collide (a random 32-bit value; about 7 pairs in 250,000 entries),
+/// so the mirror keys entries by id and original tuple.
+package struct FlowKey: Hashable {
+    package var id: UInt32
+    package var source: IPAddress
+    package var destination: IPAddress
+    package var sourcePort: UInt16
+    package var destinationPort: UInt16
+    package var l4proto: UInt8
+    package var zone: UInt16
+
+    package init(_ f: Flow) {
+        id = f.id
+        source = f.origSource
+        destination = f.origDestination
+        sourcePort = f.l4proto == 1 || f.l4proto == 58 ? f.icmpID : f.origSourcePort
+        destinationPort = f.origDestinationPort
+        l4proto = f.l4proto
+        zone = f.zone
+    }
+}
+
+/// The live copy of the kernel table: one dump at start, then events; a dump again after event loss.
+///
+/// Writers (the event thread, the counter refresher, kill/change) take the lock briefly; readers take an O(1)
+/// copy-on-write snapshot of the latest generation.
+public final class ConntrackMirror: @unchecked Sendable {
+    public struct Statistics: Sendable {
+        public var entries: Int
+        public var generation: UInt64
+        public var resyncs: Int
+        public var eventsApplied: UInt64
+        public var counterRefreshes: Int
+        public var lastCounterRefresh: Double
+        public var receiveBuffer: Int
+        public var accountingEnabled: Bool
+        public var eventsHealthy: Bool
+    }
+
+    private let lock = NIOLock()
+    private var flows = FlowTable()
+    /// Parallel to `flows`: the reconciliation epoch in which the kernel last listed the entry.
+    private var lastSeen: [UInt32] = []
+    private var reconcileEpoch: UInt32 = 0
+    /// Full loads so far, and the count when the running reconciliation began: a resync that lands in the middle
+    /// of a reconciliation rewrites `lastSeen` and the observation times, so that reconciliation must not drop.
+    private var loads: UInt64 = 0
+    private var loadsAtReconcileStart: UInt64 = 0
+    private var indexByKey: [FlowKey: Int] = [:]
+    /// id -> index; ids shared by several entries are in `ambiguousIDs` with their count instead.
+    private var indexByID: [UInt32: Int] = [:]
+    private var ambiguousIDs: [UInt32: Int] = [:]
+    private var generation: UInt64 = 0
+    private var published: MirrorSnapshot?
+    private var stats = Statistics(
+        entries: 0, generation: 0, resyncs: 0, eventsApplied: 0, counterRefreshes: 0,
+        lastCounterRefresh: 0, receiveBuffer: 0, accountingEnabled: false, eventsHealthy: false)
+    private var lastViewAt: Double = -1e9
+    public let clock: MonotonicClock
+
+    public private(set) var hide: HidePolicy
+    package let logger: Logger
+
+    public init(hide: HidePolicy, clock: MonotonicClock = .system, logger: Logger) {
+        self.hide = hide
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Hides client connections to ctd's own port once it is bound (the port may be chosen by the system).
+    public func hideOwnPort(_ port: UInt16) {
+        lock.withLock { _ = hide.ownTCPPorts.insert(port) }
+    }
+
+    // MARK: Reading
+
+    /// The current table, shared with other readers; cheap.
+    public func snapshot() -> MirrorSnapshot {
+        let now = clock.now()
+        return lock.withLock {
+            lastViewAt = now
+            if let p = published, p.generation == generation { return p }
+            let s = MirrorSnapshot(
+                flows: flows, generation: generation, takenAt: Date().timeIntervalSince1970, monotonic: now)
+            published = s
+            return s
+        }
+    }
+
+    public enum Lookup {
+        case found(Flow)
+        case missing
+        /// Several live entries share this id: refusing is the only way not to touch the wrong one.
+        case ambiguous
+    }
+
+    /// The entries with these ids, under one lock (a bulk kill). `.missing` may mean "its event is not applied
+    /// yet": ``ConntrackTable/lookup(ids:)`` looks such ids up again after catching up with the kernel.
+    public func lookup(ids: [UInt32]) -> [Lookup] {
+        lock.withLock { ids.map(lookupLocked) }
+    }
+
+    private func lookupLocked(_ id: UInt32) -> Lookup {
+        if ambiguousIDs[id] != nil { return .ambiguous }
+        guard let i = indexByID[id] else { return .missing }
+        return .found(flows[i])
+    }
+
+    public var statistics: Statistics {
+        lock.withLock {
+            var s = stats
+            s.entries = flows.count
+            s.generation = generation
+            return s
+        }
+    }
+
+    /// Seconds since a client last asked for a snapshot.
+    package var secondsSinceLastView: Double { lock.withLock { clock.now() - lastViewAt } }
+
+    // MARK: Writing
+
+    /// Every writer lets go of the shared snapshot before it changes the table: the chunks are then changed in place
+    /// unless a reader still holds them, instead of being copied for a snapshot nobody may ask for again; the next
+    /// `snapshot()` takes a fresh one (a copy of the chunk list).
+    private func dropPublishedLocked() { published = nil }
+
+    /// Adds or updates an entry from an event or dump. Caller holds the lock.
+    private func upsertLocked(_ flow: Flow, present: ConntrackEvent.Fields) {
+        let key = FlowKey(flow)
+        if let i = indexByKey[key] {
+            flows[i].merge(flow, present: present)
+            return
+        }
+        if hide.hides(flow) { return }
+        let i = flows.count
+        flows.append(flow)
+        lastSeen.append(0)
+        indexByKey[key] = i
+        addIDLocked(flow.id, index: i)
+    }
+
+    private func addIDLocked(_ id: UInt32, index: Int) {
+        if let n = ambiguousIDs[id] {
+            ambiguousIDs[id] = n + 1
+        } else if indexByID[id] != nil {
+            indexByID[id] = nil
+            ambiguousIDs[id] = 2
+        } else {
+            indexByID[id] = index
+        }
+    }
+
+    private func removeLocked(_ key: FlowKey) {
+        guard let i = indexByKey.removeValue(forKey: key) else { return }
+        let id = flows[i].id
+        var survivorToFind = false
+        if let n = ambiguousIDs[id] {
+            if n > 2 {
+                ambiguousIDs[id] = n - 1
+            } else {
+                ambiguousIDs[id] = nil
+                survivorToFind = true
+            }
+        } else {
+            indexByID[id] = nil
+        }
+        let last = flows.count - 1
+        if i != last {
+            let moved = flows[last]
+            flows[i] = moved
+            lastSeen[i] = lastSeen[last]
+            indexByKey[FlowKey(moved)] = i
+            if indexByID[moved.id] == last { indexByID[moved.id] = i }
+        }
+        flows.removeLast()
+        lastSeen.removeLast()
+        if survivorToFind {
+            // The id just stopped being shared: find the survivor (rare, a linear scan is fine).
+            if let j = flows.firstIndex(where: { $0.id == id }) { indexByID[id] = j }
+        }
+    }
+
+    /// Replaces the hidden blocks (a reload); ctd's own ports stay hidden. Entries now hidden leave at once; entries
+    /// no longer hidden come back with the next dump (``ConntrackService/resync(timeout:)``).
+    public func setHiddenBlocks(_ blocks: [CIDRBlock]) {
+        lock.withLock {
+            hide.blocks = blocks
+            let hidden = flows.filter(hide.hides).map(FlowKey.init)
+            guard !hidden.isEmpty else { return }
+            dropPublishedLocked()
+            for key in hidden { removeLocked(key) }
+            generation &+= 1
+        }
+    }
+
+    /// Applies a batch of events (type CTD_MSG_*) in order.
+    public func apply(events: [ConntrackEvent]) {
+        guard !events.isEmpty else { return }
+        lock.withLock {
+            dropPublishedLocked()
+            for e in events {
+                switch e.kind {
+                case .destroy: removeLocked(FlowKey(e.flow))
+                case .new, .update, .listed: upsertLocked(e.flow, present: e.fields)
+                }
+            }
+            generation &+= 1
+            stats.eventsApplied &+= UInt64(events.count)
+        }
+    }
+
+    /// Removes entries ctd itself deleted, without waiting for their events.
+    func remove(_ removed: [Flow]) {
+        guard !removed.isEmpty else { return }
+        lock.withLock {
+            // Also: the client that killed must see the result in its next view.
+            dropPublishedLocked()
+            for f in removed { removeLocked(FlowKey(f)) }
+            generation &+= 1
+        }
+    }
+
+    /// Stores an entry as re-read from the kernel after ctd changed it.
+    func replace(_ flow: Flow) {
+        lock.withLock {
+            dropPublishedLocked()
+            upsertLocked(flow, present: .all)
+            generation &+= 1
+        }
+    }
+
+    /// Replaces the whole content with a fresh dump (start-up and resync after event loss).
+    func load(_ dumped: [Flow], isResync: Bool) {
+        var newFlows: [Flow] = []
+        newFlows.reserveCapacity(dumped.count)
+        var byKey: [FlowKey: Int] = [:]
+        byKey.reserveCapacity(dumped.count)
+        let hide = lock.withLock { self.hide }
+        for f in dumped where !hide.hides(f) {
+            let key = FlowKey(f)
+            if let i = byKey[key] {
+                newFlows[i] = f
+            } else {
+                byKey[key] = newFlows.count
+                newFlows.append(f)
+            }
+        }
+        lock.withLock {
+            dropPublishedLocked()
+            flows = FlowTable(newFlows)
+            lastSeen = [UInt32](repeating: 0, count: newFlows.count)
+            indexByKey = byKey
+            indexByID = [:]
+            indexByID.reserveCapacity(newFlows.count)
+            ambiguousIDs = [:]
+            for (i, f) in newFlows.enumerated() { addIDLocked(f.id, index: i) }
+            generation &+= 1
+            loads &+= 1
+            if isResync { stats.resyncs += 1 }
+        }
+    }
+
+    /// Starts a reconciliation: merge every entry of a dump with `reconcile(chunk:)`, then `finishReconcile`.
+    ///
+    /// The dump refreshes counters, timeouts and marks (and byte rates over `interval`), and shows which entries the
+    /// kernel no longer has. Entries that existed before ctd subscribed to events have no event cache in the kernel
+    /// (`nf_conntrack_events = 2`, the default, adds it only while a listener exists), so their end produces no
+    /// DESTROY event: only a dump notices it. The dump is applied in chunks as it streams in, so neither a copy of
+    /// the table nor a set of its keys is ever built.
+    func beginReconcile() -> UInt32 {
+        lock.withLock {
+            reconcileEpoch &+= 1
+            if reconcileEpoch == 0 { reconcileEpoch = 1 }
+            loadsAtReconcileStart = loads
+            return reconcileEpoch
+        }
+    }
+
+    func reconcile(chunk: ArraySlice<Flow>, epoch: UInt32, interval: Double) {
+        lock.withLock {
+            dropPublishedLocked()
+            var changed = false
+            for f in chunk {
+                guard let i = indexByKey[FlowKey(f)] else {
+                    // Listed by the kernel but unknown here: its NEW event was lost. (A hidden entry stays out.)
+                    let before = flows.count
+                    upsertLocked(f, present: .all)
+                    if flows.count > before {
+                        lastSeen[before] = epoch
+                        changed = true
+                    }
+                    continue
+                }
+                lastSeen[i] = epoch
+                let old = flows[i]
+                var u = old
+                u.merge(f, present: .all)
+                let delta = f.totalBytes >= old.totalBytes ? f.totalBytes - old.totalBytes : 0
+                u.byteRate = interval > 0 ? Double(delta) / interval : 0
+                // The remaining timeout alone moves every second; it is computed at read time, not stored.
+                let drift = Int64(old.remainingTimeout(at: f.timeoutObservedAt)) - Int64(f.timeout)
+                if u.mark != old.mark || u.status != old.status || u.tcpState != old.tcpState
+                    || u.totalPackets != old.totalPackets || u.byteRate != old.byteRate || abs(drift) > 1
+                {
+                    flows[i] = u
+                    changed = true
+                }
+            }
+            if changed { generation &+= 1 }
+        }
+    }
+
+    /// Drops entries the dump of `epoch` did not list, unless something was heard of them since the dump began
+    /// (`dumpStartedAt`), so that events racing with the dump are not undone.
+    /// - Returns: the number of entries dropped.
+    @discardableResult
+    func finishReconcile(epoch: UInt32, dumpStartedAt: Double) -> Int {
+        lock.withLock {
+            stats.counterRefreshes += 1
+            stats.lastCounterRefresh = Date().timeIntervalSince1970
+            guard loads == loadsAtReconcileStart, epoch == reconcileEpoch else { return 0 }
+            var vanished: [FlowKey] = []
+            for i in flows.indices where lastSeen[i] != epoch && flows[i].timeoutObservedAt < dumpStartedAt {
+                vanished.append(FlowKey(flows[i]))
+            }
+            if !vanished.isEmpty { dropPublishedLocked() }
+            for key in vanished { removeLocked(key) }
+            if !vanished.isEmpty { generation &+= 1 }
+            return vanished.count
+        }
+    }
+
+    /// Lets go of the published snapshot when nobody has looked for a while, so that the next change to the table
+    /// does not copy it (the copy-on-write would otherwise keep two tables in memory).
+    /// - Returns: whether a snapshot was let go.
+    @discardableResult
+    func releaseIdleSnapshot(after seconds: Double) -> Bool {
+        lock.withLock {
+            guard published != nil, clock.now() - lastViewAt > seconds else { return false }
+            published = nil
+            return true
+        }
+    }
+
+    func setEventStatus(receiveBuffer: Int, healthy: Bool) {
+        lock.withLock {
+            stats.receiveBuffer = receiveBuffer
+            stats.eventsHealthy = healthy
+        }
+    }
+
+    func setAccounting(_ on: Bool) { lock.withLock { stats.accountingEnabled = on } }
+}

@@ -1,0 +1,225 @@
+import CtdRuntime
+import Foundation
+import Logging
+
+/// Keeps a `ConntrackMirror` in step with the kernel: subscribes to events before the first dump (so nothing falls
+/// in between), applies events on its own thread, resyncs with a dump after event loss, and refreshes counters,
+/// timeouts and byte rates at most every `counterInterval` seconds, only while clients are looking.
+public final class ConntrackService: @unchecked Sendable {
+    public let mirror: ConntrackMirror
+    private let receiveBuffer: Int
+    private let counterInterval: Double
+    private let logger: Logger
+    private let kernel: KernelConntrack
+    private var clock: MonotonicClock { kernel.clock }
+    private var events: ConntrackEvents?
+    /// Signalled by each background thread as it ends (``stop()`` waits for both).
+    private let threadsEnded = DispatchSemaphore(value: 0)
+    private var threadsRunning = 0
+    private let resyncWanted = ManagedAtomicFlag()
+    private var eventThread: Thread?
+    private var counterThread: Thread?
+    private let stopped = ManagedAtomicFlag()
+    private var lastCounterDumpAt: Double = 0
+    /// Guards `appliedThrough`: the monotonic time before which every kernel change is in the mirror.
+    private let progress = NSCondition()
+    private var appliedThrough: Double = 0
+
+    public init(
+        mirror: ConntrackMirror, kernel: KernelConntrack, receiveBuffer: Int, counterInterval: Double, logger: Logger
+    ) {
+        self.mirror = mirror
+        self.kernel = kernel
+        self.receiveBuffer = receiveBuffer
+        self.counterInterval = counterInterval
+        self.logger = logger
+    }
+
+    /// Whether the kernel counts bytes and packets (`net.netfilter.nf_conntrack_acct`).
+    public static func accountingEnabled() -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_acct", encoding: .utf8)
+        else { return false }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines) == "1"
+    }
+
+    /// Subscribes, loads the table and starts the background threads. Throws when the kernel table is unreachable.
+    public func start() throws {
+        let ev = try ConntrackEvents(receiveBuffer: receiveBuffer, clock: kernel.clock)
+        events = ev
+        mirror.setEventStatus(receiveBuffer: ev.grantedReceiveBuffer, healthy: true)
+        let started = clock.now()
+        try load(isResync: false)
+        lastCounterDumpAt = clock.now()
+        let acct = ConntrackService.accountingEnabled()
+        mirror.setAccounting(acct)
+        if !acct {
+            logger.warning(
+                "net.netfilter.nf_conntrack_acct is 0: the kernel does not count bytes or packets, so counters and byte rates are unavailable (sysctl -w net.netfilter.nf_conntrack_acct=1 enables them for new connections)"
+            )
+        }
+        logger.info(
+            "conntrack mirror loaded",
+            metadata: [
+                "entries": "\(mirror.statistics.entries)",
+                "seconds": "\(String(format: "%.3f", clock.now() - started))",
+                "receive_buffer": "\(ev.grantedReceiveBuffer)",
+            ])
+        let ended = threadsEnded
+        let t = Thread { [weak self] in
+            self?.eventLoop()
+            ended.signal()
+        }
+        t.name = "ctd-events"
+        t.start()
+        eventThread = t
+        let c = Thread { [weak self] in
+            self?.counterLoop()
+            ended.signal()
+        }
+        c.name = "ctd-counters"
+        c.start()
+        counterThread = c
+        threadsRunning = 2
+    }
+
+    /// Stops following the kernel and returns once both background threads have ended (within about 250 ms).
+    public func stop() {
+        stopped.set()
+        events?.wake()
+        for _ in 0..<threadsRunning { threadsEnded.wait() }
+        threadsRunning = 0
+    }
+
+    /// Asks the event thread to replace the mirror with a fresh dump (after the hide list changed, so that entries
+    /// it no longer hides appear); returns once it is done, or after `timeout` seconds.
+    @discardableResult
+    public func resync(timeout: Double = 30) -> Bool {
+        resyncWanted.set()
+        return catchUp(timeout: timeout)
+    }
+
+    /// Returns `true` once every change the kernel made before this call is in the mirror (the event thread, woken,
+    /// has read the event queue empty and applied it; about a millisecond), `false` after `timeout` seconds.
+    public func catchUp(timeout: Double) -> Bool {
+        let asked = clock.now()
+        events?.wake()
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        progress.lock()
+        defer { progress.unlock() }
+        while appliedThrough < asked {
+            if !progress.wait(until: deadline) { return appliedThrough >= asked }
+        }
+        return true
+    }
+
+    private func advance(to time: Double) {
+        progress.lock()
+        if time > appliedThrough { appliedThrough = time }
+        progress.broadcast()
+        progress.unlock()
+    }
+
+    private func load(isResync: Bool) throws {
+        var dumped: [Flow] = []
+        dumped.reserveCapacity(max(1024, mirror.statistics.entries + 1024))
+        try kernel.dump { dumped.append($0) }
+        mirror.load(dumped, isResync: isResync)
+    }
+
+    private func eventLoop() {
+        guard let events else { return }
+        var batch: [ConntrackEvent] = []
+        batch.reserveCapacity(4096)
+        while !stopped.isSet {
+            do {
+                let (complete, readingFrom) = try events.poll(timeoutMs: 250) { batch.append($0) }
+                mirror.apply(events: batch)
+                batch.removeAll(keepingCapacity: true)
+                if resyncWanted.take() {
+                    let resyncFrom = clock.now()
+                    try load(isResync: false)
+                    advance(to: resyncFrom)
+                } else if !complete {
+                    // The kernel drops every event for this socket until its queue is read empty: drain first, so
+                    // that the changes made during the dump reach us, then take the dump.
+                    let resyncFrom = clock.now()
+                    events.drain()
+                    logger.warning("conntrack events were lost (ENOBUFS); resynchronising with a dump")
+                    try load(isResync: true)
+                    advance(to: resyncFrom)
+                } else if let readingFrom {
+                    advance(to: readingFrom)
+                }
+            } catch {
+                mirror.setEventStatus(receiveBuffer: events.grantedReceiveBuffer, healthy: false)
+                logger.error("conntrack event loop failed: \(error); retrying in 1 s")
+                Thread.sleep(forTimeInterval: 1)
+                try? load(isResync: true)
+                mirror.setEventStatus(receiveBuffer: events.grantedReceiveBuffer, healthy: true)
+            }
+        }
+    }
+
+    /// Counters change with every packet but produce no events, so they are dumped, not followed: every
+    /// `counterInterval` while someone viewed in the last 10 s. The same dump drops entries whose end produced no
+    /// event (see `ConntrackMirror.reconcile`); while nobody looks, that reconciliation runs on a backoff from 10 s
+    /// to 10 min, so an idle daemon costs next to nothing.
+    private func counterLoop() {
+        var idleInterval = 10.0
+        while !stopped.isSet {
+            Thread.sleep(forTimeInterval: min(0.25, counterInterval / 4))
+            if mirror.releaseIdleSnapshot(after: 10) { ProcessTuning.returnFreedMemory() }
+            let now = clock.now()
+            let viewing = mirror.secondsSinceLastView < 10
+            let due = now - lastCounterDumpAt >= (viewing ? counterInterval : idleInterval)
+            guard due else { continue }
+            let dropped = refreshCountersNow()
+            idleInterval = dropped > 0 ? 10 : min(600, idleInterval * 2)
+            // Chunks replaced since the last pass were freed in whichever thread's arena held them; give the pages
+            // back so that resident memory tracks the table, not its history.
+            ProcessTuning.returnFreedMemory()
+        }
+    }
+
+    @discardableResult
+    package func refreshCountersNow() -> Int {
+        let now = clock.now()
+        let interval = now - lastCounterDumpAt
+        let epoch = mirror.beginReconcile()
+        var chunk: [Flow] = []
+        chunk.reserveCapacity(4096)
+        do {
+            try kernel.dump { flow in
+                chunk.append(flow)
+                if chunk.count == 4096 {
+                    mirror.reconcile(chunk: chunk[...], epoch: epoch, interval: interval)
+                    chunk.removeAll(keepingCapacity: true)
+                }
+            }
+            mirror.reconcile(chunk: chunk[...], epoch: epoch, interval: interval)
+            let dropped = mirror.finishReconcile(epoch: epoch, dumpStartedAt: now)
+            lastCounterDumpAt = now
+            mirror.setAccounting(ConntrackService.accountingEnabled())
+            if dropped > 0 { logger.debug("reconciliation dropped \(dropped) entries that ended without an event") }
+            return dropped
+        } catch {
+            logger.error("counter refresh failed: \(error)")
+            return 0
+        }
+    }
+}
+
+/// A flag readable from any thread.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+    /// Whether it was set, clearing it.
+    func take() -> Bool {
+        lock.withLock {
+            defer { value = false }
+            return value
+        }
+    }
+}

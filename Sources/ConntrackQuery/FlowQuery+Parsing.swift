@@ -1,0 +1,280 @@
+import Conntrack
+import Foundation
+
+// Parsing and validation of `view(session, filters, order_by, order_dir, start, length)` parameters.
+// Every rejection is a `FlowQueryError` with one sentence naming the offending key and value (the server answers
+// it as invalid parameters, -32602).
+
+extension FlowQuery {
+    /// Builds a query from what the client sent.
+    ///
+    /// - Parameters:
+    ///   - filters: filter key to value; a `.list` means "any of" (for `status`: "all of").
+    ///   - orderBy: a name from ``FlowQuery/builtinOrderFields`` or a resolved field; nil or empty orders by id.
+    ///   - orderDirection: `ASC` or `DESC`, case-insensitive; nil or empty means `ASC`.
+    ///   - start: rows to skip (0 or more).
+    ///   - length: rows to return, `0...maxLength`; 0 returns only the total.
+    ///   - maxLength: the server's page size limit.
+    ///   - resolvedFields: names of fields that resolver plugins add; usable as filters and `order_by`.
+    ///     A built-in name always wins over a resolved field of the same name.
+    /// - Throws: ``FlowQueryError`` describing the first problem (keys are checked in sorted order).
+    public static func parse(
+        filters: [String: FilterInput], orderBy: String?, orderDirection: String?,
+        start: Int64, length: Int64, maxLength: Int, resolvedFields: Set<String>
+    ) throws -> FlowQuery {
+        var parsed: [Filter] = []
+        for key in filters.keys.sorted() {
+            parsed.append(try parseFilter(key: key, input: filters[key]!, resolvedFields: resolvedFields))
+        }
+        // Cheap predicates first; the order within one cost class is deterministic (sorted keys).
+        parsed = parsed.enumerated()
+            .sorted { ($0.element.cost, $0.offset) < ($1.element.cost, $1.offset) }
+            .map(\.element)
+
+        let order = try parseOrderField(orderBy, resolvedFields: resolvedFields)
+        let direction = try parseDirection(orderDirection)
+
+        guard start >= 0 else {
+            throw FlowQueryError("start must be 0 or more, not \(start).")
+        }
+        guard length >= 0 else {
+            throw FlowQueryError("length must be 0 or more, not \(length).")
+        }
+        guard length <= Int64(maxLength) else {
+            throw FlowQueryError("length \(length) is larger than the maximum of \(maxLength).")
+        }
+        return FlowQuery(
+            filters: parsed, orderField: order, direction: direction,
+            start: Int(start), length: Int(length))
+    }
+
+    // MARK: - Order
+
+    package static func parseOrderField(_ name: String?, resolvedFields: Set<String>) throws -> OrderField? {
+        guard let name, !name.isEmpty else { return nil }
+        if let field = builtinOrderMap[name] { return .builtin(field) }
+        if resolvedFields.contains(name) { return .resolved(name) }
+        let valid = (builtinOrderFields + resolvedFields.sorted()).joined(separator: ", ")
+        throw FlowQueryError("cannot order by '\(name)'; valid order_by fields are: \(valid).")
+    }
+
+    package static func parseDirection(_ text: String?) throws -> Direction {
+        guard let text, !text.isEmpty else { return .ascending }
+        switch text.uppercased() {
+        case "ASC": return .ascending
+        case "DESC": return .descending
+        default: throw FlowQueryError("order_dir must be ASC or DESC, not '\(text)'.")
+        }
+    }
+
+    // MARK: - Filters
+
+    package static func parseFilter(key: String, input: FilterInput, resolvedFields: Set<String>) throws -> Filter {
+        switch key {
+        case "mark":
+            return .number(.mark, anyOf: try anyOf(key, input) { try uint32(key, $0) })
+        case "id":
+            return .number(.id, anyOf: try anyOf(key, input) { try uint32(key, $0) })
+        case "timeout":
+            return .number(.timeout, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: UInt32.max) })
+        case "orig_l4proto", "l4proto":
+            return .number(.l4proto, anyOf: try anyOf(key, input) { try l4proto(key, $0) })
+        case "l3proto":
+            return .number(.l3proto, anyOf: try anyOf(key, input) { try l3proto(key, $0) })
+        case "orig_port_src":
+            return .number(.origPortSrc, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: 65535) })
+        case "orig_port_dst":
+            return .number(.origPortDst, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: 65535) })
+        case "repl_port_src":
+            return .number(.replPortSrc, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: 65535) })
+        case "repl_port_dst":
+            return .number(.replPortDst, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: 65535) })
+        case "zone":
+            return .number(.zone, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: 65535) })
+        case "state":
+            return .number(.state, anyOf: try anyOf(key, input) { try tcpState(key, $0) })
+        case "orig_ipv4_src":
+            return .address(.origSrc, anyOf: try anyOf(key, input) { try ipv4Block(key, $0) })
+        case "orig_ipv4_dst":
+            return .address(.origDst, anyOf: try anyOf(key, input) { try ipv4Block(key, $0) })
+        case "orig_src":
+            return .address(.origSrc, anyOf: try anyOf(key, input) { try block(key, $0) })
+        case "orig_dst":
+            return .address(.origDst, anyOf: try anyOf(key, input) { try block(key, $0) })
+        case "repl_src":
+            return .address(.replSrc, anyOf: try anyOf(key, input) { try block(key, $0) })
+        case "repl_dst":
+            return .address(.replDst, anyOf: try anyOf(key, input) { try block(key, $0) })
+        case "status":
+            // A list means "all of": every named flag must be present.
+            var masks: [UInt32] = []
+            for item in try items(key, input) { masks += try statusMasks(key, item) }
+            return .status(allOf: masks)
+        default:
+            if resolvedFields.contains(key) {
+                return .resolved(
+                    key,
+                    anyOf: try anyOf(key, input) { item in
+                        switch item {
+                        case .int(let v): return .integer(v)
+                        case .string(let s): return .string(s)
+                        case .list: throw nestedList(key)
+                        }
+                    })
+            }
+            let valid = (builtinFilterKeys + resolvedFields.sorted()).joined(separator: ", ")
+            throw FlowQueryError("unknown filter '\(key)'; valid filters are: \(valid).")
+        }
+    }
+
+    /// The scalar items of a filter value: one for a scalar, each element for a list (not nested, not empty).
+    private static func items(_ key: String, _ input: FilterInput) throws -> [FilterInput] {
+        guard case .list(let list) = input else { return [input] }
+        guard !list.isEmpty else { throw FlowQueryError("\(key): the list of values is empty.") }
+        for item in list { if case .list = item { throw nestedList(key) } }
+        return list
+    }
+
+    private static func anyOf<T: Equatable>(
+        _ key: String, _ input: FilterInput, _ parse: (FilterInput) throws -> T
+    ) throws -> [T] {
+        var out: [T] = []
+        for item in try items(key, input) {
+            let value = try parse(item)
+            if !out.contains(value) { out.append(value) }
+        }
+        return out
+    }
+
+    private static func nestedList(_ key: String) -> FlowQueryError {
+        FlowQueryError("\(key): a list of values cannot contain another list.")
+    }
+
+    private static func show(_ input: FilterInput) -> String {
+        switch input {
+        case .int(let v): return String(v)
+        case .string(let s): return "'\(s)'"
+        case .list(let l): return "[" + l.map(show).joined(separator: ", ") + "]"
+        }
+    }
+
+    private static func trimmed(_ s: String) -> String { s.trimmingCharacters(in: .whitespaces) }
+
+    /// An unsigned 32-bit value (mark, id): an integer from -2^31 to 2^32-1 (negatives are two's complement, as
+    /// XML-RPC i4 clients send large marks), or a decimal or 0x-hex string with the same range.
+    package static func uint32(_ key: String, _ input: FilterInput) throws -> UInt32 {
+        let value: UInt32?
+        switch input {
+        case .int(let v): value = UInt32Text.from(integer: v)
+        case .string(let s): value = UInt32Text.from(text: s)
+        case .list: throw nestedList(key)
+        }
+        guard let value else {
+            if case .string(let s) = input, Int64(trimmed(s)) == nil {
+                throw FlowQueryError("\(key): \(show(input)) is not a number (decimal or 0x-hexadecimal).")
+            }
+            throw FlowQueryError("\(key): \(show(input)) is out of range for an unsigned 32-bit value.")
+        }
+        return value
+    }
+
+    /// A non-negative integer up to `max`, as an integer or a decimal string.
+    package static func unsigned(_ key: String, _ input: FilterInput, max: UInt32) throws -> UInt32 {
+        let value: Int64?
+        switch input {
+        case .int(let v): value = v
+        case .string(let s): value = Int64(trimmed(s))
+        case .list: throw nestedList(key)
+        }
+        guard let v = value else { throw FlowQueryError("\(key): \(show(input)) is not a number.") }
+        guard v >= 0, v <= Int64(max) else {
+            throw FlowQueryError("\(key): \(show(input)) is out of range 0 to \(max).")
+        }
+        return UInt32(v)
+    }
+
+    package static func l4proto(_ key: String, _ input: FilterInput) throws -> UInt32 {
+        switch input {
+        case .int: return try unsigned(key, input, max: 255)
+        case .string(let raw):
+            let s = trimmed(raw).lowercased()
+            let aliases: [String: UInt8] = ["icmp6": 58, "ipv6-icmp": 58, "udp-lite": 136]
+            if let n = aliases[s] ?? ConntrackNames.l4Number(s) { return UInt32(n) }
+            throw FlowQueryError(
+                "\(key): \(show(input)) is not a protocol number (0 to 255) or name "
+                    + "(tcp, udp, icmp, icmpv6, sctp, dccp, gre, igmp, udplite).")
+        case .list: throw nestedList(key)
+        }
+    }
+
+    package static func l3proto(_ key: String, _ input: FilterInput) throws -> UInt32 {
+        let number: UInt8?
+        switch input {
+        case .int(let v): number = (v == 2 || v == 10) ? UInt8(v) : nil
+        case .string(let s): number = ConntrackNames.l3Number(trimmed(s))
+        case .list: throw nestedList(key)
+        }
+        guard let number else {
+            throw FlowQueryError("\(key): \(show(input)) is not ipv4 (2) or ipv6 (10).")
+        }
+        return UInt32(number)
+    }
+
+    package static func tcpState(_ key: String, _ input: FilterInput) throws -> UInt32 {
+        switch input {
+        case .int(let v):
+            if v >= 0, v < Int64(ConntrackNames.tcpStates.count) { return UInt32(v) }
+        case .string(let s):
+            if let n = ConntrackNames.tcpStateNumber(trimmed(s)) { return UInt32(n) }
+            if let v = Int64(trimmed(s)) { return try tcpState(key, .int(v)) }
+        case .list: throw nestedList(key)
+        }
+        throw FlowQueryError(
+            "\(key): \(show(input)) is not a TCP state; valid states are: "
+                + ConntrackNames.tcpStates.joined(separator: ", ") + ".")
+    }
+
+    /// Any address or CIDR block, IPv4 or IPv6; an integer is an IPv4 address in host order.
+    package static func block(_ key: String, _ input: FilterInput) throws -> CIDRBlock {
+        switch input {
+        case .int: return try ipv4Block(key, input)
+        case .string(let s):
+            if let block = CIDRBlock(trimmed(s)) { return block }
+            throw FlowQueryError("\(key): \(show(input)) is not an IP address or CIDR block.")
+        case .list: throw nestedList(key)
+        }
+    }
+
+    /// An IPv4 address or block: a dotted string (optionally /prefix), or the address as a host-order integer
+    /// (negative values are two's complement: -1062731775 is 192.168.0.1).
+    package static func ipv4Block(_ key: String, _ input: FilterInput) throws -> CIDRBlock {
+        switch input {
+        case .int(let v):
+            guard v >= Int64(Int32.min), v <= Int64(UInt32.max) else {
+                throw FlowQueryError("\(key): \(v) is out of range for an IPv4 address.")
+            }
+            return CIDRBlock(network: IPAddress(ipv4: UInt32(truncatingIfNeeded: v)), prefixLength: 32)
+        case .string(let s):
+            if let block = CIDRBlock(trimmed(s)), !block.network.isIPv6 { return block }
+            throw FlowQueryError("\(key): \(show(input)) is not an IPv4 address.")
+        case .list: throw nestedList(key)
+        }
+    }
+
+    /// A status flag name (or `NAT`) gives one mask; an integer gives one mask per set bit (all required).
+    package static func statusMasks(_ key: String, _ input: FilterInput) throws -> [UInt32] {
+        switch input {
+        case .string(let s):
+            if let mask = ConntrackNames.statusMask(trimmed(s)) { return [mask] }
+            throw FlowQueryError(
+                "\(key): \(show(input)) is not a status flag; valid flags are: NAT, "
+                    + ConntrackNames.statusBits.joined(separator: ", ") + ".")
+        case .int(let v):
+            guard v > 0, v <= Int64(UInt32.max) else {
+                throw FlowQueryError("\(key): \(v) is not a status bit mask (1 to \(UInt32.max)).")
+            }
+            return (0..<32).compactMap { bit in UInt64(v) & (1 << UInt64(bit)) != 0 ? UInt32(1) << UInt32(bit) : nil }
+        case .list: throw nestedList(key)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import CtdPluginAPI
+import XMLRPC
+
+/// One XML-RPC procedure: its name, parameters, the role it needs, its introspection, and what it does.
+///
+/// Each procedure lives in its own file under `Methods/`, and ``MethodTable`` lists them all: adding one is one
+/// file and one table entry.
+struct Procedure: Sendable {
+    let name: String
+    /// Parameter names, in order; the first `required` must be given.
+    let params: [String]
+    let required: Int
+    /// The role a session needs (the session id is then the first parameter); nil: no session (login, system.*).
+    let role: Role?
+    /// `system.methodSignature`: arrays of [return type, argument types...].
+    let signatures: [[String]]
+    let help: String
+    let run: @Sendable (Call) throws -> Reply
+}
+
+/// What a procedure answers: a value, built when the answer is sent. A top-level answer with a `cacheKey` is
+/// encoded once and reused while the key is the same (frontends poll the same `view` page).
+struct Reply {
+    let cacheKey: RenderedViewKey?
+    let build: () -> XMLRPCValue
+
+    static func value(_ v: XMLRPCValue) -> Reply { Reply(cacheKey: nil, build: { v }) }
+}
+
+/// One call of a procedure: its parameters, who asked, and the session when the procedure needs one.
+struct Call {
+    let dispatcher: Dispatcher
+    let params: Params
+    let client: String
+    /// Present when the procedure needs a role (the dispatcher checked it).
+    let session: Session?
+    /// Inside `system.multicall`.
+    let nested: Bool
+
+    var context: ServerContext { dispatcher.context }
+
+    /// The session of a procedure that needs a role.
+    var user: Session { session! }
+
+    /// An event for the hooks, by this call's user.
+    func event(
+        _ kind: ActionKind, connection: ConnectionInfo? = nil, field: String? = nil, newValue: String? = nil
+    ) -> ActionEvent {
+        ActionEvent(
+            kind: kind, procedure: params.method, user: user.identity.user, roles: Array(user.identity.roles),
+            clientAddress: client, connection: connection, field: field, newValue: newValue)
+    }
+}

@@ -1,0 +1,81 @@
+import CtdPluginAPI
+import PluginHost
+import XMLRPC
+
+/// Asks the action hooks before an action and tells them after.
+struct HookRunner {
+    let plugins: PluginRegistry
+
+    var isEmpty: Bool { plugins.hooks.isEmpty }
+
+    /// The hooks' answers for a batch: `tokens[h]` are hook h's tokens (hooks that were asked, in order).
+    struct Batch {
+        var events: [ActionEvent]
+        var tokens: [[Int64]]
+        var approved: [Bool]
+        var vetoes: [String?] = []
+
+        /// A batch no hook was asked about: every action approved.
+        static func unasked(count: Int) -> Batch {
+            Batch(events: [], tokens: [], approved: Array(repeating: true, count: count), vetoes: [])
+        }
+    }
+
+    /// `before(batch:)` on every hook: a veto stops that action only; a failure of a hook whose failure stops
+    /// actions stops the whole batch with a fault (nothing unaudited).
+    func before(batch events: [ActionEvent]) throws -> Batch {
+        var result = Batch(
+            events: events, tokens: [], approved: Array(repeating: true, count: events.count),
+            vetoes: Array(repeating: nil, count: events.count))
+        for (info, hook) in plugins.hooks {
+            do {
+                let answers = try hook.before(batch: events)
+                guard answers.count == events.count else {
+                    throw PluginError("answered \(answers.count) decisions for \(events.count) actions")
+                }
+                result.tokens.append(answers.map(\.token))
+                for (i, a) in answers.enumerated() {
+                    if case .veto(let reason) = a.decision, result.approved[i] {
+                        result.approved[i] = false
+                        result.vetoes[i] = "\(reason) (\(info.name))"
+                    }
+                }
+                plugins.reportProblem(info.name, nil)
+            } catch {
+                plugins.reportProblem(info.name, "\(error)")
+                if hook.failureStopsAction {
+                    after(
+                        batch: result,
+                        outcomes: Array(repeating: .failed(reason: "\(info.name) failed"), count: events.count))
+                    throw Fault.vetoed("\(info.name) could not record the action, so it was not done")
+                }
+                result.tokens.append([])
+            }
+        }
+        return result
+    }
+
+    func after(batch: Batch, outcomes: [ActionOutcome]) {
+        for (h, tokens) in batch.tokens.enumerated() where !tokens.isEmpty {
+            let (info, hook) = plugins.hooks[h]
+            do {
+                try hook.after(batch: (0..<batch.events.count).map { (batch.events[$0], tokens[$0], outcomes[$0]) })
+            } catch {
+                plugins.reportProblem(info.name, "\(error)")
+            }
+        }
+    }
+
+    /// One action (login, change, a denied call): the batch path with one event. A veto throws the fault, after
+    /// telling the hooks that were asked that the action did not happen.
+    func before(_ event: ActionEvent) throws -> Batch {
+        let batch = try before(batch: [event])
+        if let reason = batch.vetoes.first.flatMap({ $0 }) {
+            after(batch: batch, outcomes: [.failed(reason: "vetoed: \(reason)")])
+            throw Fault.vetoed(reason)
+        }
+        return batch
+    }
+
+    func after(_ batch: Batch, outcome: ActionOutcome) { after(batch: batch, outcomes: [outcome]) }
+}

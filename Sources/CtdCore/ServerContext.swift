@@ -1,0 +1,46 @@
+import Conntrack
+import ConntrackQuery
+import CtdPluginAPI
+import CtdRuntime
+import Foundation
+import Logging
+import PluginHost
+
+/// What every procedure may use: the table, sessions, plugins and hooks, the settings, and the caches.
+public final class ServerContext: @unchecked Sendable {
+    public let settings: CoreSettings
+    public let table: ConntrackTable
+    public let sessions: SessionStore
+    public let plugins: PluginRegistry
+    public let logger: Logger
+    public let clock: MonotonicClock
+    /// Writes (kill, change) pass through it, so that a shutdown can wait for them (``ActionGate``).
+    public let actions = ActionGate()
+    let hooks: HookRunner
+    let resolvedFields: ResolvedFieldCache
+    let loginThrottle: LoginThrottle
+    let queryResults = RecentResults<QueryKey, FlowQueryResult>(capacity: 32)
+    let startedAt = Date().timeIntervalSince1970
+
+    public init(
+        settings: CoreSettings, table: ConntrackTable, sessions: SessionStore, plugins: PluginRegistry,
+        clock: MonotonicClock = .system, logger: Logger
+    ) {
+        self.settings = settings
+        self.table = table
+        self.sessions = sessions
+        self.plugins = plugins
+        self.clock = clock
+        self.logger = logger
+        self.hooks = HookRunner(plugins: plugins)
+        self.resolvedFields = ResolvedFieldCache(plugins: plugins, clock: clock)
+        self.loginThrottle = LoginThrottle(
+            limit: settings.loginFailureLimit, window: settings.loginFailureWindow, clock: clock)
+    }
+
+    /// The mirror, for reads.
+    var mirror: ConntrackMirror { table.mirror }
+}
+
+/// ctd's version, as `status` and `--version` show it.
+public let ctdVersion = "0.2.0"

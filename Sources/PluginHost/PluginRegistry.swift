@@ -1,0 +1,134 @@
+import CtdPluginAPI
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// The plugins of a running daemon: one authenticator, any number of resolvers and hooks, and their health.
+public final class PluginRegistry: @unchecked Sendable {
+    public let authenticator: any Authenticator
+    public let authenticatorInfo: LoadedPlugin
+    public let resolvers: [(LoadedPlugin, any FieldResolver)]
+    public let hooks: [(LoadedPlugin, any ActionHook)]
+    private let lock = NIOLock()
+    private var problems: [String: String] = [:]
+    package let logger: Logger
+
+    public init(
+        authenticator: LoadedPlugin, resolvers: [LoadedPlugin], hooks: [LoadedPlugin], logger: Logger
+    ) {
+        self.authenticatorInfo = authenticator
+        self.authenticator = authenticator.instance as! any Authenticator
+        self.resolvers = resolvers.map { ($0, $0.instance as! any FieldResolver) }
+        self.hooks = hooks.map { ($0, $0.instance as! any ActionHook) }
+        self.logger = logger
+    }
+
+    /// Loads the authenticator (fatal on failure: fail closed) and the other plugins, configures each with its
+    /// section of the config file, and returns the registry.
+    public static func load(_ config: PluginSelection, logger: Logger) throws -> PluginRegistry {
+        let loader = PluginLoader(directories: config.directories)
+        func configure(_ p: LoadedPlugin) throws {
+            let section = PluginConfiguration(pluginName: p.name, values: config.sections[p.name] ?? [:])
+            do {
+                try p.instance.configure(section, context: Self.context(for: p, logger: logger))
+            } catch {
+                throw PluginLoadError(plugin: p.name, reason: "configuration failed: \(error)")
+            }
+        }
+        let auth = try loader.load(config.authenticator, role: .authenticator)
+        try configure(auth)
+        var resolvers: [LoadedPlugin] = []
+        var hooks: [LoadedPlugin] = []
+        for name in config.plugins where name != config.authenticator {
+            let probe = try loader.load(name)
+            guard probe.metadata.roles.contains(.fieldResolver) || probe.metadata.roles.contains(.actionHook) else {
+                throw PluginLoadError(
+                    plugin: name, reason: "is an authenticator; select it with --mod-auth, not --plugin")
+            }
+            try configure(probe)
+            if probe.metadata.roles.contains(.fieldResolver) { resolvers.append(probe) }
+            if probe.metadata.roles.contains(.actionHook) { hooks.append(probe) }
+        }
+        for section in config.sections.keys
+        where section != config.authenticator && !config.plugins.contains(section) {
+            logger.warning("config has a [plugin.\(section)] section but plugin \(section) is not enabled")
+        }
+        return PluginRegistry(authenticator: auth, resolvers: resolvers, hooks: hooks, logger: logger)
+    }
+
+    /// Where the audit trail of the first enabled ``AuditTrailReader`` is kept (the plugins are loaded and
+    /// configured as `serve` would; the authenticator is not), or nil when no plugin keeps one or loading fails.
+    public static func auditTrailLocation(_ config: PluginSelection, logger: Logger) -> String? {
+        let loader = PluginLoader(directories: config.directories)
+        for name in config.plugins where name != config.authenticator {
+            guard let p = try? loader.load(name), let reader = p.instance as? any AuditTrailReader else { continue }
+            let section = PluginConfiguration(pluginName: p.name, values: config.sections[p.name] ?? [:])
+            guard (try? p.instance.configure(section, context: context(for: p, logger: logger))) != nil else {
+                return nil
+            }
+            return reader.trailLocation
+        }
+        return nil
+    }
+
+    /// The plugin context of `p`: its log lines go to the daemon's log, tagged with the plugin's id.
+    static func context(for p: LoadedPlugin, logger: Logger) -> PluginContext {
+        var pluginLogger = logger
+        pluginLogger[metadataKey: "plugin"] = "\(p.metadata.id)"
+        return PluginContext { [pluginLogger] level, message in
+            switch level {
+            case .debug: pluginLogger.debug("\(message)")
+            case .info: pluginLogger.info("\(message)")
+            case .warning: pluginLogger.warning("\(message)")
+            case .error: pluginLogger.error("\(message)")
+            @unknown default: pluginLogger.error("\(message)")
+            }
+        }
+    }
+
+    /// The hook that keeps the audit trail, if one is enabled (the first ``AuditTrailReader``).
+    public var auditTrail: (LoadedPlugin, any AuditTrailReader)? {
+        for (info, hook) in hooks { if let reader = hook as? any AuditTrailReader { return (info, reader) } }
+        return nil
+    }
+
+    /// Hands every reloadable plugin its new section (a SIGHUP). A plugin that refuses keeps its old settings.
+    /// - Returns: what changed, one line per change, and the plugins that refused with their reasons.
+    public func reload(sections: [String: [String: ConfigValue]]) -> (changes: [String], failures: [String]) {
+        var changes: [String] = []
+        var failures: [String] = []
+        for p in all {
+            guard let reloadable = p.instance as? any ReloadablePlugin else { continue }
+            let section = PluginConfiguration(pluginName: p.name, values: sections[p.name] ?? [:])
+            do {
+                changes += try reloadable.reload(section, context: Self.context(for: p, logger: logger))
+                    .map { "\(p.name): \($0)" }
+            } catch {
+                failures.append("\(p.name): \(error)")
+            }
+        }
+        return (changes, failures)
+    }
+
+    public var all: [LoadedPlugin] {
+        [authenticatorInfo] + resolvers.map(\.0) + hooks.map(\.0)
+    }
+
+    public func reportProblem(_ plugin: String, _ problem: String?) {
+        lock.withLock { problems[plugin] = problem }
+        if let problem { logger.error("plugin \(plugin): \(problem)") }
+    }
+
+    /// Health of each plugin: its own report, or the last failure the host saw.
+    public func health(_ p: LoadedPlugin) -> String {
+        if let own = p.instance.healthProblem { return own }
+        return lock.withLock { problems[p.name] } ?? "ok"
+    }
+
+    /// Names of the fields resolvers add.
+    public var resolvedFieldNames: [String] { resolvers.flatMap { $0.1.fields.map(\.name) } }
+
+    public func shutdown() {
+        for p in all { p.instance.shutdown() }
+    }
+}

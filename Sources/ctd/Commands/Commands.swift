@@ -1,0 +1,171 @@
+import ArgumentParser
+import CtdCore
+import CtdPluginAPI
+import Foundation
+import Logging
+import PluginHost
+
+/// `ctd`: the command line.
+public struct CtdCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "ctd",
+        abstract: "ConnTrack Daemon: the kernel's connection-tracking table over XML-RPC.",
+        version: ctdVersion,
+        subcommands: [ServeCommand.self, PasswdCommand.self, PluginsCommand.self, AuditCommand.self],
+        defaultSubcommand: ServeCommand.self)
+
+    public init() {}
+}
+
+/// The options `serve` and `plugins list` share: where the config is and which plugins it loads from where.
+struct PluginOptions: ParsableArguments {
+    @Option(name: .long, help: "Config file (TOML; default /etc/ctd/ctd.toml if it exists); see ctd.sample.toml.")
+    var config: String?
+    @Option(name: .customLong("mod-auth"), help: "Authenticator plugin (default AuthSHA).") var modAuth: String?
+    @Option(name: .customLong("plugin"), help: "Enable a resolver or hook plugin (repeatable).") var plugins: [String] =
+        []
+    @Option(name: .customLong("plugin-dir"), help: "Directory of plugin .so files.") var pluginDir: String?
+    @Option(
+        name: .customLong("plugin-option"),
+        help: ArgumentHelp(
+            "Set a plugin setting, as in its [plugin.NAME] section (repeatable).", valueName: "NAME.key=value"))
+    var pluginSettings: [String] = []
+    @Option(
+        name: .customLong("password-file"),
+        help: "Shorthand for --plugin-option AUTH.password_file=FILE, AUTH being the authenticator (AuthSHA's file).")
+    var passwordFile: String?
+
+    /// The config file (or the defaults) with these options applied.
+    func loadConfig() throws -> DaemonConfig {
+        var c = try DaemonConfig.path(explicit: config).map(DaemonConfig.load(path:)) ?? DaemonConfig()
+        if let modAuth { c.authenticator = modAuth }
+        for p in plugins where !c.plugins.contains(p) { c.plugins.append(p) }
+        if let pluginDir { c.pluginDirectories = [pluginDir] }
+        if c.pluginDirectories.isEmpty { c.pluginDirectories = Daemon.defaultPluginDirectories() }
+        if let passwordFile { c.pluginSections[c.authenticator, default: [:]]["password_file"] = .string(passwordFile) }
+        for setting in pluginSettings {
+            let (plugin, key, value) = try Self.parse(pluginSetting: setting)
+            c.pluginSections[plugin, default: [:]][key] = value
+        }
+        return c
+    }
+
+    /// `NAME.key=value`; the value is read as TOML would read it (a number, true/false, else text).
+    static func parse(pluginSetting text: String) throws -> (String, String, ConfigValue) {
+        guard let eq = text.firstIndex(of: "="), let dot = text[..<eq].firstIndex(of: ".") else {
+            throw ValidationError("--plugin-option takes NAME.key=value, not '\(text)'")
+        }
+        let plugin = String(text[..<dot])
+        let key = String(text[text.index(after: dot)..<eq])
+        let raw = String(text[text.index(after: eq)...])
+        guard !plugin.isEmpty, !key.isEmpty else {
+            throw ValidationError("--plugin-option takes NAME.key=value, not '\(text)'")
+        }
+        let value: ConfigValue
+        if let n = Int64(raw) {
+            value = .integer(n)
+        } else if let d = Double(raw), raw.contains(".") {
+            value = .double(d)
+        } else if raw == "true" || raw == "false" {
+            value = .bool(raw == "true")
+        } else {
+            value = .string(raw)
+        }
+        return (plugin, key, value)
+    }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve the conntrack table (the default command).")
+
+    @OptionGroup var pluginOptions: PluginOptions
+    @Option(name: .long, help: "Address to listen on (default 127.0.0.1).") var listen: String?
+    @Option(name: .long, help: "TCP port (default 4040; 0 picks a free one).") var port: Int?
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain; enables TLS with --tls-key.") var tlsCert:
+        String?
+    @Option(name: .customLong("tls-key"), help: "PEM private key.") var tlsKey: String?
+    @Option(name: .customLong("hide"), help: "Hide connections from/to this CIDR (repeatable; replaces the default).")
+    var hide: [String] = []
+    @Flag(name: .customLong("show-all"), help: "Hide nothing (not even loopback and ctd's own clients).") var showAll =
+        false
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
+
+    func effectiveConfig() throws -> DaemonConfig {
+        var c = try pluginOptions.loadConfig()
+        if let listen { c.listen = listen }
+        if let port {
+            guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+            c.port = port
+        }
+        if let tlsCert { c.tlsCertificate = tlsCert }
+        if let tlsKey { c.tlsKey = tlsKey }
+        if !hide.isEmpty { c.hide = hide }
+        if showAll {
+            c.hide = []
+            c.hideOwnConnections = false
+        }
+        if let logLevel { c.logLevel = logLevel }
+        try c.validate(source: "command line")
+        return c
+    }
+
+    /// Bad options and config files are reported before `run`, with this command's usage.
+    func validate() throws {
+        _ = try checkedConfig()
+    }
+
+    private func checkedConfig() throws -> DaemonConfig {
+        do {
+            return try effectiveConfig()
+        } catch let e as DaemonConfig.Error {
+            throw ValidationError(e.message)
+        }
+    }
+
+    func run() async throws {
+        let c = try checkedConfig()
+        let levelSwitch = LogLevelSwitch(Logger.Level(rawValue: c.logLevel) ?? .info)
+        LoggingSystem.bootstrap { label in SwitchedLogHandler(label: label, levelSwitch: levelSwitch) }
+        let logger = Logger(label: "ctd")
+        logger.info("config: \(DaemonConfig.path(explicit: pluginOptions.config) ?? "none (built-in defaults)")")
+        let reload = { try self.effectiveConfig() }
+        do {
+            try await Daemon(config: c, logger: logger, logLevel: levelSwitch, reloadConfig: reload).run()
+        } catch {
+            logger.critical("ctd cannot start: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct PluginsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugins", abstract: "Inspect plugins.", subcommands: [List.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load and configure the plugins a config enables, and print each with its health.")
+        @OptionGroup var pluginOptions: PluginOptions
+
+        func run() throws {
+            let c = try pluginOptions.loadConfig()
+            var logger = Logger(label: "ctd")
+            logger.logLevel = .warning
+            print("plugin directories: \(c.pluginDirectories.joined(separator: ", "))")
+            let registry: PluginRegistry
+            do {
+                registry = try PluginRegistry.load(c.pluginSelection, logger: logger)
+            } catch {
+                print("error: \(error)")
+                throw ExitCode(1)
+            }
+            for p in registry.all {
+                let m = p.metadata
+                print(
+                    "\(p.name)\t\(m.id)\t\(m.version)\tabi \(m.abiVersion)\t\(m.roles.map(\.rawValue).joined(separator: ","))\t\(registry.health(p))\t\(p.path)"
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+import Conntrack
+import CtdCore
+import CtdPluginAPI
+import Foundation
+import PluginHost
+import TOMLKit
+
+/// Everything `ctd serve` can be told, from the config file (TOML) and the command line. See ctd.sample.toml.
+public struct DaemonConfig: Sendable {
+    // [server]
+    public var listen = "127.0.0.1"
+    public var port = 4040
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    public var maxBodyBytes = 4 * 1024 * 1024
+    public var maxDepth = 32
+    /// The largest `length` of a `view` page; a page of this size stays below xmlrpc-c's 512 KiB default limit.
+    public var maxPageLength = 150
+    public var maxKillIDs = 65_536
+    public var workerThreads = 0
+    /// Seconds a shutdown lets running calls finish before it refuses the writes that have not started.
+    public var drainTimeout = 10.0
+    // [sessions]
+    public var idleTimeout = 10.0
+    public var maxLifetime = 8 * 3600.0
+    public var maxSessions = 1024
+    /// Failed logins from one address within `loginFailureWindow` seconds before further logins from it are
+    /// refused until the window has passed; 0 turns the throttle off.
+    public var loginFailureLimit = 10
+    public var loginFailureWindow = 60.0
+    // [conntrack]
+    public var receiveBuffer = 64 * 1024 * 1024
+    public var counterInterval = 2.0
+    public var hide = HidePolicy.defaultBlocks
+    public var hideOwnConnections = true
+    // [plugins]
+    public var pluginDirectories: [String] = []
+    public var authenticator = "AuthSHA"
+    public var plugins: [String] = []
+    public var pluginSections: [String: [String: ConfigValue]] = [:]
+    // [log]
+    public var logLevel = "info"
+
+    public init() {}
+
+    /// What the procedures need of it.
+    public var coreSettings: CoreSettings {
+        var s = CoreSettings()
+        s.maxPageLength = maxPageLength
+        s.maxKillIDs = maxKillIDs
+        s.maxDepth = maxDepth
+        s.loginFailureLimit = loginFailureLimit
+        s.loginFailureWindow = loginFailureWindow
+        return s
+    }
+
+    /// The plugins it enables.
+    public var pluginSelection: PluginSelection {
+        PluginSelection(
+            directories: pluginDirectories, authenticator: authenticator, plugins: plugins, sections: pluginSections)
+    }
+
+    /// The config file read when no `--config` is given, if it exists (`make install` puts one there).
+    public static let defaultPath = "/etc/ctd/ctd.toml"
+
+    /// `explicit`, else ``defaultPath`` when that file exists, else `nil` (built-in defaults).
+    public static func path(explicit: String?) -> String? {
+        explicit ?? (FileManager.default.fileExists(atPath: defaultPath) ? defaultPath : nil)
+    }
+
+    public struct Error: Swift.Error, CustomStringConvertible {
+        public var message: String
+        public var description: String { message }
+    }
+
+    /// Reads a config file strictly: an unknown section or key is an error naming it.
+    public static func load(path: String) throws -> DaemonConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let reason = (error as NSError).localizedFailureReason ?? (error as NSError).localizedDescription
+            throw Error(message: "cannot read config file \(path): \(reason)")
+        }
+        return try parse(text, source: path)
+    }
+
+    public static func parse(_ text: String, source: String = "config") throws -> DaemonConfig {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw Error(message: "\(source): \(e.description) (\(e.source.begin.debugDescription))")
+        }
+        guard case .table(let root) = convert(table.tomlValue) else { throw Error(message: "\(source): not a table") }
+        var c = DaemonConfig()
+        try c.apply(root, source: source)
+        return c
+    }
+
+    static func convert(_ value: TOMLValue) -> ConfigValue {
+        switch value.type {
+        case .table:
+            var out: [String: ConfigValue] = [:]
+            if let t = value.table { for key in t.keys { if let v = t[key] { out[key] = convert(v.tomlValue) } } }
+            return .table(out)
+        case .array:
+            return .array((value.array ?? []).map { convert($0.tomlValue) })
+        case .string: return .string(value.string ?? "")
+        case .int: return .integer(Int64(value.int ?? 0))
+        case .double: return .double(value.double ?? 0)
+        case .bool: return .bool(value.bool ?? false)
+        default: return .string(value.debugDescription)
+        }
+    }
+
+    private mutating func apply(_ root: [String: ConfigValue], source: String) throws {
+        let sections = ["server", "sessions", "conntrack", "plugins", "plugin", "log"]
+        for key in root.keys.sorted() where !sections.contains(key) {
+            throw Error(
+                message: "\(source): unknown section or key '\(key)' (known: \(sections.joined(separator: ", ")))")
+        }
+        if let s = try section(root, "server", source) {
+            var r = StrictReader(values: s, section: "server", source: source)
+            listen = try r.string("listen") ?? listen
+            port = try r.int("port", 0...65535) ?? port
+            tlsCertificate = try r.string("tls_certificate").flatMap { $0.isEmpty ? nil : $0 }
+            tlsKey = try r.string("tls_key").flatMap { $0.isEmpty ? nil : $0 }
+            maxBodyBytes = try r.int("max_body_bytes", 1024...(256 << 20)) ?? maxBodyBytes
+            maxDepth = try r.int("max_depth", 4...256) ?? maxDepth
+            maxPageLength = try r.int("max_page_length", 1...150) ?? maxPageLength
+            maxKillIDs = try r.int("max_kill_ids", 1...1_000_000) ?? maxKillIDs
+            workerThreads = try r.int("worker_threads", 0...256) ?? workerThreads
+            drainTimeout = try r.double("drain_timeout", 0...600) ?? drainTimeout
+            try r.finish()
+        }
+        if let s = try section(root, "sessions", source) {
+            var r = StrictReader(values: s, section: "sessions", source: source)
+            idleTimeout = try r.double("idle_timeout", 1...86400) ?? idleTimeout
+            maxLifetime = try r.double("max_lifetime", 1...(30 * 86400)) ?? maxLifetime
+            maxSessions = try r.int("max_sessions", 1...1_000_000) ?? maxSessions
+            loginFailureLimit = try r.int("login_failure_limit", 0...1_000_000) ?? loginFailureLimit
+            loginFailureWindow = try r.double("login_failure_window", 1...86400) ?? loginFailureWindow
+            try r.finish()
+        }
+        if let s = try section(root, "conntrack", source) {
+            var r = StrictReader(values: s, section: "conntrack", source: source)
+            receiveBuffer = try r.int("receive_buffer", 65536...(1 << 30)) ?? receiveBuffer
+            counterInterval = try r.double("counter_interval", 0.1...3600) ?? counterInterval
+            hide = try r.strings("hide") ?? hide
+            hideOwnConnections = try r.bool("hide_own_connections") ?? hideOwnConnections
+            try r.finish()
+        }
+        if let s = try section(root, "plugins", source) {
+            var r = StrictReader(values: s, section: "plugins", source: source)
+            if let d = try r.string("directory") { pluginDirectories = [d] }
+            authenticator = try r.string("auth") ?? authenticator
+            plugins = try r.strings("enable") ?? plugins
+            try r.finish()
+        }
+        if let s = try section(root, "plugin", source) {
+            for (name, value) in s {
+                guard case .table(let t) = value else {
+                    throw Error(message: "\(source): [plugin.\(name)] must be a table")
+                }
+                pluginSections[name] = t
+            }
+        }
+        if let s = try section(root, "log", source) {
+            var r = StrictReader(values: s, section: "log", source: source)
+            logLevel = try r.string("level") ?? logLevel
+            try r.finish()
+        }
+        try validate(source: source)
+    }
+
+    func validate(source: String = "config") throws {
+        for block in hide where CIDRBlock(block) == nil {
+            throw Error(message: "\(source): [conntrack] hide: '\(block)' is not an address or CIDR block")
+        }
+        if (tlsCertificate == nil) != (tlsKey == nil) {
+            throw Error(message: "\(source): [server] tls_certificate and tls_key must be given together")
+        }
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        if !levels.contains(logLevel) {
+            throw Error(message: "\(source): [log] level must be one of \(levels.joined(separator: ", "))")
+        }
+    }
+
+    private func section(_ root: [String: ConfigValue], _ name: String, _ source: String) throws
+        -> [String: ConfigValue]?
+    {
+        guard let v = root[name] else { return nil }
+        guard case .table(let t) = v else { throw Error(message: "\(source): '\(name)' must be a [\(name)] section") }
+        return t
+    }
+}
+
+/// Reads keys of one section, remembering which were used so that `finish()` can reject the rest.
+struct StrictReader {
+    var values: [String: ConfigValue]
+    var section: String
+    var source: String
+    private var used: Set<String> = []
+
+    init(values: [String: ConfigValue], section: String, source: String) {
+        self.values = values
+        self.section = section
+        self.source = source
+    }
+
+    private func fail(_ key: String, _ what: String) -> DaemonConfig.Error {
+        DaemonConfig.Error(message: "\(source): [\(section)] \(key) must be \(what)")
+    }
+
+    mutating func string(_ key: String) throws -> String? {
+        used.insert(key)
+        guard let v = values[key] else { return nil }
+        guard case .string(let s) = v else { throw fail(key, "a string") }
+        return s
+    }
+
+    mutating func int(_ key: String, _ range: ClosedRange<Int>) throws -> Int? {
+        used.insert(key)
+        guard let v = values[key] else { return nil }
+        guard case .integer(let i) = v, range.contains(Int(i)) else {
+            throw fail(key, "an integer from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return Int(i)
+    }
+
+    mutating func double(_ key: String, _ range: ClosedRange<Double>) throws -> Double? {
+        used.insert(key)
+        guard let v = values[key] else { return nil }
+        let d: Double
+        switch v {
+        case .integer(let i): d = Double(i)
+        case .double(let x): d = x
+        default: throw fail(key, "a number")
+        }
+        guard range.contains(d) else { throw fail(key, "between \(range.lowerBound) and \(range.upperBound)") }
+        return d
+    }
+
+    mutating func bool(_ key: String) throws -> Bool? {
+        used.insert(key)
+        guard let v = values[key] else { return nil }
+        guard case .bool(let b) = v else { throw fail(key, "true or false") }
+        return b
+    }
+
+    mutating func strings(_ key: String) throws -> [String]? {
+        used.insert(key)
+        guard let v = values[key] else { return nil }
+        guard case .array(let items) = v else { throw fail(key, "an array of strings") }
+        return try items.map {
+            guard case .string(let s) = $0 else { throw fail(key, "an array of strings") }
+            return s
+        }
+    }
+
+    func finish() throws {
+        for key in values.keys.sorted() where !used.contains(key) {
+            throw DaemonConfig.Error(
+                message:
+                    "\(source): unknown key '\(key)' in [\(section)] (known: \(used.sorted().joined(separator: ", ")))")
+        }
+    }
+}

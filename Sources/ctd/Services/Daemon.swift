@@ -1,0 +1,123 @@
+import Conntrack
+import CtdCore
+import CtdRuntime
+import Foundation
+import HTTPTransport
+import Logging
+import PluginHost
+import ServiceLifecycle
+import XMLRPC
+
+/// Builds the parts in order (plugins, the conntrack mirror, the procedures, the HTTP listener) and runs them as a
+/// service group: SIGTERM and SIGINT stop them in reverse order, SIGHUP reloads (``Reloader``).
+final class Daemon {
+    let config: DaemonConfig
+    let logger: Logger
+    /// Reads the configuration again, as at start (the config file with the command line's options), on SIGHUP.
+    let reloadConfig: () throws -> DaemonConfig
+    let logLevel: LogLevelSwitch
+
+    init(
+        config: DaemonConfig, logger: Logger, logLevel: LogLevelSwitch,
+        reloadConfig: @escaping () throws -> DaemonConfig
+    ) {
+        self.config = config
+        self.logger = logger
+        self.logLevel = logLevel
+        self.reloadConfig = reloadConfig
+    }
+
+    /// Where plugins are looked for when the config names no directory: next to the binary (a build directory)
+    /// and `../lib/ctd/plugins` (an installation).
+    static func defaultPluginDirectories() -> [String] {
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let linkTarget =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            .map { URL(fileURLWithPath: $0).deletingLastPathComponent() } ?? exe
+        return [
+            linkTarget.appendingPathComponent("../lib/ctd/plugins").standardized.path,
+            linkTarget.path,
+        ]
+    }
+
+    /// Runs until SIGTERM or SIGINT. Throws (and the process exits non-zero) when a required part cannot start:
+    /// the authenticator, the kernel table, or the listening socket.
+    func run() async throws {
+        ProcessTuning.limitMallocArenas()
+        let plugins = try PluginRegistry.load(config.pluginSelection, logger: logger)
+        for p in plugins.all {
+            logger.info(
+                "plugin loaded",
+                metadata: [
+                    "name": "\(p.name)", "id": "\(p.metadata.id)", "version": "\(p.metadata.version)",
+                    "path": "\(p.path)",
+                ])
+        }
+        let clock = MonotonicClock.system
+        let hide = HidePolicy(
+            blocks: config.hide.compactMap(CIDRBlock.init),
+            ownTCPPorts: config.hideOwnConnections ? [UInt16(config.port)] : [])
+        let mirror = ConntrackMirror(hide: hide, clock: clock, logger: logger)
+        let kernel = KernelConntrack(clock: clock)
+        let follower = ConntrackService(
+            mirror: mirror, kernel: kernel, receiveBuffer: config.receiveBuffer, counterInterval: config.counterInterval,
+            logger: logger)
+        do {
+            try follower.start()
+        } catch {
+            throw DaemonConfig.Error(
+                message:
+                    "cannot read the kernel conntrack table (\(error)); ctd needs CAP_NET_ADMIN and the nf_conntrack module"
+            )
+        }
+        let table = ConntrackTable(mirror: mirror, kernel: kernel, service: follower, logger: logger)
+        let sessions = SessionStore(
+            idleTimeout: config.idleTimeout, maxLifetime: config.maxLifetime, maxSessions: config.maxSessions,
+            clock: clock)
+        let context = ServerContext(
+            settings: config.coreSettings, table: table, sessions: sessions, plugins: plugins, clock: clock,
+            logger: logger)
+        let dispatcher = Dispatcher(context: context)
+        let server = HTTPServer(
+            options: .init(
+                host: config.listen, port: config.port, maxBodyBytes: config.maxBodyBytes,
+                tlsCertificate: config.tlsCertificate, tlsKey: config.tlsKey, workerThreads: config.workerThreads),
+            handler: { body, client in dispatcher.handle(body: body, client: client) }, tooLargeBody: XMLRPCEncoder.fault(.requestTooLarge(limit: config.maxBodyBytes)),
+            logger: logger)
+        let port: Int
+        do {
+            port = try server.start()
+        } catch {
+            follower.stop()
+            throw error
+        }
+        if config.hideOwnConnections { mirror.hideOwnPort(UInt16(port)) }
+        let scheme = config.tlsCertificate == nil ? "http" : "https"
+        logger.notice(
+            "ctd \(ctdVersion) serving XML-RPC on \(scheme)://\(HTTPServer.display(host: config.listen, port: port))/RPC2")
+        // Machine-readable line for scripts and tests that start ctd on port 0.
+        print("ctd: listening on \(config.listen) port \(port)")
+        fflush(stdout)
+
+        let reloader = Reloader(
+            current: config, load: reloadConfig, logLevel: logLevel, mirror: mirror, follower: follower,
+            server: server, plugins: plugins, logger: logger)
+        // Started in this order above; stopped in reverse: the reloader, then HTTP (drained), then the conntrack
+        // threads, then the plugins (so a kill in flight still finds its audit store open).
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: PluginsService(plugins: plugins, logger: logger), serviceName: "plugins"),
+                    .init(service: ConntrackFollowerService(follower: follower, logger: logger), serviceName: "conntrack"),
+                    .init(
+                        service: HTTPService(
+                            server: server, actions: context.actions, drainTimeout: config.drainTimeout, logger: logger),
+                        serviceName: "http"),
+                    .init(service: reloader, serviceName: "reload"),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        logger.notice("ctd stopped")
+    }
+}

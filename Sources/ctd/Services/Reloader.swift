@@ -1,0 +1,152 @@
+import Conntrack
+import Foundation
+import HTTPTransport
+import Logging
+import PluginHost
+import ServiceLifecycle
+import UnixSignals
+
+/// SIGHUP: reads the configuration again and applies what can change without dropping a client: the log level,
+/// the hide list, the TLS certificate and key, and the settings of plugins that declare them reloadable (AuthSHA's
+/// password file and roles among them). What needs a restart is named in the log. A reload that fails keeps the
+/// whole old configuration and says why.
+final class Reloader: Service, @unchecked Sendable {
+    private var current: DaemonConfig
+    private let load: () throws -> DaemonConfig
+    private let logLevel: LogLevelSwitch
+    private let mirror: ConntrackMirror
+    private let follower: ConntrackService
+    private let server: HTTPServer
+    private let plugins: PluginRegistry
+    private let logger: Logger
+    private let lock = NSLock()
+
+    init(
+        current: DaemonConfig, load: @escaping () throws -> DaemonConfig, logLevel: LogLevelSwitch,
+        mirror: ConntrackMirror, follower: ConntrackService, server: HTTPServer, plugins: PluginRegistry,
+        logger: Logger
+    ) {
+        self.current = current
+        self.load = load
+        self.logLevel = logLevel
+        self.mirror = mirror
+        self.follower = follower
+        self.server = server
+        self.plugins = plugins
+        self.logger = logger
+    }
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in hangups {
+                await blocking { [self] in self.reload() }
+            }
+        }
+    }
+
+    /// Applies the configuration as it is now; returns the lines it logged (what changed, or why nothing did).
+    @discardableResult
+    func reload() -> [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        logger.notice("SIGHUP: reloading the configuration")
+        let new: DaemonConfig
+        do {
+            new = try load()
+        } catch {
+            logger.error("reload failed, the old configuration stays: \(error)")
+            return ["failed: \(error)"]
+        }
+        var changes: [String] = []
+        if let cert = new.tlsCertificate, let key = new.tlsKey, current.tlsCertificate != nil {
+            do {
+                try server.reloadTLS(certificate: cert, key: key)
+                changes.append("TLS certificate \(cert) and key \(key) loaded for new connections")
+            } catch {
+                logger.error("reload failed, the old configuration stays: \(error)")
+                return ["failed: \(error)"]
+            }
+        }
+        let (pluginChanges, pluginFailures) = plugins.reload(sections: new.pluginSections)
+        for failure in pluginFailures {
+            logger.error("reload of plugin \(failure); that plugin keeps its old settings")
+        }
+        changes += pluginChanges
+        if new.logLevel != current.logLevel, let level = Logger.Level(rawValue: new.logLevel) {
+            logLevel.level = level
+            changes.append("log level \(current.logLevel) -> \(new.logLevel)")
+        }
+        if new.hide != current.hide || new.hideOwnConnections != current.hideOwnConnections {
+            mirror.setHiddenBlocks(new.hide.compactMap(CIDRBlock.init))
+            follower.resync()
+            changes.append("hidden blocks: \(new.hide.joined(separator: ", "))")
+        }
+        for (name, changed) in restartOnly(new) where changed {
+            logger.warning("reload: \(name) changed; it takes effect at the next restart")
+        }
+        var kept = new
+        kept.hideOwnConnections = current.hideOwnConnections
+        current = kept
+        if changes.isEmpty { changes.append("nothing changed") }
+        for line in changes { logger.notice("reload: \(line)") }
+        return changes
+    }
+
+    private func restartOnly(_ new: DaemonConfig) -> [(String, Bool)] {
+        [
+            ("[server] listen", new.listen != current.listen), ("[server] port", new.port != current.port),
+            ("TLS on or off", (new.tlsCertificate == nil) != (current.tlsCertificate == nil)),
+            ("[plugins] auth", new.authenticator != current.authenticator),
+            ("[plugins] enable", new.plugins != current.plugins),
+            ("[conntrack] receive_buffer", new.receiveBuffer != current.receiveBuffer),
+            ("[sessions]", new.idleTimeout != current.idleTimeout || new.maxSessions != current.maxSessions),
+        ]
+    }
+}
+
+/// The log level every logger of the process follows, changed by a reload.
+final class LogLevelSwitch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Logger.Level
+
+    init(_ level: Logger.Level) { value = level }
+
+    var level: Logger.Level {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
+}
+
+/// A stderr log handler whose level is the process's ``LogLevelSwitch`` (unless a logger sets its own).
+struct SwitchedLogHandler: LogHandler {
+    var inner: StreamLogHandler
+    let levelSwitch: LogLevelSwitch
+    private var ownLevel: Logger.Level?
+
+    init(label: String, levelSwitch: LogLevelSwitch) {
+        inner = StreamLogHandler.standardError(label: label)
+        self.levelSwitch = levelSwitch
+    }
+
+    var logLevel: Logger.Level {
+        get { ownLevel ?? levelSwitch.level }
+        set { ownLevel = newValue }
+    }
+
+    var metadata: Logger.Metadata {
+        get { inner.metadata }
+        set { inner.metadata = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { inner[metadataKey: key] }
+        set { inner[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var sink = inner
+        sink.logLevel = .trace
+        sink.log(event: event)
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+
+@testable import ctd
+
+struct DaemonConfigTests {
+    @Test func parse_whenSampleConfig_loadsDefaults() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../ctd.sample.toml")
+        let c = try DaemonConfig.load(path: url.standardized.path)
+        #expect(c.port == 4040)
+        #expect(c.idleTimeout == 10)
+        #expect(c.maxPageLength == 150)
+        #expect(c.hide == ["127.0.0.0/8", "::1/128"])
+        #expect(c.pluginSections["AuthSHA"]?["password_file"] == .string("/etc/ctd/passwd"))
+    }
+
+    @Test func parse_whenUnknownKey_namesIt() {
+        #expect {
+            try DaemonConfig.parse("[server]\nprot = 1\n")
+        } throws: { ($0 as? DaemonConfig.Error)?.message.contains("'prot'") == true }
+        #expect {
+            try DaemonConfig.parse("[serveur]\n")
+        } throws: { ($0 as? DaemonConfig.Error)?.message.contains("'serveur'") == true }
+    }
+
+    @Test func parse_whenValueOutOfRangeOrWrongType_fails() {
+        #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[server]\nport = 70000\n") }
+        #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[server]\nport = \"80\"\n") }
+        #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[conntrack]\nhide = [\"10.0.0.0/33\"]\n") }
+        #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[server]\ntls_certificate = \"/x\"\n") }
+        #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[server\n") }
+    }
+
+    @Test func parse_whenPluginSections_keepsThemForPlugins() throws {
+        let c = try DaemonConfig.parse(
+            "[plugins]\nauth = \"AuthPAM\"\nenable = [\"UIDResolver\"]\n[plugin.UIDResolver]\nmask = 0xFFFF\n")
+        #expect(c.authenticator == "AuthPAM")
+        #expect(c.plugins == ["UIDResolver"])
+        #expect(c.pluginSections["UIDResolver"]?["mask"] == .integer(0xFFFF))
+    }
+}
+
+struct LoginThrottleConfigTests {
+    @Test func parse_whenThrottleSettingsGiven_readsThem() throws {
+        let c = try DaemonConfig.parse("[sessions]\nlogin_failure_limit = 0\nlogin_failure_window = 5\n")
+        #expect(c.loginFailureLimit == 0 && c.loginFailureWindow == 5)
+        #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[sessions]\nlogin_failure_limit = -1\n") }
+    }
+}
