@@ -118,6 +118,8 @@ let package = Package(
         .testTarget(name: "CtdTests", dependencies: ["ctd", "AuditLog", support], path: "Tests/CtdTests"),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"], path: "Tests/AuditLogTests"),
         .testTarget(name: "PasswordFileTests", dependencies: [support], path: "Tests/PasswordFileTests"),
+        .testTarget(
+            name: "AuthSHATests", dependencies: ["CtdPluginTestKit", api, support], path: "Plugins/AuthSHA/Tests"),
         .testTarget(name: "AuthPAMTests", dependencies: ["CtdPluginTestKit", api], path: "Plugins/AuthPAM/Tests"),
         .testTarget(
             name: "AuditSQLiteTests", dependencies: ["CtdPluginTestKit", "AuditLog", api],

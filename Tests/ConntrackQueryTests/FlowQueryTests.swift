@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 
-@testable import CtdHost
+@testable import ConntrackQuery
+@testable import Conntrack
 
 // MARK: - Helpers
 
@@ -26,7 +27,7 @@ private func ids(
     return q.run(on: flows, now: now, resolve: resolve).page.map { flows[$0].id }
 }
 
-/// Expects `parse` to fail with -32602 and returns the message.
+/// Expects `parse` to fail with a query error (the server's -32602) and returns the message.
 private func fault(
     _ filters: [String: FilterInput] = [:], order: String? = nil, dir: String? = nil, start: Int64 = 0,
     length: Int64 = 10, maxLength: Int = 1000, resolved: Set<String> = []
@@ -35,8 +36,7 @@ private func fault(
         _ = try query(
             filters, order: order, dir: dir, start: start, length: length, maxLength: maxLength, resolved: resolved)
         return nil
-    } catch let error as Fault {
-        #expect(error.code == -32602)
+    } catch let error as FlowQueryError {
         return error.message
     } catch {
         Issue.record("unexpected error \(error)")

@@ -2,12 +2,15 @@ import Foundation
 import Logging
 import Testing
 
-@testable import CtdHost
+@testable import Conntrack
+import CtdRuntime
 
 /// Against the real kernel table. `make test` runs this suite inside `unshare -n` with CTD_KERNEL_TESTS=1; there it
 /// must run and fails (never skips) when the process is not in a private, empty network namespace.
 @Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["CTD_KERNEL_TESTS"] == "1"))
 struct KernelIntegration {
+    let kernel = KernelConntrack()
+
     init() throws {
         let links = try shell("ip -o link")
         try #require(
@@ -33,7 +36,7 @@ struct KernelIntegration {
 
     func dumpAll() throws -> [Flow] {
         var flows: [Flow] = []
-        try KernelConntrack.dump { flows.append($0) }
+        try kernel.dump { flows.append($0) }
         return flows
     }
 
@@ -89,11 +92,11 @@ struct KernelIntegration {
         let stale = try #require(try dumpAll().first)
         let fresh = try reinsertUnderNewID(stale, "10.2.0.1", "10.2.0.2")
         try #require(fresh.id != stale.id, "the kernel kept reusing the id; cannot test")
-        let outcome = try KernelConntrack.destroy([stale])
+        let outcome = try kernel.destroy([stale])
         #expect(outcome == [.gone])
         #expect(try dumpAll().map(\.id) == [fresh.id])
         try insertUDP("10.2.0.9", "10.2.0.2", sport: 1111, dport: 53)
-        #expect(try KernelConntrack.destroy([fresh]) == [.done])
+        #expect(try kernel.destroy([fresh]) == [.done])
         #expect(try dumpAll().map(\.origSource.description) == ["10.2.0.9"])
     }
 
@@ -102,11 +105,11 @@ struct KernelIntegration {
         let stale = try #require(try dumpAll().first)
         // The kernel derives ids from the entry's address: a freed slot may come back with the same id.
         _ = try reinsertUnderNewID(stale, "10.3.0.1", "10.3.0.2", mark: 1)
-        let (outcome, _) = try KernelConntrack.update(stale, mark: 99, timeout: nil)
+        let (outcome, _) = try kernel.update(stale, mark: 99, timeout: nil)
         #expect(outcome == .gone)
         #expect(try dumpAll().first?.mark == 1)
         let fresh = try #require(try dumpAll().first)
-        let (ok, after) = try KernelConntrack.update(fresh, mark: 99, timeout: 1234)
+        let (ok, after) = try kernel.update(fresh, mark: 99, timeout: 1234)
         #expect(ok == .done)
         #expect(after?.mark == 99)
         #expect(try shell("conntrack -L 2>/dev/null").contains("mark=99"))
@@ -119,7 +122,7 @@ struct KernelIntegration {
         var ghost = flows[0]
         ghost.id &+= 1
         flows.append(ghost)
-        let outcomes = try KernelConntrack.destroy(flows)
+        let outcomes = try kernel.destroy(flows)
         #expect(outcomes.filter { $0 == .done }.count == 300)
         #expect(outcomes.last == .gone)
         #expect(try dumpAll().isEmpty)
@@ -128,7 +131,7 @@ struct KernelIntegration {
     @Test func service_whenEntriesComeAndGo_mirrorFollowsEvents() throws {
         let mirror = ConntrackMirror(hide: HidePolicy(), logger: Logger(label: "test"))
         let service = ConntrackService(
-            mirror: mirror, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
+            mirror: mirror, kernel: kernel, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
         try insertUDP("10.5.0.1", "10.5.0.2", sport: 1, dport: 53)
         try service.start()
         defer { service.stop() }
@@ -142,7 +145,7 @@ struct KernelIntegration {
         #expect(waitUntil { mirror.statistics.entries == 1 })
         let left = mirror.snapshot().flows
         #expect(left.map(\.origSource.description) == ["10.5.0.3"])
-        guard case .found = mirror.lookup(id: left[0].id) else {
+        guard case .found = mirror.lookup(ids: [left[0].id])[0] else {
             Issue.record("lookup by id failed")
             return
         }
@@ -151,9 +154,10 @@ struct KernelIntegration {
     @Test func service_catchUp_returnsOnceEveryEarlierChangeIsInTheMirror() throws {
         let mirror = ConntrackMirror(hide: HidePolicy(), logger: Logger(label: "test"))
         let service = ConntrackService(
-            mirror: mirror, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
+            mirror: mirror, kernel: kernel, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
         try service.start()
         defer { service.stop() }
+        let table = ConntrackTable(mirror: mirror, kernel: kernel, service: service, logger: Logger(label: "test"))
         for i in 1...20 {
             try insertUDP("10.6.0.\(i)", "10.6.1.1", sport: 1000 + i, dport: 53)
             // No waiting: right after catchUp, the mirror holds the entry the kernel created before it.
@@ -167,15 +171,41 @@ struct KernelIntegration {
         try insertUDP("10.6.0.99", "10.6.1.2", sport: 99, dport: 53)
         let listed = try shell("conntrack -L -p udp -d 10.6.1.2 -o id 2>/dev/null")
         let id = try #require(listed.split(separator: "id=").last.flatMap { UInt32($0.prefix { $0.isNumber }) })
-        guard case .found(let flow) = mirror.lookup(id: id) else {
+        guard case .found(let flow) = table.lookup(id: id) else {
             Issue.record("a fresh id was not found")
             return
         }
         #expect(flow.origSource.description == "10.6.0.99")
-        guard case .missing = mirror.lookup(id: id &+ 1) else {
+        guard case .missing = table.lookup(id: id &+ 1) else {
             Issue.record("an unknown id was found")
             return
         }
+    }
+
+    @Test func table_destroy_deletesInTheKernelAndLeavesTheMirrorAtOnce() throws {
+        let mirror = ConntrackMirror(hide: HidePolicy(), logger: Logger(label: "test"))
+        let service = ConntrackService(
+            mirror: mirror, kernel: kernel, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
+        try service.start()
+        defer { service.stop() }
+        let table = ConntrackTable(mirror: mirror, kernel: kernel, service: service, logger: Logger(label: "test"))
+        try insertUDP("10.7.0.1", "10.7.0.2", sport: 7, dport: 53)
+        try insertUDP("10.7.0.3", "10.7.0.4", sport: 8, dport: 53)
+        let listed = try shell("conntrack -L -p udp -s 10.7.0.1 -o id 2>/dev/null")
+        let id = try #require(listed.split(separator: "id=").last.flatMap { UInt32($0.prefix { $0.isNumber }) })
+        guard case .found(let flow) = table.lookup(id: id) else {
+            Issue.record("the entry was not found")
+            return
+        }
+        #expect(try table.destroy([flow]) == [.done])
+        // No waiting for the DESTROY event: the table removed it from the mirror as part of the same operation.
+        guard case .missing = mirror.lookup(ids: [id])[0] else {
+            Issue.record("the mirror still holds the killed entry")
+            return
+        }
+        #expect(try shell("conntrack -L -p udp -s 10.7.0.1 2>/dev/null").isEmpty)
+        #expect(try shell("conntrack -L -p udp -s 10.7.0.3 2>/dev/null").contains("10.7.0.3"))
+        #expect(try table.destroy([flow]) == [.gone])
     }
 
     func waitUntil(_ condition: () -> Bool) -> Bool {

@@ -1,10 +1,12 @@
 import Testing
 
-@testable import CtdHost
+@testable import CtdCore
+import Conntrack
+import XMLRPC
 
-/// xmlrpc-c rejects responses over 512 KiB by default (FACTS.md): the largest page must stay below it.
+/// xmlrpc-c rejects responses over 512 KiB by default (docs/design.md): the largest page must stay below it.
 @Test func view_whenLargestPageOfWidestEntries_staysBelowXmlrpcCLimit() throws {
-    let config = DaemonConfig()
+    let config = CoreSettings()
     let wide = IPAddress("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")!
     let flow = Flow(
         id: UInt32.max, l3proto: 10, l4proto: 58, tcpState: 3, icmpType: 255, icmpCode: 255, icmpID: 65535,

@@ -1,6 +1,7 @@
 import CtdPluginAPI
 import Foundation
 import Testing
+import CtdRuntime
 import XMLRPC
 
 @testable import CtdCore
@@ -25,7 +26,7 @@ struct SessionStoreTests {
 
     @Test func use_whenIdleLongerThanTimeout_expires() {
         let clock = FakeClock()
-        let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10, clock: { clock.now })
+        let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10, clock: MonotonicClock { clock.now })
         let s = store.open(identity: alice, clientAddress: "127.0.0.1")
         clock.advance(9)
         #expect(store.use(s.id)?.identity.user == "alice")
@@ -38,7 +39,7 @@ struct SessionStoreTests {
 
     @Test func use_whenPastMaxLifetime_expiresEvenIfBusy() {
         let clock = FakeClock()
-        let store = SessionStore(idleTimeout: 10, maxLifetime: 30, maxSessions: 10, clock: { clock.now })
+        let store = SessionStore(idleTimeout: 10, maxLifetime: 30, maxSessions: 10, clock: MonotonicClock { clock.now })
         let s = store.open(identity: alice, clientAddress: "127.0.0.1")
         for _ in 0..<5 {
             clock.advance(5)
@@ -59,7 +60,7 @@ struct SessionStoreTests {
 
     @Test func open_whenFull_dropsLeastRecentlyUsed() {
         let clock = FakeClock()
-        let store = SessionStore(idleTimeout: 100, maxLifetime: 1000, maxSessions: 2, clock: { clock.now })
+        let store = SessionStore(idleTimeout: 100, maxLifetime: 1000, maxSessions: 2, clock: MonotonicClock { clock.now })
         let a = store.open(identity: alice, clientAddress: "a")
         clock.advance(1)
         let b = store.open(identity: alice, clientAddress: "b")
@@ -106,7 +107,7 @@ struct ArgumentTests {
 struct LoginThrottleTests {
     @Test func allows_whenTooManyFailuresInWindow_refusesThatAddressOnly() {
         let clock = FakeClock()
-        let throttle = LoginThrottle(limit: 3, window: 60, clock: { clock.now })
+        let throttle = LoginThrottle(limit: 3, window: 60, clock: MonotonicClock { clock.now })
         for _ in 0..<3 {
             #expect(throttle.allows("192.0.2.1"))
             throttle.failed("192.0.2.1")
@@ -119,7 +120,7 @@ struct LoginThrottleTests {
 
     @Test func succeeded_whenLoginWorks_clearsFailures() {
         let clock = FakeClock()
-        let throttle = LoginThrottle(limit: 2, window: 60, clock: { clock.now })
+        let throttle = LoginThrottle(limit: 2, window: 60, clock: MonotonicClock { clock.now })
         throttle.failed("a")
         throttle.succeeded("a")
         throttle.failed("a")

@@ -28,6 +28,16 @@ public enum PluginUnderTest {
         try PluginLoader(directories: directories).load(name, role: role)
     }
 
+    /// Loads a fresh, unconfigured instance of a plugin of type `T` (an ``Authenticator``, ``FieldResolver``,
+    /// ``ActionHook`` or a capability such as ``AuditTrailReader`` or ``ReloadablePlugin``).
+    public static func instance<T>(_ name: String, as type: T.Type, role: PluginRole) throws -> T {
+        let loaded = try load(name, role: role)
+        guard let typed = loaded.instance as? T else {
+            throw PluginError("\(name) loaded but is not a \(T.self)")
+        }
+        return typed
+    }
+
     /// Loads and configures a plugin of type `T` (an ``Authenticator``, ``FieldResolver`` or ``ActionHook``).
     /// - Parameters:
     ///   - values: its `[plugin.NAME]` section.

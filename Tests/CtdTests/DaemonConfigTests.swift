@@ -48,3 +48,18 @@ struct LoginThrottleConfigTests {
         #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[sessions]\nlogin_failure_limit = -1\n") }
     }
 }
+
+struct PluginOptionTests {
+    @Test func parse_whenNameKeyValue_readsTheValueAsTOMLWould() throws {
+        let (plugin, key, value) = try PluginOptions.parse(pluginSetting: "AuditSQLite.busy_timeout=250")
+        #expect(plugin == "AuditSQLite" && key == "busy_timeout" && value == .integer(250))
+        #expect(try PluginOptions.parse(pluginSetting: "X.on=true").2 == .bool(true))
+        #expect(try PluginOptions.parse(pluginSetting: "X.path=/var/lib/ctd/a=b.db").2 == .string("/var/lib/ctd/a=b.db"))
+    }
+
+    @Test func parse_whenNoDotOrNoEquals_isAUsageError() {
+        for bad in ["nodot=1", "X.key", ".key=1", "X.=1"] {
+            #expect(throws: (any Error).self) { try PluginOptions.parse(pluginSetting: bad) }
+        }
+    }
+}

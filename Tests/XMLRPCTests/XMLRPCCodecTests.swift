@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 
-@testable import CtdHost
+@testable import XMLRPC
 
 // MARK: - Helpers
 

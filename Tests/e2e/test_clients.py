@@ -1,4 +1,4 @@
-"""Real XML-RPC clients other than Python's: PHP's xmlrpc extension and Perl's RPC::XML (FACTS.md: they disagree
+"""Real XML-RPC clients other than Python's: PHP's xmlrpc extension and Perl's RPC::XML (docs/design.md: they disagree
 about big integers, so ids, marks and addresses must reach them intact)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The real xmlrpc-c C client library (Debian: libxmlrpc-core-c3-dev, compiled here with gcc).
 
-FACTS.md: xmlrpc-c 1.33 rejects a response over 512 KiB (fault -509), an `<i4>` above 2^31-1 (-503) and nesting over
+docs/design.md: xmlrpc-c 1.33 rejects a response over 512 KiB (fault -509), an `<i4>` above 2^31-1 (-503) and nesting over
 64 levels. A full page (length = max_page_length) of the widest entries must reach it whole, with every member of
 the documented type, and a kill by an id >= 2^31 sent as a string must delete exactly that entry.
 """

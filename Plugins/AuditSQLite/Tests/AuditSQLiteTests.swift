@@ -1,14 +1,15 @@
 import AuditLog
 import CtdPluginAPI
+import CtdPluginTestKit
 import Foundation
 import Synchronization
 import Testing
 
-@testable import AuditSQLite
+// The built libAuditSQLite.so, loaded through the host's PluginLoader and called the way the host calls it:
+// configure, then before/after per action, and readTrail for audit_list. The trail is read back with AuditLog, the
+// file format's own library (as `ctd audit` reads it).
 
-// The plugin called the way the host calls it: configure, then before/after per action.
-
-private func temporaryDirectory() throws -> String {
+func temporaryDirectory() throws -> String {
     var template = Array("/tmp/auditsqlite-test.XXXXXX".utf8CString)
     guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
         throw PluginError("mkdtemp failed")
@@ -16,17 +17,22 @@ private func temporaryDirectory() throws -> String {
     return String(cString: p)
 }
 
-private final class LogSink: Sendable {
+final class LogSink: Sendable {
     let lines = Mutex<[String]>([])
     var context: PluginContext {
         PluginContext { [self] level, message in lines.withLock { $0.append("\(level.rawValue): \(message)") } }
     }
 }
 
-private func configured(_ values: [String: ConfigValue], log: LogSink = LogSink()) throws -> AuditSQLitePlugin {
-    let plugin = AuditSQLitePlugin()
-    try plugin.configure(PluginConfiguration(pluginName: "AuditSQLite", values: values), context: log.context)
-    return plugin
+/// A fresh, unconfigured instance of the built plugin.
+func unconfiguredAuditPlugin() throws -> any AuditTrailReader {
+    try PluginUnderTest.instance("AuditSQLite", as: (any AuditTrailReader).self, role: .actionHook)
+}
+
+/// The built plugin configured with `values` as its `[plugin.AuditSQLite]` section.
+func configured(_ values: [String: ConfigValue], log: LogSink = LogSink()) throws -> any AuditTrailReader {
+    try PluginUnderTest.configured(
+        "AuditSQLite", as: (any AuditTrailReader).self, role: .actionHook, values: values, log: log.context.log)
 }
 
 private let connection = ConnectionInfo(
@@ -34,8 +40,8 @@ private let connection = ConnectionInfo(
     origSourcePort: 40000, origDestinationPort: 443, replySource: "fd00::2", replyDestination: "fd00::1",
     replySourcePort: 443, replyDestinationPort: 40000, mark: 12, timeout: 431999, status: 14, zone: 0)
 
-@Test func metadata_isAnActionHookThatStopsActionsOnFailure() {
-    let plugin = AuditSQLitePlugin()
+@Test func metadata_isAnActionHookThatStopsActionsOnFailure() throws {
+    let plugin = try unconfiguredAuditPlugin()
     #expect(plugin.metadata.id == "hook.audit_sqlite")
     #expect(plugin.metadata.name == "AuditSQLite")
     #expect(plugin.metadata.roles == [.actionHook])

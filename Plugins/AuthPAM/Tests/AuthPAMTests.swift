@@ -39,7 +39,7 @@ private func reason(_ result: AuthResult) -> String? {
     }
 
     @Test func metadata_isAuthPAMAuthenticator() throws {
-        let plugin = try PluginUnderTest.make()
+        let plugin = try AuthPAMUnderTest.make()
         #expect(plugin.metadata.id == "auth.pam")
         #expect(plugin.metadata.name == "AuthPAM")
         #expect(plugin.metadata.roles == [.authenticator])
@@ -48,21 +48,21 @@ private func reason(_ result: AuthResult) -> String? {
     }
 
     @Test func authenticate_withGoodPassword_acceptsWithDefaultRole() throws {
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let result = try plugin.authenticate(login("alice", "alice-secret"))
         #expect(result == .accepted(Identity(user: "alice", roles: [.operator])))
         #expect(plugin.healthProblem == nil)
     }
 
     @Test func authenticate_withWrongPassword_rejects() throws {
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let why = try #require(reason(plugin.authenticate(login("alice", "not-her-password"))))
         #expect(why.hasPrefix("wrong password or unknown user"))
         #expect(!why.contains("not-her-password"))
     }
 
     @Test func authenticate_ofUnknownUser_rejectsLikeAWrongPassword() throws {
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let unknown = try #require(reason(plugin.authenticate(login("mallory", "alice-secret"))))
         let wrong = try #require(reason(plugin.authenticate(login("alice", "wrong"))))
         #expect(unknown == wrong)
@@ -70,7 +70,7 @@ private func reason(_ result: AuthResult) -> String? {
 
     @Test func authenticate_whenAccountManagementRefuses_rejectsAsAccountRefused() throws {
         // bob's password is right, but pam_matrix's account step allows him only on "some-other-service".
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let why = try #require(reason(plugin.authenticate(login("bob", "bob-secret"))))
         #expect(why == "account refused (pam_acct_mgmt: Permission denied)")
         let wrong = try #require(reason(plugin.authenticate(login("bob", "wrong"))))
@@ -78,13 +78,13 @@ private func reason(_ result: AuthResult) -> String? {
     }
 
     @Test func authenticate_whenInNoGroupAndNoDefaultRole_rejectsWithNoRoleGranted() throws {
-        let plugin = try PluginUnderTest.configured(section(dir))
+        let plugin = try AuthPAMUnderTest.configured(section(dir))
         let why = try #require(reason(plugin.authenticate(login("alice", "alice-secret"))))
         #expect(why.hasPrefix("no role granted"))
     }
 
     @Test func authenticate_grantsRolesOfTheUsersUnixGroups() throws {
-        let plugin = try PluginUnderTest.configured(
+        let plugin = try AuthPAMUnderTest.configured(
             section(
                 dir,
                 [
@@ -100,7 +100,7 @@ private func reason(_ result: AuthResult) -> String? {
     }
 
     @Test func authenticate_whenGroupsMatch_ignoresDefaultRole() throws {
-        let plugin = try PluginUnderTest.configured(
+        let plugin = try AuthPAMUnderTest.configured(
             section(dir, ["operator_groups": groups("root"), "default_role": .string("viewer")]))
         #expect(
             try plugin.authenticate(login("root", "root-secret"))
@@ -119,25 +119,25 @@ private func reason(_ result: AuthResult) -> String? {
     @Test(
         arguments: ["", String(repeating: "a", count: 257), "ali\u{0}ce", "alice\n", "\u{1b}[31m"].map(UserName.init))
     func authenticate_withInvalidUserName_rejectsBeforePAM(user: UserName) throws {
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let why = try #require(reason(plugin.authenticate(login(user.value, "alice-secret"))))
         #expect(why.hasPrefix("invalid user name"))
     }
 
     @Test func authenticate_withLongestUserName_reachesPAM() throws {
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let why = try #require(reason(plugin.authenticate(login(String(repeating: "a", count: 256), "x"))))
         #expect(why.hasPrefix("wrong password or unknown user"))
     }
 
     @Test func authenticate_withNULInPassword_rejects() throws {
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let why = try #require(reason(plugin.authenticate(login("alice", "alice-secret\u{0}x"))))
         #expect(why.contains("NUL"))
     }
 
     @Test func authenticate_withWrongArgumentCount_rejects() throws {
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("operator")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("operator")]))
         let result = try plugin.authenticate(LoginRequest(arguments: ["alice"], clientAddress: "::1"))
         #expect(reason(result) != nil)
     }
@@ -145,7 +145,7 @@ private func reason(_ result: AuthResult) -> String? {
     @Test func authenticate_whenPAMCannotWork_throwsAndReportsHealth() throws {
         // pam_matrix answers PAM_AUTHINFO_UNAVAIL when its password database cannot be read.
         try dir.addService("broken", passdb: dir.path + "/no-such-passdb")
-        let plugin = try PluginUnderTest.configured(section(dir, service: "broken"))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, service: "broken"))
         #expect(plugin.healthProblem == nil)
         let error = try #require(throws: PluginError.self) { try plugin.authenticate(login("alice", "alice-secret")) }
         #expect(error.message.contains("Authentication service cannot retrieve authentication info"))
@@ -154,14 +154,14 @@ private func reason(_ result: AuthResult) -> String? {
     }
 
     @Test func authenticate_beforeConfigure_throws() throws {
-        let plugin = try PluginUnderTest.make()
+        let plugin = try AuthPAMUnderTest.make()
         #expect(throws: PluginError.self) { try plugin.authenticate(login("alice", "alice-secret")) }
         #expect(plugin.healthProblem == "not configured")
     }
 
     @Test func authenticate_neverLogsPasswords() throws {
         let log = LogLines()
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("viewer")]), log: log)
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("viewer")]), log: log)
         _ = try plugin.authenticate(login("alice", "alice-secret"))
         _ = try plugin.authenticate(login("alice", "typo-secret"))
         _ = try plugin.authenticate(login("bob", "bob-secret"))
@@ -180,7 +180,7 @@ private func reason(_ result: AuthResult) -> String? {
     }
 
     private func configureError(_ values: [String: ConfigValue]) throws -> String {
-        let plugin = try PluginUnderTest.make()
+        let plugin = try AuthPAMUnderTest.make()
         let error = try #require(throws: PluginError.self) {
             try plugin.configure(
                 PluginConfiguration(pluginName: "AuthPAM", values: values), context: LogLines().context)
@@ -220,7 +220,7 @@ private func reason(_ result: AuthResult) -> String? {
 
     @Test func configure_warnsAboutGroupsThatDoNotExist() throws {
         let log = LogLines()
-        _ = try PluginUnderTest.configured(
+        _ = try AuthPAMUnderTest.configured(
             section(dir, ["admin_groups": groups("root", "no-such-group-xyz")]), log: log)
         #expect(log.all.contains { $0.contains("'no-such-group-xyz' does not exist") })
         #expect(!log.all.contains { $0.contains("'root' does not exist") })
@@ -228,14 +228,14 @@ private func reason(_ result: AuthResult) -> String? {
 
     @Test func configure_withoutGroupsOrDefaultRole_warnsThatNobodyCanLogIn() throws {
         let log = LogLines()
-        _ = try PluginUnderTest.configured(
+        _ = try AuthPAMUnderTest.configured(
             section(dir, ["viewer_groups": groups(), "operator_groups": groups(), "admin_groups": groups()]), log: log)
         #expect(log.all.contains { $0.contains("nobody can log in") })
     }
 
     @Test func configure_withoutConfdirAndWithoutSystemService_warnsAboutOther() throws {
         let log = LogLines()
-        _ = try PluginUnderTest.configured(["service": .string("ctd-test-no-such-service")], log: log)
+        _ = try AuthPAMUnderTest.configured(["service": .string("ctd-test-no-such-service")], log: log)
         #expect(log.all.contains { $0.contains("/etc/pam.d/other") })
     }
 }
@@ -246,7 +246,7 @@ private func reason(_ result: AuthResult) -> String? {
         let users = (0..<16).map { ("user\($0)", "password-\($0)", "ctd") }
         let dir = try PAMTestDirectory(users: users)
         try dir.addService("ctd")
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("viewer")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("viewer")]))
         // Even threads use their own password, odd threads their neighbour's: any mix-up between concurrent
         // conversations would flip an answer.
         let results = onParallelThreads(16) { i in
@@ -268,7 +268,7 @@ private func reason(_ result: AuthResult) -> String? {
         let delay = 0.4
         let dir = try PAMTestDirectory(users: [("alice", "alice-secret", "ctd")])
         try dir.addService("ctd", authPrefix: ["pam_faildelay.so delay=\(Int(delay * 1_000_000))"])
-        let plugin = try PluginUnderTest.configured(section(dir, ["default_role": .string("viewer")]))
+        let plugin = try AuthPAMUnderTest.configured(section(dir, ["default_role": .string("viewer")]))
 
         var start = Date()
         #expect(reason(try plugin.authenticate(login("alice", "wrong"))) != nil)

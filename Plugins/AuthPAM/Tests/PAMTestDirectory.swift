@@ -1,4 +1,5 @@
 import CtdPluginAPI
+import CtdPluginTestKit
 import Foundation
 import Synchronization
 
@@ -54,47 +55,18 @@ struct SetupError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The built libAuthPAM.so, opened the way the host opens it: dlopen, the entry symbol, `as? Authenticator`.
-enum PluginUnderTest {
-    /// Next to the test binary (`.build/<config>/`), unless `CTD_PLUGIN_DIR` says otherwise.
-    static var libraryPath: String {
-        if let dir = ProcessInfo.processInfo.environment["CTD_PLUGIN_DIR"] { return dir + "/libAuthPAM.so" }
-        let executable =
-            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("libAuthPAM.so").path
-    }
-
-    typealias Entry = @convention(c) () -> UnsafeMutableRawPointer?
-
-    /// The entry symbol, looked up once per process (the library is never closed, like in the host).
-    static let entry: Result<Entry, SetupError> = {
-        let path = libraryPath
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
-            let why = dlerror().map { String(cString: $0) } ?? "?"
-            return .failure(SetupError("cannot dlopen \(path): \(why) (build the AuthPAM product first)"))
-        }
-        guard let symbol = dlsym(handle, ctdPluginEntrySymbol) else {
-            return .failure(SetupError("\(path) has no \(ctdPluginEntrySymbol)"))
-        }
-        return .success(unsafeBitCast(symbol, to: Entry.self))
-    }()
-
+/// The built libAuthPAM.so, loaded through the host's PluginLoader by the test kit (next to the test binary, or in
+/// `CTD_PLUGIN_DIR`): dlopen, the entry symbol, the ABI and role checks, `as? Authenticator`.
+enum AuthPAMUnderTest {
     /// A fresh, unconfigured plugin instance.
     static func make() throws -> any Authenticator {
-        guard let raw = try entry.get()(), let plugin = CtdPluginExport.take(raw) else {
-            throw SetupError("the entry symbol did not return a plugin")
-        }
-        guard let authenticator = plugin as? any Authenticator else {
-            throw SetupError("the plugin is not an Authenticator (two copies of CtdPluginAPI loaded?)")
-        }
-        return authenticator
+        try PluginUnderTest.instance("AuthPAM", as: (any Authenticator).self, role: .authenticator)
     }
 
     /// A plugin configured with `values` as its `[plugin.AuthPAM]` section; log lines go to `log`.
     static func configured(_ values: [String: ConfigValue], log: LogLines = LogLines()) throws -> any Authenticator {
-        let plugin = try make()
-        try plugin.configure(PluginConfiguration(pluginName: "AuthPAM", values: values), context: log.context)
-        return plugin
+        try PluginUnderTest.configured(
+            "AuthPAM", as: (any Authenticator).self, role: .authenticator, values: values, log: log.context.log)
     }
 }
 

@@ -1,45 +1,29 @@
 import CtdPluginAPI
+import CtdPluginTestKit
 import Synchronization
 import Testing
-import UIDResolver
 
-/// A user database and a clock the tests control.
-final class FakeSystem: Sendable {
-    private let state = Mutex<(now: Double, calls: [UInt32], users: [UInt32: String], failing: String?)>(
-        (1000, [], [1000: "alice", 1001: "bob"], nil))
-
-    var now: Double {
-        get { state.withLock { $0.now } }
-        set { state.withLock { $0.now = newValue } }
-    }
-    var calls: [UInt32] { state.withLock { $0.calls } }
-    func fail(_ why: String?) { state.withLock { $0.failing = why } }
-
-    func lookup(_ uid: UInt32) -> UserLookupResult {
-        state.withLock { s in
-            s.calls.append(uid)
-            if let why = s.failing { return .failed(why) }
-            return s.users[uid].map(UserLookupResult.found) ?? .notFound
-        }
-    }
-
-    func plugin() -> UIDResolverPlugin {
-        UIDResolverPlugin(lookup: { self.lookup($0) }, clock: { self.now })
-    }
-}
+// The built libUIDResolver.so, loaded through the host's PluginLoader and asked the way the host asks it
+// (`resolve(mark:)`), against this machine's real user database (NSS): daemon is uid 1, bin uid 2 and nobody uid
+// 65534 on every Debian system; uids 4242 and 3999999999 have no entry. uid 0 (root) cannot be asked: a mark whose
+// uid bits are 0 means "not authenticated".
 
 final class LogLines: Sendable {
     private let lines = Mutex<[String]>([])
     var all: [String] { lines.withLock { $0 } }
-    var context: PluginContext { PluginContext { _, line in self.lines.withLock { $0.append(line) } } }
+    var log: @Sendable (PluginLogLevel, String) -> Void { { _, line in self.lines.withLock { $0.append(line) } } }
 }
 
-private func configured(_ values: [String: ConfigValue], system: FakeSystem = FakeSystem()) throws
-    -> UIDResolverPlugin
-{
-    let plugin = system.plugin()
-    try plugin.configure(PluginConfiguration(pluginName: "UIDResolver", values: values), context: LogLines().context)
-    return plugin
+private let unknownUid: UInt32 = 4242
+private let unknownBigUid: UInt32 = 3_999_999_999
+
+private func unconfigured() throws -> any FieldResolver {
+    try PluginUnderTest.instance("UIDResolver", as: (any FieldResolver).self, role: .fieldResolver)
+}
+
+private func configured(_ values: [String: ConfigValue], log: LogLines = LogLines()) throws -> any FieldResolver {
+    try PluginUnderTest.configured(
+        "UIDResolver", as: (any FieldResolver).self, role: .fieldResolver, values: values, log: log.log)
 }
 
 private func configurationError(_ values: [String: ConfigValue]) -> String? {
@@ -53,58 +37,13 @@ private func configurationError(_ values: [String: ConfigValue]) -> String? {
     }
 }
 
-@Suite struct UIDMathTests {
-    @Test func uid_withDefaultMask_takesTheLow16Bits() {
-        let s = UIDResolverPlugin.Settings()
-        #expect(s.mask == 0xFFFF && s.shift == 0)
-        #expect(s.uid(forMark: 1000) == 1000)
-        #expect(s.uid(forMark: 0x0001_03E8) == 1000)
-        #expect(s.uid(forMark: 0xFFFF_FFFF) == 65535)
-    }
+private func fields(_ uid: UInt32, _ name: String) -> [String: FieldValue] {
+    ["uid": .integer(Int64(uid)), "username": .string(name)]
+}
 
-    @Test func uid_whenMaskedValueIsZero_isAbsent() {
-        let s = UIDResolverPlugin.Settings()
-        #expect(s.uid(forMark: 0) == nil)
-        #expect(s.uid(forMark: 0x0005_0000) == nil)
-    }
-
-    @Test(arguments: [
-        (mask: UInt32(0xFFFF_0000), shift: UInt32(16), mark: UInt32(0x03E8_0007), uid: UInt32?.some(1000)),
-        (mask: 0xFFFF_0000, shift: 16, mark: 0x0000_FFFF, uid: nil),
-        (mask: 0x00FF_FF00, shift: 8, mark: 0xAB03_E8CD, uid: 1000),
-        (mask: 0xFFFF_FFFF, shift: 0, mark: 0xFFFF_FFFF, uid: 4_294_967_295),
-        (mask: 0xFFFF_FFFF, shift: 31, mark: 0x8000_0000, uid: 1),
-        (mask: 0x0000_FFF0, shift: 4, mark: 0x0000_3E8F, uid: 0x3E8),
-    ])
-    func uid_withMaskAndShift_isMaskedThenShifted(mask: UInt32, shift: UInt32, mark: UInt32, uid: UInt32?) {
-        var s = UIDResolverPlugin.Settings()
-        s.mask = mask
-        s.shift = shift
-        #expect(s.uid(forMark: mark) == uid)
-    }
-
-    @Test func resolve_ofKnownUnknownAndZeroMarks_givesUidAndName() throws {
-        let plugin = try configured(["mask": .integer(0xFFFF_0000), "shift": .integer(16)])
-        #expect(try plugin.resolve(mark: 1000 << 16 | 0x42) == ["uid": .integer(1000), "username": .string("alice")])
-        #expect(try plugin.resolve(mark: 1001 << 16) == ["uid": .integer(1001), "username": .string("bob")])
-        #expect(try plugin.resolve(mark: 4242 << 16) == ["uid": .integer(4242), "username": .string("")])
-        #expect(try plugin.resolve(mark: 0x0000_FFFF) == [:])
-        #expect(try plugin.resolve(mark: 0) == [:])
-    }
-
-    @Test func resolve_ofBiggestUid_isPositive() throws {
-        let plugin = try configured(["mask": .integer(0xFFFF_FFFF)])
-        #expect(try plugin.resolve(mark: 0xFFFF_FFFF)["uid"] == .integer(4_294_967_295))
-    }
-
-    @Test func resolve_withUnmappedUid_showsTheNumberAsName() throws {
-        let plugin = try configured(["unmapped": .string("uid")])
-        #expect(try plugin.resolve(mark: 4242) == ["uid": .integer(4242), "username": .string("4242")])
-        #expect(try plugin.resolve(mark: 1000)["username"] == .string("alice"))
-    }
-
-    @Test func plugin_metadataAndFields_areThoseTheHostExpects() {
-        let plugin = FakeSystem().plugin()
+@Suite struct UIDResolverResolveTests {
+    @Test func plugin_metadataAndFields_areThoseTheHostExpects() throws {
+        let plugin = try unconfigured()
         #expect(plugin.metadata.id == "resolver.uid")
         #expect(plugin.metadata.name == "UIDResolver")
         #expect(plugin.metadata.roles == [.fieldResolver])
@@ -112,130 +51,126 @@ private func configurationError(_ values: [String: ConfigValue]) -> String? {
         #expect(plugin.fields.map(\.name) == ["uid", "username"])
         #expect(plugin.healthProblem == nil)
     }
-}
 
-@Suite struct UIDResolverCacheTests {
-    @Test func name_withinTTL_isLookedUpOnce() throws {
-        let system = FakeSystem()
-        let plugin = try configured(["cache_ttl": .integer(60)], system: system)
-        for _ in 0..<5 { _ = try plugin.resolve(mark: 1000) }
-        #expect(system.calls == [1000])
-        system.now += 59.9
-        _ = try plugin.resolve(mark: 1000)
-        #expect(system.calls == [1000])
+    @Test func resolve_withDefaultMask_takesTheLow16BitsAndNamesTheUser() throws {
+        let plugin = try configured([:])
+        #expect(try plugin.resolve(mark: 65534) == fields(65534, "nobody"))
+        #expect(try plugin.resolve(mark: 0x0001_0001) == fields(1, "daemon"))
+        #expect(try plugin.resolve(mark: 0xFFFF_FFFF) == ["uid": .integer(65535), "username": .string("")])
     }
 
-    @Test func name_afterTTL_isLookedUpAgain() throws {
-        let system = FakeSystem()
-        let plugin = try configured(["cache_ttl": .double(2.5)], system: system)
-        _ = try plugin.resolve(mark: 1000)
-        system.now += 2.5
-        _ = try plugin.resolve(mark: 1000)
-        #expect(system.calls == [1000, 1000])
+    @Test func resolve_whenMaskedValueIsZero_givesNoFields() throws {
+        let plugin = try configured([:])
+        #expect(try plugin.resolve(mark: 0) == [:])
+        #expect(try plugin.resolve(mark: 0x0005_0000) == [:])
     }
 
-    @Test func unknownUid_isCachedToo() throws {
-        let system = FakeSystem()
-        let plugin = try configured([:], system: system)
-        for _ in 0..<3 { #expect(try plugin.resolve(mark: 4242)["username"] == .string("")) }
-        #expect(system.calls == [4242])
-        #expect(plugin.names.count == 1)
+    @Test func resolve_ofKnownUnknownAndZeroMarks_givesUidAndName() throws {
+        let plugin = try configured(["mask": .integer(0xFFFF_0000), "shift": .integer(16)])
+        #expect(try plugin.resolve(mark: 65534 << 16 | 0x42) == fields(65534, "nobody"))
+        #expect(try plugin.resolve(mark: 2 << 16) == fields(2, "bin"))
+        #expect(try plugin.resolve(mark: unknownUid << 16) == fields(unknownUid, ""))
+        #expect(try plugin.resolve(mark: 0x0000_FFFF) == [:])
+        #expect(try plugin.resolve(mark: 0) == [:])
     }
 
-    @Test func ttlZero_asksEveryTimeAndCachesNothing() throws {
-        let system = FakeSystem()
-        let plugin = try configured(["cache_ttl": .integer(0)], system: system)
-        for _ in 0..<3 { _ = try plugin.resolve(mark: 1001) }
-        #expect(system.calls == [1001, 1001, 1001])
-        #expect(plugin.names.count == 0)
+    @Test(arguments: [
+        (mask: Int64(0xFFFF_0000), shift: Int64(16), mark: UInt32(0x03E8_0007), uid: Int64?.some(1000)),
+        (mask: 0xFFFF_0000, shift: 16, mark: 0x0000_FFFF, uid: nil),
+        (mask: 0x00FF_FF00, shift: 8, mark: 0xAB03_E8CD, uid: 1000),
+        (mask: 0xFFFF_FFFF, shift: 0, mark: 0xFFFF_FFFF, uid: 4_294_967_295),
+        (mask: 0xFFFF_FFFF, shift: 31, mark: 0x8000_0000, uid: 1),
+        (mask: 0x0000_FFF0, shift: 4, mark: 0x0000_3E8F, uid: 0x3E8),
+    ])
+    func resolve_withMaskAndShift_masksThenShifts(mask: Int64, shift: Int64, mark: UInt32, uid: Int64?) throws {
+        let plugin = try configured(["mask": .integer(mask), "shift": .integer(shift)])
+        let resolved = try plugin.resolve(mark: mark)
+        #expect(resolved["uid"] == uid.map(FieldValue.integer))
+        #expect((resolved["username"] != nil) == (uid != nil))
     }
 
-    @Test func failingDatabase_reportsHealthKeepsUidAndRetriesSoon() throws {
-        let system = FakeSystem()
-        let plugin = try configured(["cache_ttl": .integer(600)], system: system)
-        system.fail("Connection refused")
-        #expect(try plugin.resolve(mark: 1000) == ["uid": .integer(1000), "username": .string("")])
-        #expect(plugin.healthProblem?.contains("Connection refused") == true)
-        _ = try plugin.resolve(mark: 1000)
-        #expect(system.calls == [1000], "a failure is cached for a short while too")
-        system.fail(nil)
-        system.now += UserNameCache.failureRetrySeconds
-        #expect(try plugin.resolve(mark: 1000)["username"] == .string("alice"))
+    @Test func resolve_ofBiggestUid_isPositive() throws {
+        let plugin = try configured(["mask": .integer(0xFFFF_FFFF)])
+        #expect(try plugin.resolve(mark: 0xFFFF_FFFF)["uid"] == .integer(4_294_967_295))
+    }
+
+    @Test func resolve_ofUidWithoutEntry_isNotFoundRatherThanAnError() throws {
+        let plugin = try configured(["mask": .integer(0xFFFF_FFFF)])
+        #expect(try plugin.resolve(mark: unknownBigUid) == fields(unknownBigUid, ""))
         #expect(plugin.healthProblem == nil)
     }
 
-    @Test func failingDatabase_keepsANameSeenBefore() throws {
-        let system = FakeSystem()
-        let plugin = try configured(["cache_ttl": .integer(10)], system: system)
-        _ = try plugin.resolve(mark: 1001)
-        system.fail("Timed out")
-        system.now += 11
-        #expect(try plugin.resolve(mark: 1001)["username"] == .string("bob"))
-        #expect(plugin.healthProblem != nil)
+    @Test func resolve_withUnmappedUid_showsTheNumberAsName() throws {
+        let plugin = try configured(["unmapped": .string("uid")])
+        #expect(try plugin.resolve(mark: unknownUid) == fields(unknownUid, "4242"))
+        #expect(try plugin.resolve(mark: 65534)["username"] == .string("nobody"))
     }
 
-    @Test func failingDatabase_isLoggedOncePerOutage() throws {
-        let system = FakeSystem()
-        let plugin = system.plugin()
-        let log = LogLines()
-        try plugin.configure(
-            PluginConfiguration(pluginName: "UIDResolver", values: ["cache_ttl": .integer(0)]), context: log.context)
-        system.fail("Timed out")
-        for mark: UInt32 in [1000, 1001, 1002, 1000] { _ = try plugin.resolve(mark: mark) }
-        #expect(log.all.filter { $0.contains("Timed out") }.count == 1)
+    @Test func resolve_withTTLZero_asksEveryTimeAndStillAnswers() throws {
+        let plugin = try configured(["cache_ttl": .integer(0)])
+        for _ in 0..<3 {
+            #expect(try plugin.resolve(mark: 1) == fields(1, "daemon"))
+            #expect(try plugin.resolve(mark: unknownUid) == fields(unknownUid, ""))
+        }
     }
 
-    @Test func cache_underConcurrentCalls_staysConsistent() async throws {
-        let system = FakeSystem()
-        let plugin = try configured([:], system: system)
+    @Test func resolve_repeatedWithinTTL_keepsGivingTheSameAnswer() throws {
+        let plugin = try configured(["cache_ttl": .integer(60)])
+        for _ in 0..<5 {
+            #expect(try plugin.resolve(mark: 2) == fields(2, "bin"))
+            #expect(try plugin.resolve(mark: unknownUid) == fields(unknownUid, ""))
+        }
+        #expect(plugin.healthProblem == nil)
+    }
+
+    @Test func resolve_underConcurrentCalls_givesEachMarkItsOwnUser() async throws {
+        let plugin = try configured([:])
+        let expected: [UInt32: String] = [1: "daemon", 2: "bin", 65534: "nobody", unknownUid: ""]
+        let marks = expected.keys.sorted()
         await withTaskGroup(of: Void.self) { group in
             for worker in 0..<8 {
                 group.addTask {
                     for i in 0..<500 {
-                        let mark = UInt32(1000 + (i + worker) % 4)
-                        let fields = try? plugin.resolve(mark: mark)
-                        #expect(fields?["uid"] == .integer(Int64(mark)))
+                        let mark = marks[(i + worker) % marks.count]
+                        let resolved = try? plugin.resolve(mark: mark)
+                        #expect(resolved == fields(mark, expected[mark]!))
                     }
                 }
             }
         }
-        #expect(plugin.names.count == 4)
-        #expect(system.calls.count < 4 * 8 + 1)
-    }
-}
-
-@Suite struct SystemLookupTests {
-    @Test func systemLookup_ofRoot_findsRootThroughNSS() {
-        #expect(UserNameCache.systemLookup(0) == .found("root"))
+        #expect(plugin.healthProblem == nil)
     }
 
-    @Test func systemLookup_ofUnusedUid_isNotFoundRatherThanAnError() {
-        #expect(UserNameCache.systemLookup(3_999_999_999) == .notFound)
-    }
-
-    @Test func monotonicSeconds_neverGoesBack() {
-        let a = UserNameCache.monotonicSeconds()
-        let b = UserNameCache.monotonicSeconds()
-        #expect(a > 0 && b >= a)
+    @Test func shutdown_thenResolve_stillAnswers() throws {
+        let plugin = try configured([:])
+        #expect(try plugin.resolve(mark: 65534) == fields(65534, "nobody"))
+        plugin.shutdown()
+        #expect(try plugin.resolve(mark: 65534) == fields(65534, "nobody"))
     }
 }
 
 @Suite struct UIDResolverConfigurationTests {
-    @Test func configure_withHexMaskAndShift_acceptsThem() throws {
-        let s = try UIDResolverPlugin.settings(
-            from: PluginConfiguration(
-                pluginName: "UIDResolver",
-                values: [
-                    "mask": .integer(0xFFFF_0000), "shift": .integer(16), "cache_ttl": .double(1.5),
-                    "unmapped": .string("uid"),
-                ]))
-        #expect(s.mask == 0xFFFF_0000 && s.shift == 16 && s.cacheTTL == 1.5 && s.unmapped == .uid)
+    @Test func configure_withHexMaskShiftTTLAndPolicy_appliesThem() throws {
+        let log = LogLines()
+        let plugin = try configured(
+            [
+                "mask": .integer(0xFFFF_0000), "shift": .integer(16), "cache_ttl": .double(1.5),
+                "unmapped": .string("uid"),
+            ], log: log)
+        #expect(log.all.contains { $0.contains("uid = (mark & 0xFFFF0000) >> 16, names cached 1.5 s") }, "\(log.all)")
+        #expect(try plugin.resolve(mark: unknownUid << 16 | 0xFFFF) == fields(unknownUid, "4242"))
     }
 
     @Test func configure_empty_usesTheDocumentedDefaults() throws {
-        let s = try UIDResolverPlugin.settings(from: PluginConfiguration(pluginName: "UIDResolver"))
-        #expect(s == UIDResolverPlugin.Settings())
-        #expect(s.mask == 0xFFFF && s.shift == 0 && s.cacheTTL == 60 && s.unmapped == .empty)
+        let log = LogLines()
+        let plugin = try configured([:], log: log)
+        #expect(log.all.contains { $0.contains("uid = (mark & 0x0000FFFF) >> 0, names cached 60.0 s") }, "\(log.all)")
+        #expect(try plugin.resolve(mark: unknownUid) == fields(unknownUid, ""))
+    }
+
+    @Test func resolve_beforeConfigure_usesTheDefaults() throws {
+        let plugin = try unconfigured()
+        #expect(try plugin.resolve(mark: 0x0001_FFFE) == fields(65534, "nobody"))
     }
 
     @Test(arguments: [
@@ -260,11 +195,19 @@ private func configurationError(_ values: [String: ConfigValue]) -> String? {
         #expect(message?.contains("UIDResolver") == true, "\(message ?? "no error")")
     }
 
+    @Test func configure_withBadValue_keepsTheSettingsInForce() throws {
+        let plugin = try configured(["mask": .integer(0xFFFF_0000), "shift": .integer(16)])
+        #expect(throws: PluginError.self) {
+            try plugin.configure(
+                PluginConfiguration(pluginName: "UIDResolver", values: ["shift": .integer(32)]),
+                context: PluginContext { _, _ in })
+        }
+        #expect(try plugin.resolve(mark: 65534 << 16)["username"] == .string("nobody"))
+    }
+
     @Test func configure_withMaskBitsBelowShift_warns() throws {
         let log = LogLines()
-        try FakeSystem().plugin().configure(
-            PluginConfiguration(pluginName: "UIDResolver", values: ["mask": .integer(0xFFFF), "shift": .integer(4)]),
-            context: log.context)
+        _ = try configured(["mask": .integer(0xFFFF), "shift": .integer(4)], log: log)
         #expect(log.all.contains { $0.contains("discarded") })
     }
 }

@@ -6,6 +6,7 @@ import Logging
 import PluginHost
 
 /// `ctd`: the command line.
+@available(macOS 10.15, macCatalyst 13, iOS 13, tvOS 13, watchOS 6, *)
 public struct CtdCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "ctd",
@@ -123,7 +124,9 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    func run() async throws { try await serve() }
+
+    func serve() async throws {
         let c = try checkedConfig()
         let levelSwitch = LogLevelSwitch(Logger.Level(rawValue: c.logLevel) ?? .info)
         LoggingSystem.bootstrap { label in SwitchedLogHandler(label: label, levelSwitch: levelSwitch) }

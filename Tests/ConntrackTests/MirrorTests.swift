@@ -1,0 +1,88 @@
+import Logging
+import Testing
+
+@testable import Conntrack
+import CtdRuntime
+
+/// The mirror alone, fed typed events as the kernel adapter would: no kernel needed.
+struct MirrorTests {
+    let mirror = ConntrackMirror(
+        hide: HidePolicy(blocks: [CIDRBlock("192.0.2.0/24")!]), clock: MonotonicClock { 100 }, logger: Logger(label: "t"))
+
+    func flow(_ id: UInt32, _ src: String, sport: UInt16 = 1000, mark: UInt32 = 0) -> Flow {
+        Flow(
+            id: id, l4proto: 17, origSource: IPAddress(src)!, origDestination: IPAddress("198.51.100.1")!,
+            origSourcePort: sport, origDestinationPort: 53, mark: mark)
+    }
+
+    @Test func apply_whenNewUpdateDestroy_followsTheEvents() {
+        mirror.apply(events: [
+            ConntrackEvent(kind: .new, fields: .all, flow: flow(1, "10.0.0.1")),
+            ConntrackEvent(kind: .new, fields: .all, flow: flow(2, "10.0.0.2")),
+        ])
+        #expect(mirror.statistics.entries == 2)
+        mirror.apply(events: [ConntrackEvent(kind: .update, fields: [.mark], flow: flow(1, "10.0.0.1", mark: 7))])
+        guard case .found(let updated) = mirror.lookup(ids: [1])[0] else {
+            Issue.record("id 1 is gone")
+            return
+        }
+        #expect(updated.mark == 7)
+        mirror.apply(events: [ConntrackEvent(kind: .destroy, fields: [], flow: flow(2, "10.0.0.2"))])
+        #expect(mirror.statistics.entries == 1)
+        guard case .missing = mirror.lookup(ids: [2])[0] else {
+            Issue.record("id 2 is still there")
+            return
+        }
+    }
+
+    @Test func apply_whenUpdateLacksAField_keepsItsLastValue() {
+        mirror.apply(events: [ConntrackEvent(kind: .new, fields: .all, flow: flow(1, "10.0.0.1", mark: 5))])
+        // An update that carries no mark (e.g. a timeout refresh) must not reset the mark to 0.
+        mirror.apply(events: [ConntrackEvent(kind: .update, fields: [.timeout], flow: flow(1, "10.0.0.1", mark: 0))])
+        guard case .found(let f) = mirror.lookup(ids: [1])[0] else {
+            Issue.record("id 1 is gone")
+            return
+        }
+        #expect(f.mark == 5)
+    }
+
+    @Test func lookup_whenTwoEntriesShareAnID_isAmbiguousUntilOneEnds() {
+        mirror.apply(events: [
+            ConntrackEvent(kind: .new, fields: .all, flow: flow(9, "10.0.0.1", sport: 1)),
+            ConntrackEvent(kind: .new, fields: .all, flow: flow(9, "10.0.0.2", sport: 2)),
+        ])
+        guard case .ambiguous = mirror.lookup(ids: [9])[0] else {
+            Issue.record("a shared id was not ambiguous")
+            return
+        }
+        mirror.apply(events: [ConntrackEvent(kind: .destroy, fields: [], flow: flow(9, "10.0.0.1", sport: 1))])
+        guard case .found(let survivor) = mirror.lookup(ids: [9])[0] else {
+            Issue.record("the survivor was not found")
+            return
+        }
+        #expect(survivor.origSource.description == "10.0.0.2")
+    }
+
+    @Test func apply_whenHidden_neverEntersAndSetHiddenBlocksDropsNewlyHidden() {
+        mirror.apply(events: [
+            ConntrackEvent(kind: .new, fields: .all, flow: flow(1, "192.0.2.9")),
+            ConntrackEvent(kind: .new, fields: .all, flow: flow(2, "10.0.0.2")),
+            ConntrackEvent(kind: .new, fields: .all, flow: flow(3, "10.9.0.3")),
+        ])
+        #expect(mirror.statistics.entries == 2)
+        let before = mirror.snapshot().generation
+        mirror.setHiddenBlocks([CIDRBlock("10.9.0.0/16")!])
+        #expect(mirror.snapshot().flows.map(\.id) == [2])
+        #expect(mirror.snapshot().generation > before)
+    }
+
+    @Test func snapshot_whenTableChangesLater_keepsItsOwnGeneration() {
+        mirror.apply(events: [ConntrackEvent(kind: .new, fields: .all, flow: flow(1, "10.0.0.1"))])
+        let old = mirror.snapshot()
+        mirror.apply(events: [ConntrackEvent(kind: .new, fields: .all, flow: flow(2, "10.0.0.2"))])
+        #expect(old.flows.count == 1)
+        #expect(mirror.snapshot().flows.count == 2)
+        #expect(mirror.snapshot().generation != old.generation)
+        #expect(old.monotonic == 100)
+    }
+}
