@@ -26,7 +26,7 @@ struct AuditCommand: ParsableCommand {
         }
     }
 
-    /// Which database: `--db`, else the trail of the audit plugin the config file enables (`--config`, or
+    /// Which database: `--db`, else the trail of the audit plugin the config file enables or configures (`--config`, or
     /// /etc/ctd/ctd.toml when it exists; the plugin is loaded and configured as `serve` would, and asked), else the
     /// default /var/lib/ctd/audit.db.
     struct Location: ParsableArguments {
@@ -47,9 +47,11 @@ struct AuditCommand: ParsableCommand {
             if c.pluginDirectories.isEmpty { c.pluginDirectories = Daemon.defaultPluginDirectories() }
             var quiet = Logger(label: "ctd")
             quiet.logLevel = .error
-            // Only the hooks: the authenticator is not needed to find the trail.
+            // The enabled plugins and those the file configures (`serve --plugin X` may enable one the file only
+            // configures); the authenticator is not needed to find the trail.
             var selection = c.pluginSelection
             selection.authenticator = ""
+            selection.plugins += c.pluginSections.keys.sorted().filter { !c.plugins.contains($0) }
             return PluginRegistry.auditTrailLocation(selection, logger: quiet) ?? AuditStore.defaultPath
         }
     }
