@@ -47,8 +47,6 @@ let package = Package(
             linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
         .target(name: "CProcess", path: "Sources/CProcess"),
-        .systemLibrary(
-            name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
 
         // The host, bottom to top.
@@ -74,12 +72,10 @@ let package = Package(
             ],
             path: "Sources/HTTPTransport"
         ),
-        // The audit log file format: written by the AuditSQLite plugin, read and verified by `ctd audit`.
-        .target(name: "AuditLog", dependencies: ["CSQLite", support], path: "Sources/AuditLog"),
         .executableTarget(
             name: "ctd",
             dependencies: [
-                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "AuditLog", api, support, logging,
+                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", api, support, logging,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -98,7 +94,7 @@ let package = Package(
         // Plugins: one folder each (README, sample config, Sources, Tests).
         .target(name: "AuthSHA", dependencies: [support, api], path: "Plugins/AuthSHA/Sources"),
         .target(name: "AuthPAM", dependencies: ["CPAM", support, api], path: "Plugins/AuthPAM/Sources"),
-        .target(name: "AuditSQLite", dependencies: ["AuditLog", api], path: "Plugins/AuditSQLite/Sources"),
+        .target(name: "AuditSQLite", dependencies: [support, api], path: "Plugins/AuditSQLite/Sources"),
         .target(name: "UIDResolver", dependencies: [support, api], path: "Plugins/UIDResolver/Sources"),
 
         // Loads a built plugin .so the way the host does, for the plugins' own tests.
@@ -115,14 +111,14 @@ let package = Package(
             dependencies: ["CtdCore", "Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api],
             path: "Tests/CtdCoreTests"
         ),
-        .testTarget(name: "CtdTests", dependencies: ["ctd", "AuditLog", support], path: "Tests/CtdTests"),
-        .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"], path: "Tests/AuditLogTests"),
+        .testTarget(name: "CtdTests", dependencies: ["ctd", support], path: "Tests/CtdTests"),
+        .testTarget(name: "AuditLogTests", dependencies: [support], path: "Tests/AuditLogTests"),
         .testTarget(name: "PasswordFileTests", dependencies: [support], path: "Tests/PasswordFileTests"),
         .testTarget(
             name: "AuthSHATests", dependencies: ["CtdPluginTestKit", api, support], path: "Plugins/AuthSHA/Tests"),
         .testTarget(name: "AuthPAMTests", dependencies: ["CtdPluginTestKit", api], path: "Plugins/AuthPAM/Tests"),
         .testTarget(
-            name: "AuditSQLiteTests", dependencies: ["CtdPluginTestKit", "AuditLog", api],
+            name: "AuditSQLiteTests", dependencies: ["CtdPluginTestKit", support, api],
             path: "Plugins/AuditSQLite/Tests"),
         .testTarget(
             name: "UIDResolverTests", dependencies: ["CtdPluginTestKit", api], path: "Plugins/UIDResolver/Tests"),

@@ -6,7 +6,7 @@ extension AuditStore {
     /// The audit records for the XML-RPC method `audit_list`: the most recent `limit` matching `filter`, oldest
     /// first, each as ordered members ready for an XML-RPC struct.
     ///
-    /// Missing values are left out (no `<nil/>`). Types follow the host's interoperability rules (FACTS.md):
+    /// Missing values are left out (no `<nil/>`). Types follow the host's interoperability rules (docs/design.md, "What the client stacks do with integers"):
     /// `conn_id` and `mark` (unsigned 32-bit) are decimal strings; `time` and `outcome_time` are doubles (epoch
     /// seconds); ports, `seq` and the other numbers are ints; the rest are strings.
     ///
