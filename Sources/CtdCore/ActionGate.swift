@@ -38,6 +38,13 @@ public final class ActionGate: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Whether new writes are let in.
+    public var isOpen: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return open
+    }
+
     /// Writes running now.
     public var running: Int {
         condition.lock()

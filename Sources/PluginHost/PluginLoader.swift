@@ -15,6 +15,13 @@ public struct LoadedPlugin: @unchecked Sendable {
     public let path: String
     public let instance: any CtdPlugin
     public var metadata: PluginMetadata { instance.metadata }
+
+    /// A plugin and where it came from (the loader makes these; tests make them for plugins they define).
+    public init(name: String, path: String, instance: any CtdPlugin) {
+        self.name = name
+        self.path = path
+        self.instance = instance
+    }
 }
 
 /// Loads plugin shared objects with dlopen. Libraries are never dlclosed: Swift code cannot be unloaded safely

@@ -152,12 +152,8 @@ struct KernelIntegration {
     }
 
     @Test func service_catchUp_returnsOnceEveryEarlierChangeIsInTheMirror() throws {
-        let mirror = ConntrackMirror(hide: HidePolicy(), logger: Logger(label: "test"))
-        let service = ConntrackService(
-            mirror: mirror, kernel: kernel, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
-        try service.start()
+        let (mirror, service, table) = try following()
         defer { service.stop() }
-        let table = ConntrackTable(mirror: mirror, kernel: kernel, service: service, logger: Logger(label: "test"))
         for i in 1...20 {
             try insertUDP("10.6.0.\(i)", "10.6.1.1", sport: 1000 + i, dport: 53)
             // No waiting: right after catchUp, the mirror holds the entry the kernel created before it.
@@ -183,12 +179,8 @@ struct KernelIntegration {
     }
 
     @Test func table_destroy_deletesInTheKernelAndLeavesTheMirrorAtOnce() throws {
-        let mirror = ConntrackMirror(hide: HidePolicy(), logger: Logger(label: "test"))
-        let service = ConntrackService(
-            mirror: mirror, kernel: kernel, receiveBuffer: 4 << 20, counterInterval: 2, logger: Logger(label: "test"))
-        try service.start()
+        let (mirror, service, table) = try following()
         defer { service.stop() }
-        let table = ConntrackTable(mirror: mirror, kernel: kernel, service: service, logger: Logger(label: "test"))
         try insertUDP("10.7.0.1", "10.7.0.2", sport: 7, dport: 53)
         try insertUDP("10.7.0.3", "10.7.0.4", sport: 8, dport: 53)
         let listed = try shell("conntrack -L -p udp -s 10.7.0.1 -o id 2>/dev/null")
@@ -206,6 +198,16 @@ struct KernelIntegration {
         #expect(try shell("conntrack -L -p udp -s 10.7.0.1 2>/dev/null").isEmpty)
         #expect(try shell("conntrack -L -p udp -s 10.7.0.3 2>/dev/null").contains("10.7.0.3"))
         #expect(try table.destroy([flow]) == [.gone])
+    }
+
+    /// A mirror that follows the kernel, its event service (started: stop it) and the table over both.
+    func following() throws -> (ConntrackMirror, ConntrackService, ConntrackTable) {
+        let logger = Logger(label: "test")
+        let mirror = ConntrackMirror(hide: HidePolicy(), logger: logger)
+        let service = ConntrackService(
+            mirror: mirror, kernel: kernel, receiveBuffer: 4 << 20, counterInterval: 2, logger: logger)
+        try service.start()
+        return (mirror, service, ConntrackTable(mirror: mirror, kernel: kernel, service: service, logger: logger))
     }
 
     func waitUntil(_ condition: () -> Bool) -> Bool {

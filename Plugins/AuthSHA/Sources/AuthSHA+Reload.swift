@@ -2,14 +2,14 @@ import CtdPluginAPI
 
 extension AuthSHAPlugin: ReloadablePlugin {
     /// SIGHUP: reads the section and the password file again and swaps them in at once; wrong settings or an
-    /// unusable file throw and leave the old ones in force.
+    /// unusable file throw and leave the old ones in force. Reports the file, user count and roles that changed.
     public func reload(_ configuration: PluginConfiguration, context: PluginContext) throws -> [String] {
         let before = currentSummary()
         try configure(configuration, context: context)
         let after = currentSummary()
         var changes: [String] = []
         if before.path != after.path { changes.append("password_file \(before.path) -> \(after.path)") }
-        changes.append("password file \(after.path) read: \(after.users) users")
+        if before.users != after.users { changes.append("users in \(after.path): \(before.users) -> \(after.users)") }
         if before.defaultRoles != after.defaultRoles {
             changes.append("default_roles \(before.defaultRoles) -> \(after.defaultRoles)")
         }
@@ -25,7 +25,7 @@ extension AuthSHAPlugin: ReloadablePlugin {
             }
             return (
                 s.store.path, s.store.entries.count, s.defaultRoles.map(\.rawValue).sorted().joined(separator: ","),
-                roles.joined(separator: " ")
+                roles.isEmpty ? "(none)" : roles.joined(separator: " ")
             )
         }
     }

@@ -224,7 +224,7 @@ private func configureError(_ values: [String: ConfigValue]) throws -> String {
             configuration(file.section(["roles": roles(["alice": ["admin"], "bob": ["viewer"]])])),
             context: PluginContext { _, _ in })
 
-        #expect(changes.contains { $0.contains("2 users") }, "\(changes)")
+        #expect(changes.contains { $0.contains("1 -> 2") }, "\(changes)")
         #expect(changes.contains { $0.hasPrefix("roles ") && $0.contains("alice=admin") }, "\(changes)")
         #expect(
             try plugin.authenticate(login("alice", "alice-secret"))
