@@ -26,14 +26,8 @@ public struct AuditFilter: Sendable, Equatable {
     /// - Throws: ``AuditError`` naming the value that cannot be understood.
     public static func parse(since: String?, until: String?, user: String?, action: String?) throws -> AuditFilter {
         var f = AuditFilter(user: user)
-        if let since {
-            guard let t = AuditTime.parse(since) else { throw AuditError.invalidArgument(timeHelp("since", since)) }
-            f.since = t
-        }
-        if let until {
-            guard let t = AuditTime.parse(until) else { throw AuditError.invalidArgument(timeHelp("until", until)) }
-            f.until = t
-        }
+        if let since { f.since = try time("since", since) }
+        if let until { f.until = try time("until", until) }
         if let action {
             let a = AuditAction(rawValue: action.lowercased())
             guard AuditAction.filterable.contains(a) else {
@@ -43,6 +37,19 @@ public struct AuditFilter: Sendable, Equatable {
             f.action = a
         }
         return f
+    }
+
+    /// Times the trail can hold: from the epoch to the end of year 9999 (anything else is a typo, and a larger
+    /// number would not convert to an integer time).
+    public static let timeRange = 0.0...253_402_300_799.999999
+
+    private static func time(_ name: String, _ text: String) throws -> Double {
+        guard let t = AuditTime.parse(text) else { throw AuditError.invalidArgument(timeHelp(name, text)) }
+        guard timeRange.contains(t) else {
+            throw AuditError.invalidArgument(
+                "\(name) must be between 1970-01-01 and 9999-12-31 (epoch 0 to 253402300799), not '\(text.prefix(40))'")
+        }
+        return t
     }
 
     private static func timeHelp(_ name: String, _ value: String) -> String {

@@ -15,6 +15,7 @@ public enum AuditTime {
 
     /// `2025-06-01T12:00:00.123456Z` (UTC, microseconds).
     public static func iso(_ time: Double) -> String {
+        guard time.isFinite, abs(time) < 1e15 else { return "invalid-time" }
         var seconds = time_t(time.rounded(.down))
         var micros = Int(((time - Double(seconds)) * 1_000_000).rounded())
         if micros >= 1_000_000 {
