@@ -101,8 +101,8 @@ public final class ConntrackMirror: @unchecked Sendable {
     }
 
     /// Hides client connections to ctd's own port once it is bound (the port may be chosen by the system).
-    public func hideOwnPort(_ port: UInt16) {
-        lock.withLock { _ = hide.ownTCPPorts.insert(port) }
+    public func hideOwnEndpoints(_ endpoints: Set<HidePolicy.Endpoint>) {
+        lock.withLock { hide.ownEndpoints.formUnion(endpoints) }
     }
 
     // MARK: Reading

@@ -5,10 +5,21 @@ public struct CoreSettings: Sendable {
     public var maxKillIDs = 65_536
     public var maxDepth = 32
     public var maxMulticallCalls = 1000
-    /// Failed logins from one address within `loginFailureWindow` seconds before further logins from it are
-    /// refused until the window has passed; 0 turns the throttle off.
+    /// Failed logins within `loginFailureWindow` seconds before further logins are refused until the window has
+    /// passed: for one user name from one source, from one source, and for one user name from anywhere
+    /// (``LoginThrottle``); 0 turns that count off.
     public var loginFailureLimit = 10
+    public var loginFailureLimitPerSource = 50
+    public var loginFailureLimitPerUser = 30
     public var loginFailureWindow = 60.0
+    /// Logins the authenticator works on at once; more are refused at once (fault 11) so that a slow
+    /// authenticator (pam_unix sleeps about 2 s after a wrong password) cannot take every worker.
+    public var maxConcurrentLogins = 4
+    /// Sessions one user may hold; a new login beyond it ends that user's least recently used session.
+    public var maxSessionsPerUser = 32
+    /// The largest answer, multicall answers included: a call that would answer more is refused (-32003)
+    /// before the answer is built.
+    public var maxResponseBytes = 16 << 20
 
     public init() {}
 }

@@ -19,6 +19,8 @@ public final class ServerContext: @unchecked Sendable {
     let hooks: HookRunner
     let resolvedFields: ResolvedFieldCache
     let loginThrottle: LoginThrottle
+    let loginGate: LoginGate
+    let failedLogins: FailedLoginRecorder
     let queryResults = RecentResults<QueryKey, FlowQueryResult>(capacity: 32)
     let startedAt = Date().timeIntervalSince1970
 
@@ -35,7 +37,18 @@ public final class ServerContext: @unchecked Sendable {
         self.hooks = HookRunner(plugins: plugins)
         self.resolvedFields = ResolvedFieldCache(plugins: plugins, clock: clock)
         self.loginThrottle = LoginThrottle(
-            limit: settings.loginFailureLimit, window: settings.loginFailureWindow, clock: clock)
+            limits: LoginThrottle.Limits(
+                perPair: settings.loginFailureLimit, perSource: settings.loginFailureLimitPerSource,
+                perUser: settings.loginFailureLimitPerUser),
+            window: settings.loginFailureWindow, clock: clock)
+        self.loginGate = LoginGate(limit: settings.maxConcurrentLogins)
+        self.failedLogins = FailedLoginRecorder(window: settings.loginFailureWindow, clock: clock)
+    }
+
+    /// Periodic work (every few seconds): records the summaries of failed logins whose window has passed. With
+    /// `final` (at shutdown, before the plugins close), records all of them.
+    public func maintenance(final: Bool = false) {
+        Login.recordSummaries(self, all: final)
     }
 
     /// The mirror, for reads.

@@ -33,4 +33,10 @@ public struct Fault: Error, Equatable, Sendable, CustomStringConvertible {
     public static func nestingTooDeep(limit: Int) -> Fault {
         Fault(code: -32001, message: "Request nests values deeper than the limit of \(limit) levels.")
     }
+    public static func responseTooLarge(limit: Int) -> Fault {
+        Fault(
+            code: -32003,
+            message:
+                "The answer would be larger than the limit of \(limit) bytes; ask for less (fewer calls, shorter pages).")
+    }
 }

@@ -4,7 +4,9 @@ import Testing
 
 struct HidePolicyTests {
     @Test func hides_whenLoopbackOrOwnPort_hidesOnlyThose() {
-        let policy = HidePolicy(blocks: HidePolicy.defaultBlocks.compactMap(CIDRBlock.init), ownTCPPorts: [4040])
+        let policy = HidePolicy(
+            blocks: HidePolicy.defaultBlocks.compactMap(CIDRBlock.init),
+            ownEndpoints: [HidePolicy.Endpoint(address: IPAddress("192.0.2.2")!, port: 4040)])
         let lo = Flow(id: 1, origSource: IPAddress("127.0.0.1")!, origDestination: IPAddress("127.0.0.2")!)
         let v6lo = Flow(id: 2, l3proto: 10, origSource: IPAddress("::1")!, origDestination: IPAddress("::1")!)
         let own = Flow(
@@ -16,8 +18,12 @@ struct HidePolicyTests {
         let udpSamePort = Flow(
             id: 5, l4proto: 17, origSource: IPAddress("192.0.2.1")!, origDestination: IPAddress("192.0.2.2")!,
             origDestinationPort: 4040)
+        // The same port on another host is not ctd's: a gateway must see and kill traffic to it.
+        let samePortElsewhere = Flow(
+            id: 6, l4proto: 6, origSource: IPAddress("192.0.2.1")!, origDestination: IPAddress("198.51.100.9")!,
+            origDestinationPort: 4040)
         #expect(policy.hides(lo) && policy.hides(v6lo) && policy.hides(own))
-        #expect(!policy.hides(other) && !policy.hides(udpSamePort))
+        #expect(!policy.hides(other) && !policy.hides(udpSamePort) && !policy.hides(samePortElsewhere))
     }
 }
 

@@ -23,7 +23,7 @@ struct FaultTableTests {
         let protocolCodes = [
             Fault.parseError("").code, Fault.invalidRequest("").code, Fault.methodNotFound("").code,
             Fault.invalidParams("").code, Fault.internalError.code, Fault.requestTooLarge(limit: 1).code,
-            Fault.nestingTooDeep(limit: 1).code,
+            Fault.nestingTooDeep(limit: 1).code, Fault.responseTooLarge(limit: 1).code,
         ]
         let expected = Set(protocolCodes + ApplicationFault.allCases.map(\.rawValue))
         let listed = try Self.readmeCodes()

@@ -19,15 +19,15 @@ struct SessionStoreTests {
 
     @Test func open_whenCalled_returns128BitHexIDs() {
         let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10)
-        let ids = (0..<200).map { _ in store.open(identity: alice, clientAddress: "127.0.0.1").id }
+        let ids = (0..<200).map { _ in store.open(identity: alice, clientAddress: "127.0.0.1")!.id }
         #expect(Set(ids).count == 200)
         #expect(ids.allSatisfy { $0.count == 32 && $0.allSatisfy(\.isHexDigit) })
     }
 
-    @Test func use_whenIdleLongerThanTimeout_expires() {
+    @Test func use_whenIdleLongerThanTimeout_expires() throws {
         let clock = FakeClock()
         let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10, clock: MonotonicClock { clock.now })
-        let s = store.open(identity: alice, clientAddress: "127.0.0.1")
+        let s = try #require(store.open(identity: alice, clientAddress: "127.0.0.1"))
         clock.advance(9)
         #expect(store.use(s.id)?.identity.user == "alice")
         clock.advance(9)
@@ -37,10 +37,10 @@ struct SessionStoreTests {
         #expect(store.use(s.id) == nil)
     }
 
-    @Test func use_whenPastMaxLifetime_expiresEvenIfBusy() {
+    @Test func use_whenPastMaxLifetime_expiresEvenIfBusy() throws {
         let clock = FakeClock()
         let store = SessionStore(idleTimeout: 10, maxLifetime: 30, maxSessions: 10, clock: MonotonicClock { clock.now })
-        let s = store.open(identity: alice, clientAddress: "127.0.0.1")
+        let s = try #require(store.open(identity: alice, clientAddress: "127.0.0.1"))
         for _ in 0..<5 {
             clock.advance(5)
             #expect(store.use(s.id) != nil)
@@ -49,33 +49,70 @@ struct SessionStoreTests {
         #expect(store.use(s.id) == nil)
     }
 
-    @Test func close_whenLoggedOut_sessionIsGone() {
+    @Test func close_whenLoggedOut_sessionIsGone() throws {
         let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10)
-        let s = store.open(identity: alice, clientAddress: "127.0.0.1")
+        let s = try #require(store.open(identity: alice, clientAddress: "127.0.0.1"))
         #expect(store.close(s.id))
         #expect(store.use(s.id) == nil)
         #expect(!store.close(s.id))
         #expect(store.use("not-a-session") == nil)
     }
 
-    @Test func open_whenFull_dropsLeastRecentlyUsed() {
+    @Test func open_whenFull_dropsTheSameUsersLeastRecentlyUsed() throws {
         let clock = FakeClock()
         let store = SessionStore(idleTimeout: 100, maxLifetime: 1000, maxSessions: 2, clock: MonotonicClock { clock.now })
-        let a = store.open(identity: alice, clientAddress: "a")
+        let a = try #require(store.open(identity: alice, clientAddress: "a"))
         clock.advance(1)
-        let b = store.open(identity: alice, clientAddress: "b")
+        let b = try #require(store.open(identity: alice, clientAddress: "b"))
         clock.advance(1)
         _ = store.use(a.id)
         clock.advance(1)
-        let c = store.open(identity: alice, clientAddress: "c")
+        let c = try #require(store.open(identity: alice, clientAddress: "c"))
         #expect(store.use(a.id) != nil)
         #expect(store.use(b.id) == nil)
         #expect(store.use(c.id) != nil)
     }
 
-    @Test func role_whenSeveralGranted_isTheHighest() {
+    @Test func open_whenFullOfOtherUsers_refusesInsteadOfEvictingThem() throws {
+        let store = SessionStore(idleTimeout: 100, maxLifetime: 1000, maxSessions: 2)
+        let admin = try #require(store.open(identity: Identity(user: "admin", roles: [.admin]), clientAddress: "a"))
+        let viewer = Identity(user: "eve", roles: [.viewer])
+        let first = try #require(store.open(identity: viewer, clientAddress: "e"))
+        // Full: eve may replace her own session, never the admin's.
+        let second = try #require(store.open(identity: viewer, clientAddress: "e"))
+        #expect(store.use(first.id) == nil && store.use(second.id) != nil)
+        #expect(store.use(admin.id) != nil)
+        #expect(store.open(identity: Identity(user: "mallory", roles: [.viewer]), clientAddress: "m") == nil)
+        #expect(store.use(admin.id) != nil)
+    }
+
+    @Test func open_whenAUserHasTheirMaximum_endsTheirOldestOnly() throws {
+        let clock = FakeClock()
+        let store = SessionStore(
+            idleTimeout: 100, maxLifetime: 1000, maxSessions: 100, maxSessionsPerUser: 2,
+            clock: MonotonicClock { clock.now })
+        let bob = try #require(store.open(identity: Identity(user: "bob", roles: [.viewer]), clientAddress: "b"))
+        let a1 = try #require(store.open(identity: alice, clientAddress: "a"))
+        clock.advance(1)
+        let a2 = try #require(store.open(identity: alice, clientAddress: "a"))
+        clock.advance(1)
+        let a3 = try #require(store.open(identity: alice, clientAddress: "a"))
+        #expect(store.use(a1.id) == nil && store.use(a2.id) != nil && store.use(a3.id) != nil)
+        #expect(store.use(bob.id) != nil)
+    }
+
+    @Test func revoke_endsOnlyTheSessionsItIsToldTo() throws {
+        let store = SessionStore(idleTimeout: 100, maxLifetime: 1000, maxSessions: 10)
+        let a = try #require(store.open(identity: alice, clientAddress: "a"))
+        let b = try #require(store.open(identity: Identity(user: "bob", roles: [.viewer]), clientAddress: "b"))
+        let ended = store.revoke { $0.identity.user != "alice" }
+        #expect(ended.map(\.id) == [a.id])
+        #expect(store.use(a.id) == nil && store.use(b.id) != nil)
+    }
+
+    @Test func role_whenSeveralGranted_isTheHighest() throws {
         let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10)
-        let s = store.open(identity: Identity(user: "root", roles: [.viewer, .admin]), clientAddress: "x")
+        let s = try #require(store.open(identity: Identity(user: "root", roles: [.viewer, .admin]), clientAddress: "x"))
         #expect(s.role == .admin)
         #expect(Role.viewer < Role.operator && Role.operator < Role.admin)
     }
@@ -105,33 +142,109 @@ struct ArgumentTests {
 }
 
 struct LoginThrottleTests {
-    @Test func allows_whenTooManyFailuresInWindow_refusesThatAddressOnly() {
-        let clock = FakeClock()
-        let throttle = LoginThrottle(limit: 3, window: 60, clock: MonotonicClock { clock.now })
-        for _ in 0..<3 {
-            #expect(throttle.allows("192.0.2.1"))
-            throttle.failed("192.0.2.1")
-        }
-        #expect(!throttle.allows("192.0.2.1"))
-        #expect(throttle.allows("192.0.2.2"))
-        clock.advance(61)
-        #expect(throttle.allows("192.0.2.1"))
+    func throttle(_ pair: Int, _ source: Int, _ user: Int, _ clock: FakeClock, capacity: Int = 1000) -> LoginThrottle {
+        LoginThrottle(
+            limits: .init(perPair: pair, perSource: source, perUser: user), window: 60, capacity: capacity,
+            clock: MonotonicClock { clock.now })
     }
 
-    @Test func succeeded_whenLoginWorks_clearsFailures() {
+    @Test func check_whenOneUserFailsTooOftenFromOneSource_locksThatPairOnly() {
         let clock = FakeClock()
-        let throttle = LoginThrottle(limit: 2, window: 60, clock: MonotonicClock { clock.now })
-        throttle.failed("a")
-        throttle.succeeded("a")
-        throttle.failed("a")
-        #expect(throttle.allows("a"))
+        let t = throttle(3, 100, 100, clock)
+        for _ in 0..<3 {
+            #expect(t.check(user: "admin", client: "192.0.2.1") == nil)
+            t.failed(user: "admin", client: "192.0.2.1")
+        }
+        #expect(t.check(user: "admin", client: "192.0.2.1") == .pair)
+        #expect(t.check(user: "bob", client: "192.0.2.1") == nil)
+        #expect(t.check(user: "admin", client: "192.0.2.2") == nil)
+        clock.advance(61)
+        #expect(t.check(user: "admin", client: "192.0.2.1") == nil)
+    }
+
+    @Test func succeeded_ofAnotherUser_clearsNothing() {
+        // The attack measured: 9 wrong passwords for admin, then one good login of a viewer, 30 times over.
+        let clock = FakeClock()
+        let t = throttle(10, 1000, 1000, clock)
+        var refused = 0
+        for _ in 0..<30 {
+            for _ in 0..<9 {
+                if t.check(user: "admin", client: "192.0.2.1") != nil { refused += 1 } else {
+                    t.failed(user: "admin", client: "192.0.2.1")
+                }
+            }
+            t.succeeded(user: "viewer", client: "192.0.2.1")
+        }
+        #expect(refused == 30 * 9 - 10, "only 10 guesses at admin may reach the authenticator")
+    }
+
+    @Test func check_whenIPv6AddressesRotateWithinA64_countsThemAsOneSource() {
+        let clock = FakeClock()
+        let t = throttle(1000, 5, 1000, clock)
+        for i in 1...5 { t.failed(user: "u\(i)", client: "2001:db8:1:2::\(i)") }
+        #expect(t.check(user: "new", client: "2001:db8:1:2:ffff::1") == .source)
+        #expect(t.check(user: "new", client: "2001:db8:1:3::1") == nil)
+        #expect(LoginThrottle.source("192.0.2.1") == "192.0.2.1")
+    }
+
+    @Test func check_whenOneUserFailsFromManySources_locksTheUser() {
+        let clock = FakeClock()
+        let t = throttle(1000, 1000, 4, clock)
+        for i in 1...4 { t.failed(user: "admin", client: "198.51.100.\(i)") }
+        #expect(t.check(user: "admin", client: "203.0.113.9") == .user)
+        #expect(t.check(user: "alice", client: "203.0.113.9") == nil)
+    }
+
+    @Test func failed_pastCapacity_forgetsTheOldestNotEveryone() {
+        let clock = FakeClock()
+        let t = throttle(2, 0, 0, clock, capacity: 100)
+        t.failed(user: "admin", client: "192.0.2.200")
+        t.failed(user: "admin", client: "192.0.2.200")
+        clock.advance(1)
+        for i in 0..<150 {
+            t.failed(user: "x", client: "10.0.\(i / 250).\(i % 250)")
+            if i == 50 { t.failed(user: "admin", client: "192.0.2.200") }
+        }
+        #expect(t.rememberedKeys <= 100)
+        // The pair refreshed midway is among the newest: still locked.
+        #expect(t.check(user: "admin", client: "192.0.2.200") == .pair)
+    }
+
+    @Test func check_whenLimitsAreZero_neverRefuses() {
+        let t = throttle(0, 0, 0, FakeClock())
+        for _ in 0..<50 { t.failed(user: "a", client: "a") }
+        #expect(t.check(user: "a", client: "a") == nil)
     }
 }
 
-struct LoginThrottleConfigTests {
-    @Test func allows_whenLimitIsZero_neverRefuses() {
-        let throttle = LoginThrottle(limit: 0, window: 60)
-        for _ in 0..<50 { throttle.failed("a") }
-        #expect(throttle.allows("a"))
+struct FailedLoginRecorderTests {
+    @Test func failure_recordsTheFirstOfAWindowAndSummarisesTheRest() {
+        let clock = FakeClock()
+        let r = FailedLoginRecorder(window: 60, clock: MonotonicClock { clock.now })
+        #expect(r.failure(user: "admin", client: "192.0.2.1"))
+        for i in 0..<999 { #expect(!r.failure(user: i % 2 == 0 ? "admin" : "root", client: "192.0.2.1")) }
+        #expect(r.failure(user: "bob", client: "192.0.2.2"), "another source has its own window")
+        #expect(r.due().isEmpty, "the window is still open")
+        clock.advance(61)
+        let due = r.due()
+        #expect(due.count == 1)
+        #expect(due.first?.count == 999 && due.first?.users == ["admin", "root"])
+        #expect(r.failure(user: "admin", client: "192.0.2.1"), "a new window records its first failure")
+    }
+
+    @Test func due_all_atShutdown_summarisesOpenWindows() {
+        let r = FailedLoginRecorder(window: 60, clock: MonotonicClock { 5 })
+        _ = r.failure(user: "a", client: "192.0.2.1")
+        _ = r.failure(user: "b", client: "192.0.2.1")
+        #expect(r.due(all: true).map(\.count) == [1])
+    }
+}
+
+struct LoginGateTests {
+    @Test func pass_whenFull_refusesAtOnce() {
+        let gate = LoginGate(limit: 1)
+        let inner: Bool?? = gate.pass { gate.pass { true } }
+        #expect(inner == .some(nil))
+        #expect(gate.pass { true } == true)
     }
 }

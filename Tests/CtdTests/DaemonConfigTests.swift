@@ -10,7 +10,7 @@ struct DaemonConfigTests {
         let c = try DaemonConfig.load(path: url.standardized.path)
         #expect(c.port == 4040)
         #expect(c.idleTimeout == 10)
-        #expect(c.maxPageLength == 150)
+        #expect(c.core.maxPageLength == 150)
         #expect(c.hide == ["127.0.0.0/8", "::1/128"])
         #expect(c.pluginSections["AuthSHA"]?["password_file"] == .string("/etc/ctd/passwd"))
     }
@@ -44,7 +44,7 @@ struct DaemonConfigTests {
 struct LoginThrottleConfigTests {
     @Test func parse_whenThrottleSettingsGiven_readsThem() throws {
         let c = try DaemonConfig.parse("[sessions]\nlogin_failure_limit = 0\nlogin_failure_window = 5\n")
-        #expect(c.loginFailureLimit == 0 && c.loginFailureWindow == 5)
+        #expect(c.core.loginFailureLimit == 0 && c.core.loginFailureWindow == 5)
         #expect(throws: DaemonConfig.Error.self) { try DaemonConfig.parse("[sessions]\nlogin_failure_limit = -1\n") }
     }
 }

@@ -375,6 +375,8 @@ def write_config(path: Path, *, password_file: Path, hide=(), hide_own_connectio
         + "[conntrack]\n" + "\n".join(conntrack) + "\n\n"
         + f'[log]\nlevel = "{log_level}"\n\n'
         + f"[plugin.AuthSHA]\npassword_file = {toml_str(str(password_file))}\n"
+        # AuthSHA's default role is viewer; most tests kill and change as the first account, an operator.
+        + ("" if "default_roles" in extra else 'default_roles = ["operator"]\n')
         + extra
     )
     path.write_text(text)

@@ -30,3 +30,13 @@ extension AuthSHAPlugin: ReloadablePlugin {
         }
     }
 }
+
+extension AuthSHAPlugin: IdentityRechecking {
+    /// The roles `user` has now: nil when the password file no longer lists them.
+    public func currentRoles(of user: String) -> Set<Role>? {
+        settings.withLock { s in
+            guard let s, s.store.entries.contains(where: { $0.user == user }) else { return nil }
+            return s.userRoles[user] ?? s.defaultRoles
+        }
+    }
+}

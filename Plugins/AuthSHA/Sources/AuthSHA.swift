@@ -6,7 +6,8 @@ import Synchronization
 ///
 /// Configuration (`[plugin.AuthSHA]`, strict: any other key is an error):
 /// - `password_file` (string, required): absolute path of the password file.
-/// - `default_roles` (array of role names, default `["operator"]`): roles of users not listed in `roles`.
+/// - `default_roles` (array of role names, default `["viewer"]`): roles of users not listed in `roles`; a
+///   user who may kill or change must be given `operator` (or `admin`) explicitly.
 ///   An empty array means only users listed in `roles` may log in.
 /// - `roles` (table, optional): user name → role name or array of role names, e.g.
 ///   `roles = { alice = ["admin"], bob = "viewer" }`. A user mapped to `[]` may not log in.
@@ -50,7 +51,7 @@ public final class AuthSHAPlugin: Authenticator {
             throw PluginError("'password_file' of plugin \(name) must be an absolute path, not '\(path)'")
         }
         let defaultRoles = try Self.roles(
-            try configuration.strings("default_roles", default: ["operator"]) ?? [], key: "default_roles",
+            try configuration.strings("default_roles", default: ["viewer"]) ?? [], key: "default_roles",
             plugin: name)
         let userRoles = try Self.userRoles(configuration.values["roles"], plugin: name)
 

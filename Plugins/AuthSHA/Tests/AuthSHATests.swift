@@ -102,10 +102,10 @@ private func configureError(_ values: [String: ConfigValue]) throws -> String {
         #expect(plugin.healthProblem == nil)
     }
 
-    @Test func authenticate_withoutDefaultRoles_grantsOperator() throws {
+    @Test func authenticate_withoutDefaultRoles_grantsViewerOnly() throws {
         let plugin = try configured(file.section())
         #expect(
-            try plugin.authenticate(login("bob", "bob-secret")) == .accepted(Identity(user: "bob", roles: [.operator])))
+            try plugin.authenticate(login("bob", "bob-secret")) == .accepted(Identity(user: "bob", roles: [.viewer])))
     }
 
     @Test func authenticate_ofUserInRolesTable_grantsThoseRolesNotTheDefault() throws {
@@ -235,7 +235,7 @@ private func configureError(_ values: [String: ConfigValue]) throws -> String {
 
     @Test func reload_ofADefaultRolesChange_appliesAndReportsIt() throws {
         let file = try PasswordFileUnderTest([("alice", "alice-secret")])
-        let plugin = try configured(file.section())
+        let plugin = try configured(file.section(["default_roles": .array([.string("operator")])]))
         let changes = try plugin.reload(
             configuration(file.section(["default_roles": .array([.string("viewer")])])),
             context: PluginContext { _, _ in })

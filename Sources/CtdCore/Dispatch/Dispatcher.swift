@@ -23,8 +23,11 @@ public final class Dispatcher: @unchecked Sendable {
         }
         switch reply(request.methodName, request.params, client: client, nested: false) {
         case .success(let reply):
-            guard let key = reply.cacheKey else { return XMLRPCEncoder.response(reply.build()) }
-            return encodedReplies.value(for: key) { XMLRPCEncoder.response(reply.build()) }
+            let body =
+                reply.cacheKey.map { key in encodedReplies.value(for: key) { XMLRPCEncoder.response(reply.build()) } }
+                ?? XMLRPCEncoder.response(reply.build())
+            let limit = context.settings.maxResponseBytes
+            return body.count <= limit ? body : XMLRPCEncoder.fault(.responseTooLarge(limit: limit))
         case .failure(let fault):
             return XMLRPCEncoder.fault(fault)
         }

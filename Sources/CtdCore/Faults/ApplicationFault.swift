@@ -14,6 +14,7 @@ package enum ApplicationFault: Int, CaseIterable, Sendable {
     case tooManyItems = 8
     case notAvailable = 9
     case shuttingDown = 10
+    case busy = 11
 
     /// The fault with this code and `message`.
     package func fault(_ message: String) -> Fault { Fault(code: rawValue, message: message) }
@@ -43,6 +44,9 @@ extension Fault {
     }
     package static let shuttingDown = ApplicationFault.shuttingDown.fault(
         "The server is shutting down; the action was not done. Try again once it is back.")
+
+    package static let busy = ApplicationFault.busy.fault(
+        "Too many logins are being checked right now; try again in a moment.")
 
     /// A query the engine refused, as the client sees it.
     package init(_ error: FlowQueryError) { self = .invalidParams(error.message) }

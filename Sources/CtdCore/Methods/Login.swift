@@ -34,18 +34,23 @@ enum Login {
         }
         let user = args.first ?? ""
         let throttle = context.loginThrottle
-        guard throttle.allows(client) else {
-            context.logger.warning(
-                "login from \(client) refused: \(throttle.limit) failures in \(Int(throttle.window)) s")
-            try auditFailure(context, user: user, client: client, reason: "too many failed logins from this address")
+        if let lock = throttle.check(user: user, client: client) {
+            context.logger.warning("login of \(sanitized(user)) from \(client) refused: \(lock.reason)")
+            try auditFailure(context, user: user, client: client, reason: lock.reason)
             throw Fault.loginFailed
         }
-        let result: AuthResult
-        do {
-            result = try context.plugins.authenticator.authenticate(LoginRequest(arguments: args, clientAddress: client))
-        } catch {
-            context.plugins.reportProblem(context.plugins.authenticatorInfo.name, "\(error)")
-            throw Fault.internalError
+        let answer = try context.loginGate.pass { () throws -> AuthResult in
+            do {
+                return try context.plugins.authenticator.authenticate(
+                    LoginRequest(arguments: args, clientAddress: client))
+            } catch {
+                context.plugins.reportProblem(context.plugins.authenticatorInfo.name, "\(error)")
+                throw Fault.internalError
+            }
+        }
+        guard let result = answer else {
+            context.logger.warning("login from \(client) refused: \(context.settings.maxConcurrentLogins) logins in progress")
+            throw Fault.busy
         }
         switch result {
         case .accepted(let identity) where identity.highestRole != nil:
@@ -53,18 +58,23 @@ enum Login {
                 ActionEvent(
                     kind: .login, procedure: "login", user: identity.user, roles: Array(identity.roles),
                     clientAddress: client))
-            let s = context.sessions.open(identity: identity, clientAddress: client)
-            throttle.succeeded(client)
+            guard let s = context.sessions.open(identity: identity, clientAddress: client) else {
+                context.hooks.after(tokens, outcome: .failed(reason: "the session store is full"))
+                context.logger.warning("login \(identity.user) from \(client) refused: the session store is full")
+                throw Fault.tooManyItems(
+                    "the server holds as many sessions as it may (max_sessions); try again when some have ended")
+            }
+            throttle.succeeded(user: user, client: client)
             context.hooks.after(tokens, outcome: .succeeded)
             context.logger.info("login \(identity.user) (\(s.role.rawValue)) from \(client)")
             return .string(s.id)
         case .accepted(let identity):
-            throttle.failed(client)
+            throttle.failed(user: user, client: client)
             context.logger.notice("login refused for \(identity.user) from \(client): no role granted")
             try auditFailure(context, user: user, client: client, reason: "no role granted")
             throw Fault.loginFailed
         case .rejected(let reason):
-            throttle.failed(client)
+            throttle.failed(user: user, client: client)
             context.logger.notice("login failed for \(sanitized(user)) from \(client): \(reason)")
             try auditFailure(context, user: user, client: client, reason: reason)
             throw Fault.loginFailed
@@ -73,11 +83,28 @@ enum Login {
         }
     }
 
+    /// The first failure of a source in a window is recorded with its reason; the next ones are summarised
+    /// (``FailedLoginRecorder``), so that a flood of bad logins cannot fill the audit trail's disk.
     private static func auditFailure(_ context: ServerContext, user: String, client: String, reason: String) throws {
+        guard context.failedLogins.failure(user: sanitized(user), client: client) else { return }
         let event = ActionEvent(
             kind: .login, procedure: "login", user: sanitized(user), roles: [], clientAddress: client)
         let tokens = try context.hooks.before(event)
         context.hooks.after(tokens, outcome: .failed(reason: reason))
+    }
+
+    /// Records the summaries of failed logins whose window has passed (every one with `all`, at shutdown).
+    static func recordSummaries(_ context: ServerContext, all: Bool) {
+        for summary in context.failedLogins.due(all: all) {
+            let event = ActionEvent(
+                kind: .login, procedure: "login", user: summary.users.first ?? "", roles: [],
+                clientAddress: summary.source)
+            guard let tokens = try? context.hooks.before(event) else {
+                context.logger.error("the summary of failed logins could not be audited: \(summary.description)")
+                continue
+            }
+            context.hooks.after(tokens, outcome: .failed(reason: summary.description))
+        }
     }
 
     /// A user name as sent, made safe for logs and the audit trail (as sshd logs failed user names).

@@ -15,13 +15,16 @@ enum Status {
         let context = call.context
         let st = context.mirror.statistics
         let plugins = context.plugins
+        // Health strings can hold file paths and SQLite errors: only admins read them; others see whether it is ok.
+        let detailed = call.user.role >= .admin
         let pluginList: [XMLRPCValue] = plugins.all.map { lp in
-            .structure(
+            let health = plugins.health(lp)
+            return .structure(
                 XMLRPCStruct([
                     ("name", .string(lp.name)), ("id", .string(lp.metadata.id)),
                     ("version", .string(lp.metadata.version)),
                     ("roles", .array(lp.metadata.roles.map { .string($0.rawValue) })),
-                    ("health", .string(plugins.health(lp))),
+                    ("health", .string(detailed || health == "ok" ? health : "problem (an admin's status tells more)")),
                 ]))
         }
         return .structure(

@@ -24,17 +24,19 @@ public final class SessionStore: @unchecked Sendable {
     public let idleTimeout: Double
     public let maxLifetime: Double
     public let maxSessions: Int
+    public let maxSessionsPerUser: Int
     private let clock: MonotonicClock
     private let lock = NIOLock()
     private var sessions: [String: Session] = [:]
 
     public init(
-        idleTimeout: Double, maxLifetime: Double, maxSessions: Int,
+        idleTimeout: Double, maxLifetime: Double, maxSessions: Int, maxSessionsPerUser: Int = 32,
         clock: MonotonicClock = .system
     ) {
         self.idleTimeout = idleTimeout
         self.maxLifetime = maxLifetime
         self.maxSessions = maxSessions
+        self.maxSessionsPerUser = max(1, maxSessionsPerUser)
         self.clock = clock
     }
 
@@ -46,22 +48,35 @@ public final class SessionStore: @unchecked Sendable {
         return String(format: "%016llx%016llx", a, b)
     }
 
-    /// Opens a session; the oldest idle one is dropped when the store is full.
-    public func open(identity: Identity, clientAddress: String) -> Session {
+    /// Opens a session. A user at ``maxSessionsPerUser`` loses their own least recently used session; when the
+    /// store is full, the new session may only replace one of the same user's, never another user's.
+    /// - Returns: nil when the store is full of other users' sessions.
+    public func open(identity: Identity, clientAddress: String) -> Session? {
         let now = clock.now()
         let session = Session(
             id: SessionStore.newSessionID(), identity: identity, clientAddress: clientAddress, createdAt: now,
             lastUsedAt: now, autorefresh: true, pinned: nil)
-        lock.withLock {
+        return lock.withLock {
             purgeLocked(now: now)
-            if sessions.count >= maxSessions,
-                let oldest = sessions.values.min(by: { $0.lastUsedAt < $1.lastUsedAt })
-            {
+            let own = sessions.values.filter { $0.identity.user == identity.user }
+            if own.count >= maxSessionsPerUser || sessions.count >= maxSessions {
+                guard let oldest = own.min(by: { $0.lastUsedAt < $1.lastUsedAt }) else { return nil }
                 sessions[oldest.id] = nil
             }
             sessions[session.id] = session
+            return session
         }
-        return session
+    }
+
+    /// Ends the sessions `keep` says no to (a reload that removed a user or took a role away).
+    /// - Returns: the sessions ended.
+    @discardableResult
+    public func revoke(unless keep: (Session) -> Bool) -> [Session] {
+        lock.withLock {
+            let ended = sessions.values.filter { !keep($0) }
+            for s in ended { sessions[s.id] = nil }
+            return ended
+        }
     }
 
     /// The live session for `id`, touching its idle timer; nil when unknown, expired or logged out.

@@ -82,3 +82,13 @@ public protocol Authenticator: CtdPlugin {
     ///   internal-error fault and the log gets the message.
     func authenticate(_ request: LoginRequest) throws -> AuthResult
 }
+
+/// An authenticator that can say, without a password, which roles a user has now: after a reload the host ends
+/// the sessions of users who no longer exist or lost the role their session has.
+///
+/// Called on the reload thread, once per open session, after ``ReloadablePlugin/reload(_:context:)``.
+public protocol IdentityRechecking: Authenticator {
+    /// The roles `user` would get at a login now; nil (or an empty set) when the user no longer exists or may no
+    /// longer log in.
+    func currentRoles(of user: String) -> Set<Role>?
+}

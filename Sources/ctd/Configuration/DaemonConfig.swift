@@ -13,10 +13,6 @@ public struct DaemonConfig: Sendable {
     public var tlsCertificate: String?
     public var tlsKey: String?
     public var maxBodyBytes = 4 * 1024 * 1024
-    public var maxDepth = 32
-    /// The largest `length` of a `view` page; a page of this size stays below xmlrpc-c's 512 KiB default limit.
-    public var maxPageLength = 150
-    public var maxKillIDs = 65_536
     public var workerThreads = 0
     /// Seconds a shutdown lets running calls finish before it refuses the writes that have not started.
     public var drainTimeout = 10.0
@@ -24,10 +20,6 @@ public struct DaemonConfig: Sendable {
     public var idleTimeout = 10.0
     public var maxLifetime = 8 * 3600.0
     public var maxSessions = 1024
-    /// Failed logins from one address within `loginFailureWindow` seconds before further logins from it are
-    /// refused until the window has passed; 0 turns the throttle off.
-    public var loginFailureLimit = 10
-    public var loginFailureWindow = 60.0
     // [conntrack]
     public var receiveBuffer = 64 * 1024 * 1024
     public var counterInterval = 2.0
@@ -41,18 +33,11 @@ public struct DaemonConfig: Sendable {
     // [log]
     public var logLevel = "info"
 
-    public init() {}
+    /// What the procedures need (page and kill limits, the login throttle, ...), read from [server] and
+    /// [sessions].
+    public var core = CoreSettings()
 
-    /// What the procedures need of it.
-    public var coreSettings: CoreSettings {
-        var s = CoreSettings()
-        s.maxPageLength = maxPageLength
-        s.maxKillIDs = maxKillIDs
-        s.maxDepth = maxDepth
-        s.loginFailureLimit = loginFailureLimit
-        s.loginFailureWindow = loginFailureWindow
-        return s
-    }
+    public init() {}
 
     /// The plugins it enables.
     public var pluginSelection: PluginSelection {
@@ -127,9 +112,11 @@ public struct DaemonConfig: Sendable {
             tlsCertificate = try r.string("tls_certificate").flatMap { $0.isEmpty ? nil : $0 }
             tlsKey = try r.string("tls_key").flatMap { $0.isEmpty ? nil : $0 }
             maxBodyBytes = try r.int("max_body_bytes", 1024...(256 << 20)) ?? maxBodyBytes
-            maxDepth = try r.int("max_depth", 4...256) ?? maxDepth
-            maxPageLength = try r.int("max_page_length", 1...150) ?? maxPageLength
-            maxKillIDs = try r.int("max_kill_ids", 1...1_000_000) ?? maxKillIDs
+            core.maxDepth = try r.int("max_depth", 4...256) ?? core.maxDepth
+            core.maxPageLength = try r.int("max_page_length", 1...150) ?? core.maxPageLength
+            core.maxKillIDs = try r.int("max_kill_ids", 1...1_000_000) ?? core.maxKillIDs
+            core.maxResponseBytes =
+                try r.int("max_response_bytes", (1 << 20)...(1 << 30)) ?? core.maxResponseBytes
             workerThreads = try r.int("worker_threads", 0...256) ?? workerThreads
             drainTimeout = try r.double("drain_timeout", 0...600) ?? drainTimeout
             try r.finish()
@@ -139,8 +126,14 @@ public struct DaemonConfig: Sendable {
             idleTimeout = try r.double("idle_timeout", 1...86400) ?? idleTimeout
             maxLifetime = try r.double("max_lifetime", 1...(30 * 86400)) ?? maxLifetime
             maxSessions = try r.int("max_sessions", 1...1_000_000) ?? maxSessions
-            loginFailureLimit = try r.int("login_failure_limit", 0...1_000_000) ?? loginFailureLimit
-            loginFailureWindow = try r.double("login_failure_window", 1...86400) ?? loginFailureWindow
+            core.loginFailureLimit = try r.int("login_failure_limit", 0...1_000_000) ?? core.loginFailureLimit
+            core.loginFailureLimitPerSource =
+                try r.int("login_failure_limit_per_source", 0...1_000_000) ?? core.loginFailureLimitPerSource
+            core.loginFailureLimitPerUser =
+                try r.int("login_failure_limit_per_user", 0...1_000_000) ?? core.loginFailureLimitPerUser
+            core.loginFailureWindow = try r.double("login_failure_window", 1...86400) ?? core.loginFailureWindow
+            core.maxConcurrentLogins = try r.int("max_concurrent_logins", 1...1024) ?? core.maxConcurrentLogins
+            core.maxSessionsPerUser = try r.int("max_sessions_per_user", 1...1_000_000) ?? core.maxSessionsPerUser
             try r.finish()
         }
         if let s = try section(root, "conntrack", source) {

@@ -54,9 +54,7 @@ final class Daemon {
                 ])
         }
         let clock = MonotonicClock.system
-        let hide = HidePolicy(
-            blocks: config.hide.compactMap(CIDRBlock.init),
-            ownTCPPorts: config.hideOwnConnections ? [UInt16(config.port)] : [])
+        let hide = HidePolicy(blocks: config.hide.compactMap(CIDRBlock.init))
         let mirror = ConntrackMirror(hide: hide, clock: clock, logger: logger)
         let kernel = KernelConntrack(clock: clock)
         let follower = ConntrackService(
@@ -73,9 +71,10 @@ final class Daemon {
         let table = ConntrackTable(mirror: mirror, kernel: kernel, service: follower, logger: logger)
         let sessions = SessionStore(
             idleTimeout: config.idleTimeout, maxLifetime: config.maxLifetime, maxSessions: config.maxSessions,
+            maxSessionsPerUser: config.core.maxSessionsPerUser,
             clock: clock)
         let context = ServerContext(
-            settings: config.coreSettings, table: table, sessions: sessions, plugins: plugins, clock: clock,
+            settings: config.core, table: table, sessions: sessions, plugins: plugins, clock: clock,
             logger: logger)
         let dispatcher = Dispatcher(context: context)
         let server = HTTPServer(
@@ -91,7 +90,13 @@ final class Daemon {
             follower.stop()
             throw error
         }
-        if config.hideOwnConnections { mirror.hideOwnPort(UInt16(port)) }
+        if config.hideOwnConnections {
+            mirror.hideOwnEndpoints(
+                Set(
+                    LocalAddresses.listening(on: config.listen).map {
+                        HidePolicy.Endpoint(address: $0, port: UInt16(port))
+                    }))
+        }
         let scheme = config.tlsCertificate == nil ? "http" : "https"
         logger.notice(
             "ctd \(ctdVersion) serving XML-RPC on \(scheme)://\(HTTPServer.display(host: config.listen, port: port))/RPC2")
@@ -101,13 +106,15 @@ final class Daemon {
 
         let reloader = Reloader(
             current: config, load: reloadConfig, logLevel: logLevel, mirror: mirror, follower: follower,
-            server: server, plugins: plugins, logger: logger)
+            server: server, plugins: plugins, sessions: sessions, logger: logger)
         // Started in this order above; stopped in reverse: the reloader, then HTTP (drained), then the conntrack
-        // threads, then the plugins (so a kill in flight still finds its audit store open).
+        // threads, then the last housekeeping (the summaries of failed logins), then the plugins (so a kill in flight
+        // and the last audit records still find the audit store open).
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: PluginsService(plugins: plugins, logger: logger), serviceName: "plugins"),
+                    .init(service: MaintenanceService(context: context, interval: .seconds(5)), serviceName: "maintenance"),
                     .init(service: ConntrackFollowerService(follower: follower, logger: logger), serviceName: "conntrack"),
                     .init(
                         service: HTTPService(

@@ -1,4 +1,6 @@
 import Conntrack
+import CtdCore
+import CtdPluginAPI
 import Foundation
 import HTTPTransport
 import Logging
@@ -18,14 +20,16 @@ final class Reloader: Service, @unchecked Sendable {
     private let follower: ConntrackService
     private let server: HTTPServer
     private let plugins: PluginRegistry
+    private let sessions: SessionStore
     private let logger: Logger
     private let lock = NSLock()
 
     init(
         current: DaemonConfig, load: @escaping () throws -> DaemonConfig, logLevel: LogLevelSwitch,
         mirror: ConntrackMirror, follower: ConntrackService, server: HTTPServer, plugins: PluginRegistry,
-        logger: Logger
+        sessions: SessionStore, logger: Logger
     ) {
+        self.sessions = sessions
         self.current = current
         self.load = load
         self.logLevel = logLevel
@@ -73,6 +77,7 @@ final class Reloader: Service, @unchecked Sendable {
             logger.error("reload of plugin \(failure); that plugin keeps its old settings")
         }
         changes += pluginChanges
+        changes += revokeSessionsThatLostTheirRole()
         if new.logLevel != current.logLevel, let level = Logger.Level(rawValue: new.logLevel) {
             logLevel.level = level
             changes.append("log level \(current.logLevel) -> \(new.logLevel)")
@@ -91,6 +96,18 @@ final class Reloader: Service, @unchecked Sendable {
         if changes.isEmpty { changes.append("nothing changed") }
         for line in changes { logger.notice("reload: \(line)") }
         return changes
+    }
+
+    /// Ends the sessions of users the authenticator no longer knows, or who lost the role their session has.
+    private func revokeSessionsThatLostTheirRole() -> [String] {
+        guard let checker = plugins.authenticator as? any IdentityRechecking else { return [] }
+        let ended = sessions.revoke { session in
+            guard let roles = checker.currentRoles(of: session.identity.user), let best = roles.max() else {
+                return false
+            }
+            return best >= session.role
+        }
+        return ended.map { "session of \($0.identity.user) (\($0.role.rawValue)) from \($0.clientAddress) ended" }
     }
 
     private func restartOnly(_ new: DaemonConfig) -> [(String, Bool)] {
