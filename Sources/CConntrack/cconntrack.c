@@ -342,6 +342,7 @@ static uint32_t next_seq(void) {
 #define BATCH 256
 
 int ctd_destroy_batch(const struct ctd_flow *flows, size_t n, int *results) {
+    for (size_t i = 0; i < n; i++) results[i] = CTD_UNANSWERED;
     int fd = open_nl();
     if (fd < 0) return fd;
     char *buf = malloc((size_t)BATCH * MSG_ROOM);

@@ -42,13 +42,19 @@ public struct KernelConntrack: Sendable {
     }
 
     /// Deletes entries by tuple and id, batched. A reused tuple with a new id is left alone (ENOENT).
+    /// - Throws: when the netlink socket failed before any answer; after a partial failure the answered entries
+    ///   have their outcome and the others ``Outcome/failed(_:)``.
     public func destroy(_ flows: [Flow]) throws -> [Outcome] {
         if flows.isEmpty { return [] }
         var raw = flows.map { $0.cFlow }
         var results = [Int32](repeating: 0, count: flows.count)
         let rc = ctd_destroy_batch(&raw, raw.count, &results)
-        if rc < 0 { throw Error(errno: -rc, operation: "conntrack delete") }
-        return results.map(Outcome.init(code:))
+        guard rc < 0 else { return results.map(Outcome.init(code:)) }
+        let error = Error(errno: -rc, operation: "conntrack delete")
+        // Nothing answered: nothing is known to have happened. Otherwise the batches answered before the failure
+        // are exact, and the rest say that their fate is unknown.
+        if results.allSatisfy({ $0 == CTD_UNANSWERED }) { throw error }
+        return results.map { $0 == CTD_UNANSWERED ? .failed("no answer from the kernel (\(error))") : Outcome(code: $0) }
     }
 
     /// Reads the current entry that owns `flow`'s original tuple.

@@ -135,13 +135,23 @@ extension FlowQuery {
         return list
     }
 
-    private static func anyOf<T: Equatable>(
+    /// The most values one filter may list ("any of"); each is matched in constant time, but parsing and
+    /// memory grow with the list.
+    public static let maximumValuesPerFilter = 10_000
+
+    private static func anyOf<T: Hashable>(
         _ key: String, _ input: FilterInput, _ parse: (FilterInput) throws -> T
     ) throws -> [T] {
+        let list = try items(key, input)
+        guard list.count <= maximumValuesPerFilter else {
+            throw FlowQueryError(
+                "\(key): at most \(maximumValuesPerFilter) values may be listed in one filter, not \(list.count).")
+        }
         var out: [T] = []
-        for item in try items(key, input) {
+        var seen = Set<T>()
+        for item in list {
             let value = try parse(item)
-            if !out.contains(value) { out.append(value) }
+            if seen.insert(value).inserted { out.append(value) }
         }
         return out
     }

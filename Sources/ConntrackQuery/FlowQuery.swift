@@ -232,16 +232,52 @@ public struct FlowQuery: Equatable, Sendable {
 enum FlowQueryEngine {
     // MARK: Filters
 
+    /// Lists longer than this are matched through hash sets instead of a scan of the values (a scan is faster for
+    /// the short lists people type; a set keeps a list of thousands constant-time per flow).
+    static let hashedListThreshold = 16
+
     struct NumericPredicate {
         var field: FlowQuery.NumericField
         var first: Int
         var count: Int
+        /// Index into `Matcher.numericSets` for a long list, else -1.
+        var set = -1
     }
 
     struct AddressPredicate {
         var field: FlowQuery.AddressField
         var first: Int
         var count: Int
+        /// Index into `Matcher.addressSets` for a long list, else -1.
+        var sets = -1
+    }
+
+    /// The blocks of one prefix length (and family), as their masked networks: an address is in one of them when
+    /// its masked value is in `networks`.
+    struct MaskedNetworks {
+        var isIPv6: Bool
+        var maskHigh: UInt64
+        var maskLow: UInt64
+        var networks: Set<AddressBits>
+
+        static func grouping(_ blocks: [Block]) -> [MaskedNetworks] {
+            var groups: [String: MaskedNetworks] = [:]
+            for b in blocks {
+                let key = "\(b.isIPv6) \(b.maskHigh) \(b.maskLow)"
+                groups[key, default: MaskedNetworks(isIPv6: b.isIPv6, maskHigh: b.maskHigh, maskLow: b.maskLow, networks: [])]
+                    .networks.insert(AddressBits(high: b.high, low: b.low))
+            }
+            return Array(groups.values)
+        }
+
+        @inline(__always) func contains(_ a: IPAddress) -> Bool {
+            a.isIPv6 == isIPv6 && networks.contains(AddressBits(high: a.high & maskHigh, low: a.low & maskLow))
+        }
+    }
+
+    struct AddressBits: Hashable {
+        var high: UInt64
+        var low: UInt64
     }
 
     /// A CIDR block with its mask precomputed.
@@ -279,7 +315,20 @@ enum FlowQueryEngine {
         var addresses: [AddressPredicate] = []
         var blocks: [Block] = []
         var lateNumerics: [NumericPredicate] = []
+        var numericSets: [Set<UInt32>] = []
+        var addressSets: [[MaskedNetworks]] = []
         var now: Double
+
+        private mutating func predicate(_ field: FlowQuery.NumericField, _ values: [UInt32]) -> NumericPredicate {
+            var p = NumericPredicate(field: field, first: numericValues.count, count: values.count)
+            if values.count > FlowQueryEngine.hashedListThreshold {
+                p.set = numericSets.count
+                numericSets.append(Set(values))
+            } else {
+                numericValues += values
+            }
+            return p
+        }
 
         init(filters: [FlowQuery.Filter], now: Double) {
             self.now = now
@@ -287,17 +336,20 @@ enum FlowQueryEngine {
                 switch filter {
                 case .number(.timeout, let values):
                     // Computing the remaining time costs more than a load; check it after the addresses.
-                    lateNumerics.append(
-                        NumericPredicate(field: .timeout, first: numericValues.count, count: values.count))
-                    numericValues += values
+                    lateNumerics.append(predicate(.timeout, values))
                 case .number(let field, let values):
-                    numerics.append(NumericPredicate(field: field, first: numericValues.count, count: values.count))
-                    numericValues += values
+                    numerics.append(predicate(field, values))
                 case .status(let masks):
                     statusMasks += masks
                 case .address(let field, let list):
-                    addresses.append(AddressPredicate(field: field, first: blocks.count, count: list.count))
-                    blocks += list.map(Block.init)
+                    var p = AddressPredicate(field: field, first: blocks.count, count: list.count)
+                    if list.count > FlowQueryEngine.hashedListThreshold {
+                        p.sets = addressSets.count
+                        addressSets.append(MaskedNetworks.grouping(list.map(Block.init)))
+                    } else {
+                        blocks += list.map(Block.init)
+                    }
+                    addresses.append(p)
                 case .resolved:
                     break  // ResolvedCache
                 }
@@ -342,11 +394,24 @@ enum FlowQueryEngine {
         var addresses: UnsafeBufferPointer<AddressPredicate>
         var blocks: UnsafeBufferPointer<Block>
         var lateNumerics: UnsafeBufferPointer<NumericPredicate>
+        var numericSets: [Set<UInt32>]
+        var addressSets: [[MaskedNetworks]]
         var now: Double
 
         @inline(__always) func passes(_ p: NumericPredicate, _ f: UnsafePointer<Flow>) -> Bool {
             let v = FlowQueryEngine.numericValue(p.field, f, now: now)
+            if p.set >= 0 { return numericSets[p.set].contains(v) }
             for j in p.first..<(p.first + p.count) where numericValues[j] == v { return true }
+            return false
+        }
+
+        @inline(__always) func passes(_ p: AddressPredicate, _ f: UnsafePointer<Flow>) -> Bool {
+            let a = FlowQueryEngine.address(p.field, f)
+            if p.sets >= 0 {
+                for group in addressSets[p.sets] where group.contains(a) { return true }
+                return false
+            }
+            for j in p.first..<(p.first + p.count) where blocks[j].contains(a) { return true }
             return false
         }
 
@@ -356,15 +421,7 @@ enum FlowQueryEngine {
                 let status = f.pointee.status
                 for m in statusMasks where status & m == 0 { return false }
             }
-            for p in addresses {
-                let a = FlowQueryEngine.address(p.field, f)
-                var hit = false
-                for j in p.first..<(p.first + p.count) where blocks[j].contains(a) {
-                    hit = true
-                    break
-                }
-                if !hit { return false }
-            }
+            for p in addresses where !passes(p, f) { return false }
             for p in lateNumerics where !passes(p, f) { return false }
             return true
         }
@@ -799,7 +856,9 @@ enum FlowQueryEngine {
                             matcher.lateNumerics.withUnsafeBufferPointer { lateNumerics in
                                 let view = MatcherView(
                                     numerics: numerics, numericValues: numericValues, statusMasks: statusMasks,
-                                    addresses: addresses, blocks: blocks, lateNumerics: lateNumerics, now: matcher.now)
+                                    addresses: addresses, blocks: blocks, lateNumerics: lateNumerics,
+                                    numericSets: matcher.numericSets, addressSets: matcher.addressSets,
+                                    now: matcher.now)
                                 _ = table.forEachChunk { flows, first in
                                     guard let base = flows.baseAddress else { return }
                                     for i in 0..<flows.count {

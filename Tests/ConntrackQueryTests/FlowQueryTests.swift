@@ -586,3 +586,41 @@ private func resolveFixture(_ field: String, _ mark: UInt32) -> ResolvedValue? {
         #expect(q.resolvedFieldsUsed == ["user", "quota"])
     }
 }
+
+/// Long "any of" lists take the hash-set path; they must answer exactly what a scan of the values answers.
+@Suite struct FlowQueryLongListTests {
+    @Test(arguments: [3, 17, 400, 10_000])
+    func view_whenFilterListsManyValues_matchesTheNaiveReference(count: Int) throws {
+        let flows = randomTable(count: 5000, seed: UInt64(count))
+        var g = SplitMix(state: 42)
+        // Addresses and blocks of mixed families and prefix lengths, ports, ids: many of them repeated.
+        let blocks: [String] = (0..<count).map { i in
+            switch i % 4 {
+            case 0: return "10.0.\(UInt32.random(in: 0..<8, using: &g)).\(UInt32.random(in: 0..<4, using: &g))"
+            case 1: return "10.0.\(UInt32.random(in: 0..<8, using: &g)).0/\([24, 30, 31][i % 3])"
+            case 2: return "2001:db8::\(UInt32.random(in: 0..<5, using: &g))"
+            default: return "2001:db8:0:\(UInt32.random(in: 0..<3, using: &g))::/64"
+            }
+        }
+        let ports = (0..<count).map { _ in FilterInput.int(Int64.random(in: 0..<2000, using: &g)) }
+        let cidrs = blocks.compactMap(CIDRBlock.init)
+        #expect(cidrs.count == count)
+        let portSet = Set(ports.map { if case .int(let n) = $0 { return UInt16(n) } else { return 0 } })
+        let q = try query(
+            ["orig_src": .list(blocks.map { .string($0) }), "orig_port_src": .list(ports)], length: 5000,
+            maxLength: 5000)
+        let expected = reference(
+            flows,
+            where: { f in cidrs.contains { $0.contains(f.origSource) } && portSet.contains(f.origSourcePort) },
+            order: nil, descending: false, now: 0)
+        let result = q.run(on: flows, now: 0, resolve: nil)
+        #expect(result.total == expected.count)
+        #expect(result.page == expected)
+    }
+
+    @Test func view_whenAFilterListsMoreThanTheMaximum_isRefusedWithASentence() {
+        let many = FilterInput.list((0...FlowQuery.maximumValuesPerFilter).map { .int(Int64($0 % 65536)) })
+        let message = fault(["orig_port_dst": many])
+        #expect(message?.contains("at most 10000 values") == true, "\(message ?? "nil")")
+    }
+}

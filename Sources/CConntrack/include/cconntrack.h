@@ -62,9 +62,14 @@ unsigned int ctd_events_rcvbuf(struct ctd_events *ev);
 
 void ctd_events_close(struct ctd_events *ev);
 
-/// Deletes each entry by its original tuple AND its id (CTA_ID), `n` at a time in batches.
-/// results[i] = 0 when deleted, -ENOENT when gone or the id no longer matches, another -errno otherwise.
-/// Returns 0, or -errno when the netlink socket itself failed (results then undefined).
+/// A result ctd_destroy_batch could not learn: the socket failed before that entry's answer came back (the entry
+/// may or may not have been deleted) or before its batch was sent.
+#define CTD_UNANSWERED (-0x7fff0000)
+
+/// Deletes each entry by its original tuple AND its id (CTA_ID), in batches of 256 per send.
+/// results[i] = 0 when deleted, -ENOENT when gone or the id no longer matches, another -errno otherwise, or
+/// CTD_UNANSWERED. Returns 0, or -errno when the netlink socket failed: the results of the batches answered before
+/// stay valid, the others are CTD_UNANSWERED.
 int ctd_destroy_batch(const struct ctd_flow *flows, size_t n, int *results);
 
 /// Updates mark and/or timeout of the entry with this tuple AND id. set_fixed adds IPS_FIXED_TIMEOUT to status.
