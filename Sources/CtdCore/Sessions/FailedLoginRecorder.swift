@@ -15,9 +15,11 @@ package final class FailedLoginRecorder: @unchecked Sendable {
         package var count: Int
         /// The user names tried (at most ``userNamesKept``), in first-seen order.
         package var users: [String]
+        /// Whether more user names were tried than ``users`` holds.
+        package var moreUsers = false
 
         package var description: String {
-            let names = users.joined(separator: ", ") + (count > users.count ? ", ..." : "")
+            let names = users.joined(separator: ", ") + (moreUsers ? ", ..." : "")
             return "\(count) more failed logins from \(source) in this window; users: \(names)"
         }
     }
@@ -48,7 +50,9 @@ package final class FailedLoginRecorder: @unchecked Sendable {
                 return true
             }
             w.count += 1
-            if w.users.count < Self.userNamesKept, !w.users.contains(user) { w.users.append(user) }
+            if !w.users.contains(user) {
+                if w.users.count < Self.userNamesKept { w.users.append(user) } else { w.moreUsers = true }
+            }
             windows[source] = w
             return false
         }

@@ -41,7 +41,7 @@ public struct AuditFilter: Sendable, Equatable {
 
     /// Times the trail can hold: from the epoch to the end of year 9999 (anything else is a typo, and a larger
     /// number would not convert to an integer time).
-    public static let timeRange = 0.0...253_402_300_799.999999
+    public static let timeRange = 0.0..<253_402_300_800.0
 
     private static func time(_ name: String, _ text: String) throws -> Double {
         guard let t = AuditTime.parse(text) else { throw AuditError.invalidArgument(timeHelp(name, text)) }
