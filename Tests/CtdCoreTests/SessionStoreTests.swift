@@ -1,7 +1,9 @@
 import CtdPluginAPI
 import Foundation
 import Testing
+import Conntrack
 import CtdRuntime
+import Logging
 import XMLRPC
 
 @testable import CtdCore
@@ -246,5 +248,34 @@ struct LoginGateTests {
         let inner: Bool?? = gate.pass { gate.pass { true } }
         #expect(inner == .some(nil))
         #expect(gate.pass { true } == true)
+    }
+}
+
+struct PinnedSnapshotTests {
+    @Test func pin_beyondTheMaximumOfGenerations_letsGoOfTheOldest() throws {
+        let mirror = ConntrackMirror(hide: HidePolicy(), logger: Logger(label: "t"))
+        let store = SessionStore(idleTimeout: 100, maxLifetime: 1000, maxSessions: 100, maxPinnedGenerations: 2)
+        let ids = try (0..<3).map { i in
+            try #require(store.open(identity: Identity(user: "u\(i)", roles: [.viewer]), clientAddress: "x")).id
+        }
+        var snaps: [MirrorSnapshot] = []
+        for (i, id) in ids.enumerated() {
+            mirror.apply(events: [
+                ConntrackEvent(
+                    kind: .new, fields: .all,
+                    flow: Flow(id: UInt32(i + 1), origSource: IPAddress("10.0.0.\(i + 1)")!, origDestination: IPAddress("10.1.0.1")!))
+            ])
+            let snap = mirror.snapshot()
+            snaps.append(snap)
+            store.pin(id, snap)
+        }
+        #expect(store.pinnedGenerations == 2)
+        let first = try #require(store.use(ids[0]))
+        #expect(first.pinned == nil && first.lostPinnedSnapshot)
+        #expect(store.use(ids[2])?.pinned?.generation == snaps[2].generation)
+        // Sessions sharing one generation cost one table: many may pin it.
+        for id in ids { store.pin(id, snaps[2]) }
+        #expect(store.pinnedGenerations == 1)
+        #expect(store.use(ids[0])?.lostPinnedSnapshot == false)
     }
 }

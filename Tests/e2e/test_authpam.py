@@ -80,7 +80,7 @@ def _write_fixture_files(d: Path, service: str) -> dict[str, str]:
 
 
 def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files: bool = False,
-           plugins: tuple[str, ...] = (), extra_config: str = "") -> Ctd:
+           plugins: tuple[str, ...] = (), extra_config: str = "", max_concurrent_logins: int = 16) -> Ctd:
     """Starts `ctd serve --port 0 --mod-auth AuthPAM --config CFG --show-all` with nss_wrapper preloaded, or with
     `system_files`, in a mount namespace where the test's passwd/shadow/group files are the system's (pam_unix)."""
     if not (BIN_DIR / "libAuthPAM.so").is_file():
@@ -93,8 +93,10 @@ def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files
     cfg = workdir / "ctd.toml"
     cfg.write_text(
         f'[server]\nlisten = "127.0.0.1"\nworker_threads = {worker_threads}\n\n'
-        # These tests fail logins from 127.0.0.1 on purpose, many at once: the per-address throttle is off here.
-        '[sessions]\nlogin_failure_limit = 0\n\n'
+        # These tests fail logins from 127.0.0.1 on purpose, many at once: the throttle is off here, and 16 logins
+        # may be checked at once (the default of 4 refuses the rest with fault 11: tested below).
+        '[sessions]\nlogin_failure_limit = 0\nlogin_failure_limit_per_source = 0\nlogin_failure_limit_per_user = 0\n'
+        f'max_concurrent_logins = {max_concurrent_logins}\n\n'
         '[log]\nlevel = "info"\n\n'
         "[plugin.AuthPAM]\n"
         f"service = {toml_str(service)}\n"
@@ -313,6 +315,39 @@ def test_slowFailedLogins_runInParallel_andOtherClientsAreServed(request, tmp_pa
         # Serialised, 8 logins would take at least 8 x 0.5 s.
         assert elapsed < 3.0, f"8 parallel failed logins took {elapsed:.2f} s: {results}"
         assert view_latencies and max(view_latencies) < 0.5, f"views during the slow logins: {view_latencies}"
+    finally:
+        _stop(c, request)
+
+
+def test_slowFailedLogins_beyondMaxConcurrentLogins_areRefusedAtOnce_andViewsFlow(request, tmp_path):
+    """pam_faildelay holds each failed login about a second: with max_concurrent_logins = 2, of 8 wrong logins at
+    once the ones that find no room get fault 11 without waiting, and a logged-in client keeps getting views while
+    the two admitted ones sleep."""
+    c = _start(tmp_path / "capped", service="ctd-slow", worker_threads=16, max_concurrent_logins=2)
+    try:
+        viewer, sid = _login(c, VIEWER)
+        codes: list = [None] * 8
+        started = threading.Barrier(9)
+
+        def fail(i: int):
+            started.wait()
+            codes[i] = fault_of(c.proxy().login, PARALLEL_USERS[i], "wrong").faultCode
+
+        threads = [threading.Thread(target=fail, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        started.wait()
+        views_while_logins_ran = 0
+        while any(t.is_alive() for t in threads):
+            assert viewer.view(sid, {}, "", "ASC", 0, 10)["start"] == 0
+            if any(t.is_alive() for t in threads):
+                views_while_logins_ran += 1
+        for t in threads:
+            t.join()
+        assert set(codes) <= {1, 11} and codes.count(11) >= 1, codes
+        assert codes.count(1) >= 2, codes
+        assert views_while_logins_ran >= 1
+        assert "logins in progress" in c.stderr()
     finally:
         _stop(c, request)
 

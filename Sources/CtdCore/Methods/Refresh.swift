@@ -22,7 +22,7 @@ enum Refresh {
         let s = call.user
         // The snapshot holds every change the kernel made before this call (the event thread catches up first).
         let snap = call.context.table.freshSnapshot()
-        call.context.sessions.update(s.id) { $0.pinned = snap }
+        call.context.sessions.pin(s.id, snap)
         return .structure(
             XMLRPCStruct([
                 ("generation", .string(String(snap.generation))),
@@ -35,10 +35,8 @@ enum Refresh {
     static func setAutorefresh(_ call: Call) throws -> XMLRPCValue {
         let on = try call.params.bool(1)
         let snap: MirrorSnapshot? = on ? nil : call.context.table.snapshot()
-        call.context.sessions.update(call.user.id) {
-            $0.autorefresh = on
-            $0.pinned = snap
-        }
+        call.context.sessions.update(call.user.id) { $0.autorefresh = on }
+        call.context.sessions.pin(call.user.id, snap)
         return .bool(on)
     }
 }

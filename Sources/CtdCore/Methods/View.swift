@@ -35,7 +35,7 @@ enum View {
             snap = pinned
         } else {
             snap = context.table.snapshot()
-            context.sessions.update(s.id) { $0.pinned = snap }
+            context.sessions.pin(s.id, snap)
         }
         let now = context.clock.now()
         let accounting = context.mirror.statistics.accountingEnabled
@@ -43,7 +43,7 @@ enum View {
         // encoded answer is reused within one second (timeouts are shown in whole seconds).
         let clockDependent = query.mentionsTimeout
         let key =
-            clockDependent
+            clockDependent || s.lostPinnedSnapshot
             ? nil
             : RenderedViewKey(
                 generation: snap.generation, query: query, second: Int64(now), autorefresh: s.autorefresh,
@@ -73,12 +73,17 @@ enum View {
                 ("autorefresh", .bool(s.autorefresh)),
                 ("accounting", .bool(accounting)),
             ]
-            if !accounting { out.append(("note", .string(Notes.accountingOff))) }
+            var notes: [String] = []
+            if s.lostPinnedSnapshot { notes.append(Notes.snapshotReleased) }
+            if !accounting { notes.append(Notes.accountingOff) }
+            if !notes.isEmpty { out.append(("note", .string(notes.joined(separator: "; ")))) }
             return .structure(XMLRPCStruct(out))
         }
     }
 
     enum Notes {
+        static let snapshotReleased =
+            "this page comes from a new snapshot: the one this session had pinned was let go because too many different snapshots were pinned (max_pinned_snapshots)"
         static let accountingOff =
             "byte and packet counters and byte_rate are not measured: net.netfilter.nf_conntrack_acct is 0 on this host"
     }

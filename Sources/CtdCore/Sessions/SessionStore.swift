@@ -15,6 +15,9 @@ public struct Session: Sendable {
     /// snapshot of the last `refresh`, so that a frontend pages through a table that does not move under it.
     public var autorefresh: Bool
     public var pinned: MirrorSnapshot?
+    /// Set when the store let go of this session's snapshot to bound memory (``SessionStore/pin(_:_:)``); the next
+    /// `view` says so.
+    public var lostPinnedSnapshot = false
 
     public var role: Role { identity.highestRole ?? .viewer }
 }
@@ -25,18 +28,21 @@ public final class SessionStore: @unchecked Sendable {
     public let maxLifetime: Double
     public let maxSessions: Int
     public let maxSessionsPerUser: Int
+    public let maxPinnedGenerations: Int
     private let clock: MonotonicClock
     private let lock = NIOLock()
     private var sessions: [String: Session] = [:]
 
     public init(
         idleTimeout: Double, maxLifetime: Double, maxSessions: Int, maxSessionsPerUser: Int = 32,
+        maxPinnedGenerations: Int = 8,
         clock: MonotonicClock = .system
     ) {
         self.idleTimeout = idleTimeout
         self.maxLifetime = maxLifetime
         self.maxSessions = maxSessions
         self.maxSessionsPerUser = max(1, maxSessionsPerUser)
+        self.maxPinnedGenerations = max(1, maxPinnedGenerations)
         self.clock = clock
     }
 
@@ -55,7 +61,7 @@ public final class SessionStore: @unchecked Sendable {
         let now = clock.now()
         let session = Session(
             id: SessionStore.newSessionID(), identity: identity, clientAddress: clientAddress, createdAt: now,
-            lastUsedAt: now, autorefresh: true, pinned: nil)
+            lastUsedAt: now, autorefresh: true, pinned: nil, lostPinnedSnapshot: false)
         return lock.withLock {
             purgeLocked(now: now)
             let own = sessions.values.filter { $0.identity.user == identity.user }
@@ -67,6 +73,28 @@ public final class SessionStore: @unchecked Sendable {
             return session
         }
     }
+
+    /// Pins `snapshot` for session `id` (nil unpins). Each distinct pinned generation can keep a copy of the table
+    /// alive (a counter refresh touches every chunk), so at most ``maxPinnedGenerations`` are kept: pinning one more
+    /// lets go of the oldest, and the sessions that held it get the current table at their next view, with a note.
+    public func pin(_ id: String, _ snapshot: MirrorSnapshot?) {
+        lock.withLock {
+            guard sessions[id] != nil else { return }
+            sessions[id]!.pinned = snapshot
+            sessions[id]!.lostPinnedSnapshot = false
+            var generations = Set(sessions.values.compactMap { $0.pinned?.generation })
+            while generations.count > maxPinnedGenerations, let oldest = generations.min() {
+                generations.remove(oldest)
+                for (key, s) in sessions where s.pinned?.generation == oldest {
+                    sessions[key]!.pinned = nil
+                    sessions[key]!.lostPinnedSnapshot = true
+                }
+            }
+        }
+    }
+
+    /// Distinct table generations pinned by sessions now.
+    public var pinnedGenerations: Int { lock.withLock { Set(sessions.values.compactMap { $0.pinned?.generation }).count } }
 
     /// Ends the sessions `keep` says no to (a reload that removed a user or took a role away).
     /// - Returns: the sessions ended.

@@ -20,6 +20,8 @@ public struct DaemonConfig: Sendable {
     public var idleTimeout = 10.0
     public var maxLifetime = 8 * 3600.0
     public var maxSessions = 1024
+    /// Distinct table generations sessions may pin (each can keep a copy of the table alive).
+    public var maxPinnedSnapshots = 8
     // [conntrack]
     public var receiveBuffer = 64 * 1024 * 1024
     public var counterInterval = 2.0
@@ -126,6 +128,7 @@ public struct DaemonConfig: Sendable {
             idleTimeout = try r.double("idle_timeout", 1...86400) ?? idleTimeout
             maxLifetime = try r.double("max_lifetime", 1...(30 * 86400)) ?? maxLifetime
             maxSessions = try r.int("max_sessions", 1...1_000_000) ?? maxSessions
+            maxPinnedSnapshots = try r.int("max_pinned_snapshots", 1...1024) ?? maxPinnedSnapshots
             core.loginFailureLimit = try r.int("login_failure_limit", 0...1_000_000) ?? core.loginFailureLimit
             core.loginFailureLimitPerSource =
                 try r.int("login_failure_limit_per_source", 0...1_000_000) ?? core.loginFailureLimitPerSource

@@ -71,7 +71,7 @@ final class Daemon {
         let table = ConntrackTable(mirror: mirror, kernel: kernel, service: follower, logger: logger)
         let sessions = SessionStore(
             idleTimeout: config.idleTimeout, maxLifetime: config.maxLifetime, maxSessions: config.maxSessions,
-            maxSessionsPerUser: config.core.maxSessionsPerUser,
+            maxSessionsPerUser: config.core.maxSessionsPerUser, maxPinnedGenerations: config.maxPinnedSnapshots,
             clock: clock)
         let context = ServerContext(
             settings: config.core, table: table, sessions: sessions, plugins: plugins, clock: clock,
