@@ -69,8 +69,28 @@ extension FlowQuery {
 
     // MARK: - Filters
 
-    package static func parseFilter(key: String, input: FilterInput, resolvedFields: Set<String>) throws -> Filter {
+    /// The range filters: key, field, largest value.
+    static let rangeKeys: [String: (field: RangeField, max: Double)] = [
+        "timeout": (.timeout, Double(UInt32.max)), "orig_bytes": (.origBytes, 0x1p64), "repl_bytes": (.replBytes, 0x1p64),
+        "bytes": (.bytes, 0x1p64), "packets": (.packets, 0x1p64), "byte_rate": (.byteRate, .greatestFiniteMagnitude),
+        "orig_port_src": (.origPortSrc, 65535), "orig_port_dst": (.origPortDst, 65535),
+        "repl_port_src": (.replPortSrc, 65535), "repl_port_dst": (.replPortDst, 65535), "port": (.anyPort, 65535),
+    ]
+
+    package static func parseFilter(key: String, input raw: FilterInput, resolvedFields: Set<String>) throws -> Filter {
+        let input = wholeNumbers(raw)
+        if let (field, max) = rangeKeys[key], let bounds = try range(key, input, max: max) {
+            return .range(field, min: bounds.min, max: bounds.max)
+        }
         switch key {
+        case "host":
+            return .address(.any, anyOf: try anyOf(key, input) { try block(key, $0) })
+        case "port":
+            return .number(.anyPort, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: 65535) })
+        case "orig_bytes", "repl_bytes", "bytes", "packets", "byte_rate":
+            // Counters compare as ranges only; one number is the range a-a.
+            let v = try number(key, input, max: rangeKeys[key]!.max)
+            return .range(rangeKeys[key]!.field, min: v, max: v)
         case "mark":
             return .number(.mark, anyOf: try anyOf(key, input) { try uint32(key, $0) })
         case "id":
@@ -119,12 +139,71 @@ extension FlowQuery {
                         case .int(let v): return .integer(v)
                         case .string(let s): return .string(s)
                         case .list: throw nestedList(key)
+                        case .double, .structure: throw notAValue(key, input)
                         }
                     })
             }
             let valid = (builtinFilterKeys + resolvedFields.sorted()).joined(separator: ", ")
             throw FlowQueryError("unknown filter '\(key)'; valid filters are: \(valid).")
         }
+    }
+
+    /// `input` with integral doubles as ints (clients send 5.0 for 5).
+    static func wholeNumbers(_ input: FilterInput) -> FilterInput {
+        switch input {
+        case .double(let d) where d == d.rounded() && abs(d) < 1e18: return .int(Int64(d))
+        case .list(let items): return .list(items.map(wholeNumbers))
+        default: return input
+        }
+    }
+
+    /// A range (`{"min": a, "max": b}`, either bound optional, or `"a-b"`), or nil when `input` is not written as
+    /// a range (a plain value or list, compared for equality by the caller).
+    static func range(_ key: String, _ input: FilterInput, max: Double) throws -> (min: Double?, max: Double?)? {
+        var low: Double?
+        var high: Double?
+        switch input {
+        case .structure(let members):
+            for name in members.keys where name != "min" && name != "max" {
+                throw FlowQueryError("\(key): a range has the members min and max, not '\(name.prefix(40))'.")
+            }
+            guard !members.isEmpty else { throw FlowQueryError("\(key): a range needs min, max or both.") }
+            low = try members["min"].map { try number(key, $0, max: max) }
+            high = try members["max"].map { try number(key, $0, max: max) }
+        case .string(let text):
+            let parts = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, let a = Double(trimmed(String(parts[0]))), let b = Double(trimmed(String(parts[1])))
+            else { return nil }
+            low = try number(key, .double(a), max: max)
+            high = try number(key, .double(b), max: max)
+        default:
+            return nil
+        }
+        if let low, let high, low > high {
+            throw FlowQueryError("\(key): the range's min (\(Self.show(low))) is larger than its max (\(Self.show(high))).")
+        }
+        return (low, high)
+    }
+
+    /// A number from 0 to `max`, as an integer, a double or a decimal string.
+    static func number(_ key: String, _ input: FilterInput, max: Double) throws -> Double {
+        let value: Double?
+        switch input {
+        case .int(let v): value = Double(v)
+        case .double(let d): value = d
+        case .string(let s): value = Double(trimmed(s))
+        case .list: throw nestedList(key)
+        case .structure: throw FlowQueryError("\(key): a range cannot be one bound of another range.")
+        }
+        guard let v = value, v.isFinite else { throw FlowQueryError("\(key): \(show(input)) is not a number.") }
+        guard v >= 0, v <= max else {
+            throw FlowQueryError("\(key): \(show(input)) is out of range 0 to \(Self.show(max)).")
+        }
+        return v
+    }
+
+    private static func show(_ d: Double) -> String {
+        d == d.rounded() && abs(d) < 1e18 ? String(Int64(d)) : String(d)
     }
 
     /// The scalar items of a filter value: one for a scalar, each element for a list (not nested, not empty).
@@ -156,6 +235,13 @@ extension FlowQuery {
         return out
     }
 
+    private static func notAValue(_ key: String, _ input: FilterInput) -> FlowQueryError {
+        if case .structure = input {
+            return FlowQueryError("\(key): a range ({min, max}) is not allowed here; ranges work for \(rangeKeys.keys.sorted().joined(separator: ", ")).")
+        }
+        return FlowQueryError("\(key): \(show(input)) is not a whole number.")
+    }
+
     private static func nestedList(_ key: String) -> FlowQueryError {
         FlowQueryError("\(key): a list of values cannot contain another list.")
     }
@@ -165,6 +251,8 @@ extension FlowQuery {
         case .int(let v): return String(v)
         case .string(let s): return "'\(s)'"
         case .list(let l): return "[" + l.map(show).joined(separator: ", ") + "]"
+        case .double(let d): return String(d)
+        case .structure: return "a struct"
         }
     }
 
@@ -178,6 +266,7 @@ extension FlowQuery {
         case .int(let v): value = UInt32Text.from(integer: v)
         case .string(let s): value = UInt32Text.from(text: s)
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
         guard let value else {
             if case .string(let s) = input, Int64(trimmed(s)) == nil {
@@ -195,6 +284,7 @@ extension FlowQuery {
         case .int(let v): value = v
         case .string(let s): value = Int64(trimmed(s))
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
         guard let v = value else { throw FlowQueryError("\(key): \(show(input)) is not a number.") }
         guard v >= 0, v <= Int64(max) else {
@@ -214,6 +304,7 @@ extension FlowQuery {
                 "\(key): \(show(input)) is not a protocol number (0 to 255) or name "
                     + "(tcp, udp, icmp, icmpv6, sctp, dccp, gre, igmp, udplite).")
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
     }
 
@@ -223,6 +314,7 @@ extension FlowQuery {
         case .int(let v): number = (v == 2 || v == 10) ? UInt8(v) : nil
         case .string(let s): number = ConntrackNames.l3Number(trimmed(s))
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
         guard let number else {
             throw FlowQueryError("\(key): \(show(input)) is not ipv4 (2) or ipv6 (10).")
@@ -238,6 +330,7 @@ extension FlowQuery {
             if let n = ConntrackNames.tcpStateNumber(trimmed(s)) { return UInt32(n) }
             if let v = Int64(trimmed(s)) { return try tcpState(key, .int(v)) }
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
         throw FlowQueryError(
             "\(key): \(show(input)) is not a TCP state; valid states are: "
@@ -252,6 +345,7 @@ extension FlowQuery {
             if let block = CIDRBlock(trimmed(s)) { return block }
             throw FlowQueryError("\(key): \(show(input)) is not an IP address or CIDR block.")
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
     }
 
@@ -268,6 +362,7 @@ extension FlowQuery {
             if let block = CIDRBlock(trimmed(s)), !block.network.isIPv6 { return block }
             throw FlowQueryError("\(key): \(show(input)) is not an IPv4 address.")
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
     }
 
@@ -285,6 +380,7 @@ extension FlowQuery {
             }
             return (0..<32).compactMap { bit in UInt64(v) & (1 << UInt64(bit)) != 0 ? UInt32(1) << UInt32(bit) : nil }
         case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
         }
     }
 }

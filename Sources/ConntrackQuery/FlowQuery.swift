@@ -18,13 +18,16 @@ import Foundation
 // Results are indices into the given array (`FlowQueryResult.page`), so the caller renders only the page.
 
 /// What a client sent for one filter key. The XML-RPC layer converts `<int>`/`<i4>`/`<i8>` to `.int`,
-/// `<string>` to `.string` and `<array>` to `.list`, which means "any of" (for `status`: "all of").
+/// `<double>` to `.double`, `<string>` to `.string`, `<array>` to `.list`, which means "any of" (for `status`:
+/// "all of"), and `<struct>` to `.structure` (a range: `{"min": a, "max": b}`).
 public enum FilterInput: Equatable, Sendable, ExpressibleByIntegerLiteral, ExpressibleByStringLiteral,
     ExpressibleByArrayLiteral
 {
     case int(Int64)
+    case double(Double)
     case string(String)
     case list([FilterInput])
+    case structure([String: FilterInput])
 
     public init(integerLiteral value: Int64) { self = .int(value) }
     public init(stringLiteral value: String) { self = .string(value) }
@@ -84,11 +87,21 @@ public struct FlowQuery: Equatable, Sendable {
     /// Integer-valued flow fields a filter compares for equality.
     public enum NumericField: Equatable, Sendable {
         case id, mark, timeout, l3proto, l4proto, state, zone, origPortSrc, origPortDst, replPortSrc, replPortDst
+        /// Any of the four ports (`port`).
+        case anyPort
     }
 
-    /// The four addresses of a flow.
+    /// The four addresses of a flow, or any of them (`host`: NAT'd traffic is found by either side).
     public enum AddressField: Equatable, Sendable {
-        case origSrc, origDst, replSrc, replDst
+        case origSrc, origDst, replSrc, replDst, any
+    }
+
+    /// Fields a range filter compares (`{"min": a, "max": b}` or `"a-b"`); bounds are inclusive.
+    public enum RangeField: Equatable, Sendable {
+        case timeout, origBytes, replBytes, bytes, packets, byteRate
+        case origPortSrc, origPortDst, replPortSrc, replPortDst
+        /// Any of the four ports (`port`).
+        case anyPort
     }
 
     /// One parsed filter; a flow must pass all of a query's filters.
@@ -101,6 +114,8 @@ public struct FlowQuery: Equatable, Sendable {
         case status(allOf: [UInt32])
         /// The resolved field has a value equal to one of these.
         case resolved(String, anyOf: [ResolvedValue])
+        /// The field lies within `min...max` (either bound may be absent).
+        case range(RangeField, min: Double?, max: Double?)
 
         /// Evaluation cost class; cheaper filters run first.
         var cost: Int {
@@ -110,6 +125,7 @@ public struct FlowQuery: Equatable, Sendable {
             case .status: return 1
             case .address: return 2
             case .resolved: return 4
+            case .range: return 2
             }
         }
     }
@@ -157,9 +173,9 @@ public struct FlowQuery: Equatable, Sendable {
 
     /// Filter keys every server understands (resolved fields come on top).
     public static let builtinFilterKeys = [
-        "id", "l3proto", "l4proto", "mark", "orig_dst", "orig_ipv4_dst", "orig_ipv4_src", "orig_l4proto",
-        "orig_port_dst", "orig_port_src", "orig_src", "repl_dst", "repl_port_dst", "repl_port_src", "repl_src",
-        "state", "status", "timeout", "zone",
+        "byte_rate", "bytes", "host", "id", "l3proto", "l4proto", "mark", "orig_bytes", "orig_dst", "orig_ipv4_dst",
+        "orig_ipv4_src", "orig_l4proto", "orig_port_dst", "orig_port_src", "orig_src", "packets", "port", "repl_bytes",
+        "repl_dst", "repl_port_dst", "repl_port_src", "repl_src", "state", "status", "timeout", "zone",
     ]
 
     /// `order_by` names every server understands, aliases included (resolved fields come on top).
@@ -275,6 +291,33 @@ enum FlowQueryEngine {
         }
     }
 
+    struct RangePredicate {
+        var field: FlowQuery.RangeField
+        var min: Double
+        var max: Double
+
+        @inline(__always) func contains(_ v: Double) -> Bool { v >= min && v <= max }
+
+        @inline(__always) func passes(_ f: UnsafePointer<Flow>, now: Double) -> Bool {
+            let flow = f.pointee
+            switch field {
+            case .timeout: return contains(Double(flow.remainingTimeout(at: now)))
+            case .origBytes: return contains(Double(flow.origBytes))
+            case .replBytes: return contains(Double(flow.replyBytes))
+            case .bytes: return contains(Double(flow.totalBytes))
+            case .packets: return contains(Double(flow.totalPackets))
+            case .byteRate: return contains(flow.byteRate)
+            case .origPortSrc: return contains(Double(flow.origSourcePort))
+            case .origPortDst: return contains(Double(flow.origDestinationPort))
+            case .replPortSrc: return contains(Double(flow.replySourcePort))
+            case .replPortDst: return contains(Double(flow.replyDestinationPort))
+            case .anyPort:
+                return contains(Double(flow.origSourcePort)) || contains(Double(flow.origDestinationPort))
+                    || contains(Double(flow.replySourcePort)) || contains(Double(flow.replyDestinationPort))
+            }
+        }
+    }
+
     struct AddressBits: Hashable {
         var high: UInt64
         var low: UInt64
@@ -317,6 +360,7 @@ enum FlowQueryEngine {
         var lateNumerics: [NumericPredicate] = []
         var numericSets: [Set<UInt32>] = []
         var addressSets: [[MaskedNetworks]] = []
+        var ranges: [RangePredicate] = []
         var now: Double
 
         private mutating func predicate(_ field: FlowQuery.NumericField, _ values: [UInt32]) -> NumericPredicate {
@@ -350,13 +394,17 @@ enum FlowQueryEngine {
                         blocks += list.map(Block.init)
                     }
                     addresses.append(p)
+                case .range(let field, let min, let max):
+                    ranges.append(RangePredicate(field: field, min: min ?? -.infinity, max: max ?? .infinity))
                 case .resolved:
                     break  // ResolvedCache
                 }
             }
         }
 
-        var isEmpty: Bool { numerics.isEmpty && statusMasks.isEmpty && addresses.isEmpty && lateNumerics.isEmpty }
+        var isEmpty: Bool {
+            numerics.isEmpty && statusMasks.isEmpty && addresses.isEmpty && lateNumerics.isEmpty && ranges.isEmpty
+        }
     }
 
     @inline(__always)
@@ -373,6 +421,7 @@ enum FlowQueryEngine {
         case .origPortDst: return UInt32(f.pointee.origDestinationPort)
         case .replPortSrc: return UInt32(f.pointee.replySourcePort)
         case .replPortDst: return UInt32(f.pointee.replyDestinationPort)
+        case .anyPort: return UInt32(f.pointee.origSourcePort)  // `port` is matched port by port (MatcherView.passes)
         }
     }
 
@@ -383,6 +432,7 @@ enum FlowQueryEngine {
         case .origDst: return f.pointee.origDestination
         case .replSrc: return f.pointee.replySource
         case .replDst: return f.pointee.replyDestination
+        case .any: return f.pointee.origSource  // `host` is matched field by field (MatcherView.passes)
         }
     }
 
@@ -396,9 +446,18 @@ enum FlowQueryEngine {
         var lateNumerics: UnsafeBufferPointer<NumericPredicate>
         var numericSets: [Set<UInt32>]
         var addressSets: [[MaskedNetworks]]
+        var ranges: [RangePredicate]
         var now: Double
 
         @inline(__always) func passes(_ p: NumericPredicate, _ f: UnsafePointer<Flow>) -> Bool {
+            if p.field == .anyPort {
+                for field in [FlowQuery.NumericField.origPortSrc, .origPortDst, .replPortSrc, .replPortDst] {
+                    var one = p
+                    one.field = field
+                    if passes(one, f) { return true }
+                }
+                return false
+            }
             let v = FlowQueryEngine.numericValue(p.field, f, now: now)
             if p.set >= 0 { return numericSets[p.set].contains(v) }
             for j in p.first..<(p.first + p.count) where numericValues[j] == v { return true }
@@ -406,6 +465,14 @@ enum FlowQueryEngine {
         }
 
         @inline(__always) func passes(_ p: AddressPredicate, _ f: UnsafePointer<Flow>) -> Bool {
+            if p.field == .any {
+                for field in [FlowQuery.AddressField.origSrc, .origDst, .replSrc, .replDst] {
+                    var one = p
+                    one.field = field
+                    if passes(one, f) { return true }
+                }
+                return false
+            }
             let a = FlowQueryEngine.address(p.field, f)
             if p.sets >= 0 {
                 for group in addressSets[p.sets] where group.contains(a) { return true }
@@ -422,6 +489,7 @@ enum FlowQueryEngine {
                 for m in statusMasks where status & m == 0 { return false }
             }
             for p in addresses where !passes(p, f) { return false }
+            for r in ranges where !r.passes(f, now: now) { return false }
             for p in lateNumerics where !passes(p, f) { return false }
             return true
         }
@@ -858,6 +926,7 @@ enum FlowQueryEngine {
                                     numerics: numerics, numericValues: numericValues, statusMasks: statusMasks,
                                     addresses: addresses, blocks: blocks, lateNumerics: lateNumerics,
                                     numericSets: matcher.numericSets, addressSets: matcher.addressSets,
+                                    ranges: matcher.ranges,
                                     now: matcher.now)
                                 _ = table.forEachChunk { flows, first in
                                     guard let base = flows.baseAddress else { return }

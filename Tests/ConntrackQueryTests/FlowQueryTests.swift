@@ -624,3 +624,53 @@ private func resolveFixture(_ field: String, _ mark: UInt32) -> ResolvedValue? {
         #expect(message?.contains("at most 10000 values") == true, "\(message ?? "nil")")
     }
 }
+
+/// `host`, `port` and ranges, checked against predicates written out plainly.
+@Suite struct FlowQueryIncidentFilterTests {
+    let flows = randomTable(count: 5000, seed: 3)
+
+    func check(_ filters: [String: FilterInput], _ keep: (Flow) -> Bool, now: Double = 0) throws {
+        let result = try query(filters, length: 5000, maxLength: 5000).run(on: flows, now: now, resolve: nil)
+        let expected = reference(flows, where: keep, order: nil, descending: false, now: now)
+        #expect(result.total == expected.count, "\(filters)")
+        #expect(result.page == expected, "\(filters)")
+    }
+
+    @Test func host_matchesAnyOfTheFourAddresses() throws {
+        let block = CIDRBlock("10.0.3.0/24")!
+        try check(["host": "10.0.3.0/24"]) { f in
+            [f.origSource, f.origDestination, f.replySource, f.replyDestination].contains { block.contains($0) }
+        }
+        let one = IPAddress("10.0.1.2")!
+        try check(["host": ["10.0.1.2", "10.0.1.2"]]) { f in
+            [f.origSource, f.origDestination, f.replySource, f.replyDestination].contains(one)
+        }
+    }
+
+    @Test func port_matchesAnyOfTheFourPorts_asAValueListOrARange() throws {
+        func ports(_ f: Flow) -> [UInt16] {
+            [f.origSourcePort, f.origDestinationPort, f.replySourcePort, f.replyDestinationPort]
+        }
+        try check(["port": [53, 80]]) { f in ports(f).contains { $0 == 53 || $0 == 80 } }
+        try check(["port": "1000-1200"]) { f in ports(f).contains { (1000...1200).contains($0) } }
+        try check(["port": .structure(["min": 60000])]) { f in ports(f).contains { $0 >= 60000 } }
+    }
+
+    @Test func ranges_onCountersTimeoutAndPorts_includeTheirBounds() throws {
+        try check(["orig_port_src": .structure(["min": 100, "max": 30000])]) { (100...30000).contains($0.origSourcePort) }
+        try check(["bytes": .structure(["max": 5000])]) { $0.totalBytes <= 5000 }
+        try check(["packets": "2-9"]) { (2...9).contains($0.totalPackets) }
+        try check(["byte_rate": .structure(["min": .double(0.5)])]) { $0.byteRate >= 0.5 }
+        try check(["timeout": "10-100"], now: 3) { (10...100).contains($0.remainingTimeout(at: 3)) }
+        try check(["orig_bytes": 0]) { $0.origBytes == 0 }
+    }
+
+    @Test func ranges_whenWrong_areRefusedWithASentence() {
+        #expect(fault(["port": "90-10"])?.contains("larger than its max") == true)
+        #expect(fault(["bytes": .structure(["low": 1])])?.contains("min and max") == true)
+        #expect(fault(["bytes": .structure([:])])?.contains("needs min, max") == true)
+        #expect(fault(["orig_port_dst": .structure(["max": 70000])])?.contains("out of range") == true)
+        #expect(fault(["mark": .structure(["min": 1])])?.contains("not allowed here") == true)
+        #expect(fault(["orig_src": "10.0.0.0/8"]) == nil, "an address with a dash is not a range")
+    }
+}

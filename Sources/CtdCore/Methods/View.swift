@@ -114,7 +114,12 @@ enum Filters {
         case .string(let s): return .string(s)
         case .bool(let b): return .int(b ? 1 : 0)
         case .double(let d) where d == d.rounded() && abs(d) < 1e18: return .int(Int64(d))
+        case .double(let d) where d.isFinite: return .double(d)
         case .array(let items): return .list(try items.map { try input(name, $0) })
+        case .structure(let members):
+            var out: [String: FilterInput] = [:]
+            for (k, v) in members { out[k] = try input(name, v) }
+            return .structure(out)
         default: throw Fault.invalidParams("filter \(name): a \(v.typeName) is not a valid filter value")
         }
     }

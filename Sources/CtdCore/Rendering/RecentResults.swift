@@ -49,6 +49,11 @@ extension FlowQuery {
     /// Whether the query filters or orders on the remaining timeout, which changes with the clock alone.
     package var mentionsTimeout: Bool {
         if case .builtin(.timeout)? = orderField { return true }
-        return filters.contains { if case .number(.timeout, _) = $0 { return true } else { return false } }
+        return filters.contains {
+            switch $0 {
+            case .number(.timeout, _), .range(.timeout, _, _): return true
+            default: return false
+            }
+        }
     }
 }
