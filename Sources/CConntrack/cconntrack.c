@@ -426,3 +426,77 @@ int ctd_get(const struct ctd_flow *tuple, struct ctd_flow *out) {
     nfct_close(h);
     return err;
 }
+
+int ctd_stats_cpu(struct ctd_cpu_stats *out, int max_cpus) {
+    int fd = open_nl();
+    if (fd < 0) return fd;
+    char req[NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct nfgenmsg))];
+    memset(req, 0, sizeof(req));
+    struct nlmsghdr *nlh = (struct nlmsghdr *)req;
+    nlh->nlmsg_len = sizeof(req);
+    nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = next_seq();
+    struct nfgenmsg *g = (struct nfgenmsg *)(req + NLMSG_HDRLEN);
+    g->nfgen_family = AF_UNSPEC;
+    g->version = NFNETLINK_V0;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(fd, req, sizeof(req), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    int count = 0;
+    char rbuf[65536];
+    for (;;) {
+        ssize_t n = recv(fd, rbuf, sizeof(rbuf), 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int e = -errno;
+            close(fd);
+            return e;
+        }
+        for (struct nlmsghdr *h = (struct nlmsghdr *)rbuf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_seq != nlh->nlmsg_seq) continue;
+            if (h->nlmsg_type == NLMSG_DONE) {
+                close(fd);
+                return count;
+            }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(h);
+                close(fd);
+                return e->error ? e->error : count;
+            }
+            if (count >= max_cpus) continue;
+            struct nfgenmsg *m = NLMSG_DATA(h);
+            struct ctd_cpu_stats *s = &out[count];
+            memset(s, 0, sizeof(*s));
+            s->cpu = ntohs(m->res_id);
+            int attrlen = (int)h->nlmsg_len - NLMSG_HDRLEN - NLMSG_ALIGN(sizeof(struct nfgenmsg));
+            struct nlattr *a = (struct nlattr *)((char *)m + NLMSG_ALIGN(sizeof(struct nfgenmsg)));
+            while (attrlen >= (int)sizeof(struct nlattr) && a->nla_len >= sizeof(struct nlattr) &&
+                   a->nla_len <= attrlen) {
+                uint32_t v = 0;
+                if (a->nla_len >= NLA_HDRLEN + 4) {
+                    memcpy(&v, (char *)a + NLA_HDRLEN, 4);
+                    v = ntohl(v);
+                }
+                switch (a->nla_type & NLA_TYPE_MASK) {
+                case CTA_STATS_FOUND: s->found = v; break;
+                case CTA_STATS_INVALID: s->invalid = v; break;
+                case CTA_STATS_INSERT: s->insert = v; break;
+                case CTA_STATS_INSERT_FAILED: s->insert_failed = v; break;
+                case CTA_STATS_DROP: s->drop = v; break;
+                case CTA_STATS_EARLY_DROP: s->early_drop = v; break;
+                case CTA_STATS_ERROR: s->error = v; break;
+                case CTA_STATS_SEARCH_RESTART: s->search_restart = v; break;
+                default: break;
+                }
+                int step = NLA_ALIGN(a->nla_len);
+                attrlen -= step;
+                a = (struct nlattr *)((char *)a + step);
+            }
+            count++;
+        }
+    }
+}

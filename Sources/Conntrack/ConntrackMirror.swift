@@ -33,7 +33,7 @@ public struct MirrorSnapshot: Sendable {
 
 /// Identity of a kernel entry: the id alone can collide (a random 32-bit value; about 7 pairs in 250,000 entries),
 /// so the mirror keys entries by id and original tuple.
-package struct FlowKey: Hashable {
+public struct FlowKey: Hashable, Sendable {
     package var id: UInt32
     package var source: IPAddress
     package var destination: IPAddress

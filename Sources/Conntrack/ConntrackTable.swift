@@ -53,6 +53,9 @@ public final class ConntrackTable: @unchecked Sendable {
 
     public func lookup(id: UInt32) -> ConntrackMirror.Lookup { lookup(ids: [id])[0] }
 
+    /// The kernel's per-CPU counters (`conntrack -S`).
+    public func cpuStatistics() throws -> [CPUStatistics] { try kernel.cpuStatistics() }
+
     // MARK: Writing
 
     /// What happened to one entry ctd was asked to delete or change.

@@ -238,6 +238,27 @@ public struct FlowQuery: Equatable, Sendable {
         return FlowQueryEngine.execute(self, table, matcher, &cache, want: want, start: start, length: length)
     }
 
+    /// Calls `body` with every flow of `table` that passes the filters (the order and the page are ignored).
+    public func forEachMatch(
+        on table: FlowTable, now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?, _ body: (Flow) -> Void
+    ) {
+        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now)
+        let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
+            if case .resolved(let name, let values) = $0 { return (name, values) }
+            return nil
+        }
+        withoutActuallyEscaping(body) { body in
+            var visitor = FlowQueryEngine.ClosureVisitor(body: body)
+            if resolvedFilters.isEmpty {
+                var none = FlowQueryEngine.NoSlots()
+                _ = FlowQueryEngine.visit(table, matcher, &none, &visitor)
+            } else {
+                var cache = FlowQueryEngine.ResolvedCache(filters: resolvedFilters, orderField: nil, resolve: resolve)
+                _ = FlowQueryEngine.visit(table, matcher, &cache, &visitor)
+            }
+        }
+    }
+
     package var orderFieldBuiltin: SortField? {
         if case .builtin(let field)? = orderField { return field }
         return nil
@@ -907,11 +928,42 @@ enum FlowQueryEngine {
     }
 
     /// One pass over the table: filters, resolved-filter verdict, then the key into the selector.
+    /// What the scan does with each match.
+    protocol MatchVisitor {
+        mutating func visit(_ f: UnsafePointer<Flow>, index: Int, slot: Int)
+    }
+
+    /// Hands each match to a closure (summaries, previews).
+    struct ClosureVisitor: MatchVisitor {
+        let body: (Flow) -> Void
+        @inline(__always) mutating func visit(_ f: UnsafePointer<Flow>, index: Int, slot: Int) { body(f.pointee) }
+    }
+
+    /// Offers each match's sort key to the selector (the page of `run`).
+    struct SelectingVisitor<M: KeyMaker>: MatchVisitor {
+        var maker: M
+        var sink: Selector<M.Key>
+        @inline(__always) mutating func visit(_ f: UnsafePointer<Flow>, index: Int, slot: Int) {
+            if sink.want > 0 { sink.offer(maker.key(f, index: index, slot: slot)) }
+        }
+    }
+
     static func scan<M: KeyMaker, S: SlotSource>(
         _ table: FlowTable, _ matcher: Matcher, _ slots: inout S,
         _ maker: inout M, _ sink: inout Selector<M.Key>
     ) -> Int {
-        let wantKeys = sink.want > 0
+        var visitor = SelectingVisitor(maker: maker, sink: sink)
+        sink = Selector(want: 0, tableSize: 0)  // moved into the visitor for the scan
+        let total = visit(table, matcher, &slots, &visitor)
+        maker = visitor.maker
+        sink = visitor.sink
+        return total
+    }
+
+    /// Calls `visitor` for every flow that passes the filters; returns how many did.
+    static func visit<V: MatchVisitor, S: SlotSource>(
+        _ table: FlowTable, _ matcher: Matcher, _ slots: inout S, _ visitor: inout V
+    ) -> Int {
         let plain = matcher.isEmpty
         let needsSlot = slots.needsSlot
         let slotFilter = slots.hasFilters
@@ -939,7 +991,7 @@ enum FlowQueryEngine {
                                             if slotFilter && !slots.passes(slot) { continue }
                                         }
                                         total += 1
-                                        if wantKeys { sink.offer(maker.key(f, index: first + i, slot: slot)) }
+                                        visitor.visit(f, index: first + i, slot: slot)
                                     }
                                 }
                             }

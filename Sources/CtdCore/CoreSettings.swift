@@ -20,6 +20,10 @@ public struct CoreSettings: Sendable {
     /// The largest answer, multicall answers included: a call that would answer more is refused (-32003)
     /// before the answer is built.
     public var maxResponseBytes = 16 << 20
+    /// Seconds a `kill_preview` token stays valid.
+    public var killPreviewLifetime = 60.0
+    /// The most entries one `kill_matching` may kill.
+    public var maxKillMatching = 100_000
 
     public init() {}
 }

@@ -21,6 +21,7 @@ public final class ServerContext: @unchecked Sendable {
     let loginThrottle: LoginThrottle
     let loginGate: LoginGate
     let failedLogins: FailedLoginRecorder
+    let killPreviews: KillPreviews
     let queryResults = RecentResults<QueryKey, FlowQueryResult>(capacity: 32)
     let startedAt = Date().timeIntervalSince1970
 
@@ -43,6 +44,7 @@ public final class ServerContext: @unchecked Sendable {
             window: settings.loginFailureWindow, clock: clock)
         self.loginGate = LoginGate(limit: settings.maxConcurrentLogins)
         self.failedLogins = FailedLoginRecorder(window: settings.loginFailureWindow, clock: clock)
+        self.killPreviews = KillPreviews(lifetime: settings.killPreviewLifetime, clock: clock)
     }
 
     /// Periodic work (every few seconds): records the summaries of failed logins whose window has passed. With

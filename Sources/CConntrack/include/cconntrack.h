@@ -79,4 +79,13 @@ int ctd_update(const struct ctd_flow *flow, int set_mark, uint32_t mark, int set
 /// Reads one entry by tuple (the kernel's GET). Returns 0 and fills *out, or -errno.
 int ctd_get(const struct ctd_flow *tuple, struct ctd_flow *out);
 
+/// The kernel's per-CPU conntrack counters (`conntrack -S`).
+struct ctd_cpu_stats {
+    uint32_t cpu, found, invalid, insert, insert_failed, drop, early_drop, error, search_restart;
+};
+
+/// Reads the per-CPU counters (IPCTNL_MSG_CT_GET_STATS_CPU) into out[0..max_cpus). Returns the number of CPUs
+/// read, or -errno.
+int ctd_stats_cpu(struct ctd_cpu_stats *out, int max_cpus);
+
 #endif

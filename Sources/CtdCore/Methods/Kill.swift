@@ -53,49 +53,9 @@ enum Kill {
             case .ambiguous: ambiguous.append(id)
             }
         }
-        var failed: [(UInt32, String)] = []
-        var batch = HookRunner.Batch.unasked(count: targets.count)
-        if !context.hooks.isEmpty {
-            let now = context.clock.now()
-            batch = try context.hooks.before(
-                batch: targets.map { call.event(.kill, connection: $0.connectionInfo(now: now)) })
-            if targets.count == 1, let reason = batch.vetoes[0] {
-                context.hooks.after(batch: batch, outcomes: [.failed(reason: "vetoed: \(reason)")])
-                throw Fault.vetoed(reason)
-            }
-            for (i, reason) in batch.vetoes.enumerated() where reason != nil { failed.append((targets[i].id, reason!)) }
-        }
-        let approvedIndices = targets.indices.filter { batch.approved[$0] }
-        var outcomes = [ActionOutcome](repeating: .failed(reason: "vetoed"), count: targets.count)
-        let kernelOutcomes: [ConntrackTable.WriteOutcome]
-        do {
-            kernelOutcomes = try context.table.destroy(approvedIndices.map { targets[$0] })
-        } catch {
-            for i in approvedIndices { outcomes[i] = .failed(reason: "\(error)") }
-            context.hooks.after(batch: batch, outcomes: outcomes)
-            context.logger.error("kill: \(error)")
-            throw Fault.kernelRefused("the conntrack netlink socket failed; nothing was killed")
-        }
-        var killed: [UInt32] = []
-        for (k, outcome) in kernelOutcomes.enumerated() {
-            let i = approvedIndices[k]
-            let id = targets[i].id
-            switch outcome {
-            case .done:
-                killed.append(id)
-                outcomes[i] = .succeeded
-            case .gone:
-                notFound.append(id)
-                outcomes[i] = .failed(reason: "no such connection")
-            case .failed(let why):
-                failed.append((id, why))
-                outcomes[i] = .failed(reason: why)
-            }
-        }
-        context.hooks.after(batch: batch, outcomes: outcomes)
-        context.logger.info(
-            "kill by \(call.user.identity.user) from \(call.client): \(killed.count) killed, \(notFound.count) not found")
-        if killed.isEmpty && failed.isEmpty {
+        let result = try BulkKill.run(targets, call: call)
+        notFound += result.gone
+        if result.killed.isEmpty && result.failed.isEmpty {
             if ids.count == 1 && !ambiguous.isEmpty {
                 throw Fault.noSuchConnection("id \(ids[0]) is shared by several entries right now; nothing was killed")
             }
@@ -103,19 +63,6 @@ enum Kill {
                 ids.count == 1
                     ? "id \(ids[0]) does not exist (any more)" : "none of the \(seen.count) ids exists (any more)")
         }
-        return .structure(
-            XMLRPCStruct([
-                ("killed", .int(Int64(killed.count))),
-                ("killed_ids", .array(killed.map { .string(String($0)) })),
-                ("not_found", .array(notFound.map { .string(String($0)) })),
-                ("ambiguous", .array(ambiguous.map { .string(String($0)) })),
-                (
-                    "failed",
-                    .array(
-                        failed.map {
-                            .structure(XMLRPCStruct([("id", .string(String($0.0))), ("reason", .string($0.1))]))
-                        })
-                ),
-            ]))
+        return result.answer(notFound: notFound, ambiguous: ambiguous)
     }
 }

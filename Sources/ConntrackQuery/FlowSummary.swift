@@ -1,0 +1,194 @@
+import Conntrack
+
+/// Groups the flows that match a query's filters and adds them up: pfSense's "States Summary", `conntrack -L | sort
+/// | uniq -c` done right. The top `limit` groups come with an `other` bucket and the grand total, so the numbers
+/// always add up.
+public struct FlowSummary: Equatable, Sendable {
+    /// What the flows are grouped by.
+    public enum Key: Equatable, Hashable, Sendable {
+        case origSrc, origDst
+        /// Source and destination of the original direction.
+        case pair
+        /// The original destination and its port (`kill_preview`'s top destinations).
+        case destinationPort
+        /// Layer-4 protocol and original destination port ("the service").
+        case service
+        case l4proto, state, mark, zone
+        /// A field a resolver plugin adds (`username`).
+        case resolved(String)
+
+        /// The names `group_by` takes, in the order they are listed to clients.
+        public static let builtinNames = [
+            "orig_src", "orig_dst", "pair", "orig_dst_port", "orig_port_dst", "l4proto", "state", "mark", "zone",
+        ]
+
+        /// `group_by`'s name: a built-in key, or one of `resolvedFields`.
+        public static func parse(_ name: String, resolvedFields: Set<String>) throws -> Key {
+            switch name {
+            case "orig_src": return .origSrc
+            case "orig_dst": return .origDst
+            case "pair": return .pair
+            case "orig_dst_port": return .destinationPort
+            case "orig_port_dst", "service": return .service
+            case "l4proto", "orig_l4proto": return .l4proto
+            case "state": return .state
+            case "mark": return .mark
+            case "zone": return .zone
+            default:
+                if resolvedFields.contains(name) { return .resolved(name) }
+                let valid = (builtinNames + resolvedFields.sorted()).joined(separator: ", ")
+                throw FlowQueryError("cannot group by '\(name.prefix(40))'; valid group_by keys are: \(valid).")
+            }
+        }
+    }
+
+    /// What the groups are ranked by (descending); ties by the group's name.
+    public enum Order: String, CaseIterable, Sendable {
+        case count, bytes, packets
+        case byteRate = "byte_rate"
+
+        public static func parse(_ name: String?) throws -> Order {
+            guard let name, !name.isEmpty else { return .count }
+            guard let order = Order(rawValue: name) else {
+                let valid = allCases.map(\.rawValue).joined(separator: ", ")
+                throw FlowQueryError("cannot order groups by '\(name.prefix(40))'; valid: \(valid).")
+            }
+            return order
+        }
+    }
+
+    /// The sums of one group.
+    public struct Totals: Equatable, Sendable {
+        public var count = 0
+        public var bytes: UInt64 = 0
+        public var packets: UInt64 = 0
+        public var byteRate = 0.0
+
+        public init() {}
+
+        mutating func add(_ f: Flow) {
+            count += 1
+            bytes &+= f.totalBytes
+            packets &+= f.totalPackets
+            byteRate += f.byteRate
+        }
+
+        mutating func add(_ t: Totals) {
+            count += t.count
+            bytes &+= t.bytes
+            packets &+= t.packets
+            byteRate += t.byteRate
+        }
+
+        func value(_ order: Order) -> Double {
+            switch order {
+            case .count: return Double(count)
+            case .bytes: return Double(bytes)
+            case .packets: return Double(packets)
+            case .byteRate: return byteRate
+            }
+        }
+    }
+
+    public struct Group: Equatable, Sendable {
+        /// The group's name as clients see it: an address, `src -> dst`, `tcp/443`, a state name, a number.
+        public var name: String
+        public var totals: Totals
+    }
+
+    public var groups: [Group]
+    /// Everything that matched beyond the top groups.
+    public var other: Totals
+    /// Everything that matched: the groups plus `other`.
+    public var total: Totals
+
+    /// Sums the flows of `table` that pass `query`'s filters (its order and page are ignored), grouped by `key`.
+    /// - Parameter resolve: as for ``FlowQuery/run(on:now:resolve:)``; also gives a resolved key's value.
+    public static func summarize(
+        _ table: FlowTable, query: FlowQuery, key: Key, order: Order, limit: Int, now: Double,
+        resolve: ((String, UInt32) -> ResolvedValue?)?
+    ) -> FlowSummary {
+        var sums = GroupSums(key: key, resolve: resolve)
+        query.forEachMatch(on: table, now: now, resolve: resolve) { sums.add($0) }
+        var groups = sums.groups.map { Group(name: $0.key, totals: $0.value) }
+        groups.sort { a, b in
+            let va = a.totals.value(order)
+            let vb = b.totals.value(order)
+            return va != vb ? va > vb : a.name < b.name
+        }
+        var total = Totals()
+        for g in groups { total.add(g.totals) }
+        let top = Array(groups.prefix(max(0, limit)))
+        var other = Totals()
+        for g in groups.dropFirst(max(0, limit)) { other.add(g.totals) }
+        return FlowSummary(groups: top, other: other, total: total)
+    }
+}
+
+/// Per-group sums, keyed by the group's display name (built once per distinct value).
+struct GroupSums {
+    let key: FlowSummary.Key
+    let resolve: ((String, UInt32) -> ResolvedValue?)?
+    var groups: [String: FlowSummary.Totals] = [:]
+    /// Names by a cheap numeric key, so that the name of a group is formatted once.
+    private var names: [NumericGroup: String] = [:]
+
+    init(key: FlowSummary.Key, resolve: ((String, UInt32) -> ResolvedValue?)?) {
+        self.key = key
+        self.resolve = resolve
+    }
+
+    struct NumericGroup: Hashable {
+        var a: IPAddress
+        var b: IPAddress
+        var n: UInt64
+    }
+
+    mutating func add(_ f: Flow) {
+        let zero = IPAddress(high: 0, low: 0, isIPv6: false)
+        let numeric: NumericGroup
+        switch key {
+        case .origSrc: numeric = NumericGroup(a: f.origSource, b: zero, n: 0)
+        case .origDst: numeric = NumericGroup(a: f.origDestination, b: zero, n: 0)
+        case .pair: numeric = NumericGroup(a: f.origSource, b: f.origDestination, n: 0)
+        case .destinationPort:
+            numeric = NumericGroup(a: f.origDestination, b: zero, n: UInt64(f.l4proto) << 16 | UInt64(f.origDestinationPort))
+        case .service: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.l4proto) << 16 | UInt64(f.origDestinationPort))
+        case .l4proto: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.l4proto))
+        case .state: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.l4proto == 6 ? f.tcpState : 255))
+        case .mark: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.mark))
+        case .zone: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.zone))
+        case .resolved: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.mark))
+        }
+        let name: String
+        if let known = names[numeric] {
+            name = known
+        } else {
+            name = Self.name(key, f, resolve: resolve)
+            names[numeric] = name
+        }
+        groups[name, default: FlowSummary.Totals()].add(f)
+    }
+
+    static func name(_ key: FlowSummary.Key, _ f: Flow, resolve: ((String, UInt32) -> ResolvedValue?)?) -> String {
+        switch key {
+        case .origSrc: return f.origSource.description
+        case .origDst: return f.origDestination.description
+        case .pair: return "\(f.origSource) -> \(f.origDestination)"
+        case .destinationPort:
+            let host = f.origDestination.isIPv6 ? "[\(f.origDestination)]" : f.origDestination.description
+            return "\(host):\(f.origDestinationPort)/\(ConntrackNames.l4(f.l4proto))"
+        case .service: return "\(ConntrackNames.l4(f.l4proto))/\(f.origDestinationPort)"
+        case .l4proto: return ConntrackNames.l4(f.l4proto)
+        case .state: return f.l4proto == 6 ? ConntrackNames.tcpState(f.tcpState) : "(none)"
+        case .mark: return String(f.mark)
+        case .zone: return String(f.zone)
+        case .resolved(let field):
+            switch resolve?(field, f.mark) {
+            case .integer(let i)?: return String(i)
+            case .string(let s)?: return s
+            case nil: return "(none)"
+            }
+        }
+    }
+}
