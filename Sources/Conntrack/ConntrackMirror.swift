@@ -68,12 +68,19 @@ public final class ConntrackMirror: @unchecked Sendable {
         public var receiveBuffer: Int
         public var accountingEnabled: Bool
         public var eventsHealthy: Bool
+        /// Entries from a dump not heard of by an event since: their end may only show in a dump.
+        public var silentEntries = 0
     }
 
     private let lock = NIOLock()
     private var flows = FlowTable()
     /// Parallel to `flows`: the reconciliation epoch in which the kernel last listed the entry.
     private var lastSeen: [UInt32] = []
+    /// Parallel to `flows`: the entry came from a dump and no event has been heard of it since. Such an entry may
+    /// have no event state in the kernel (created while nobody listened, `nf_conntrack_events = 2`), so its end
+    /// may never be announced: only a dump notices it (docs/design.md, "Events and their loss").
+    private var silent: [Bool] = []
+    private var silentCount = 0
     private var reconcileEpoch: UInt32 = 0
     /// Full loads so far, and the count when the running reconciliation began: a resync that lands in the middle
     /// of a reconciliation rewrites `lastSeen` and the observation times, so that reconciliation must not drop.
@@ -143,6 +150,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock {
             var s = stats
             s.entries = flows.count
+            s.silentEntries = silentCount
             s.generation = generation
             return s
         }
@@ -159,16 +167,21 @@ public final class ConntrackMirror: @unchecked Sendable {
     private func dropPublishedLocked() { published = nil }
 
     /// Adds or updates an entry from an event or dump. Caller holds the lock.
-    private func upsertLocked(_ flow: Flow, present: ConntrackEvent.Fields) {
+    private func upsertLocked(_ flow: Flow, present: ConntrackEvent.Fields, fromEvent: Bool = false) {
         let key = FlowKey(flow)
         if let i = indexByKey[key] {
             flows[i].merge(flow, present: present)
+            if fromEvent && silent[i] {
+                silent[i] = false
+                silentCount -= 1
+            }
             return
         }
         if hide.hides(flow) { return }
         let i = flows.count
         flows.append(flow)
         lastSeen.append(0)
+        silent.append(false)
         indexByKey[key] = i
         addIDLocked(flow.id, index: i)
     }
@@ -199,15 +212,18 @@ public final class ConntrackMirror: @unchecked Sendable {
             indexByID[id] = nil
         }
         let last = flows.count - 1
+        if silent[i] { silentCount -= 1 }
         if i != last {
             let moved = flows[last]
             flows[i] = moved
             lastSeen[i] = lastSeen[last]
+            silent[i] = silent[last]
             indexByKey[FlowKey(moved)] = i
             if indexByID[moved.id] == last { indexByID[moved.id] = i }
         }
         flows.removeLast()
         lastSeen.removeLast()
+        silent.removeLast()
         if survivorToFind {
             // The id just stopped being shared: find the survivor (rare, a linear scan is fine).
             if let j = flows.firstIndex(where: { $0.id == id }) { indexByID[id] = j }
@@ -235,7 +251,8 @@ public final class ConntrackMirror: @unchecked Sendable {
             for e in events {
                 switch e.kind {
                 case .destroy: removeLocked(FlowKey(e.flow))
-                case .new, .update, .listed: upsertLocked(e.flow, present: e.fields)
+                case .new, .update: upsertLocked(e.flow, present: e.fields, fromEvent: true)
+                case .listed: upsertLocked(e.flow, present: e.fields)
                 }
             }
             generation &+= 1
@@ -283,6 +300,8 @@ public final class ConntrackMirror: @unchecked Sendable {
             dropPublishedLocked()
             flows = FlowTable(newFlows)
             lastSeen = [UInt32](repeating: 0, count: newFlows.count)
+            silent = [Bool](repeating: true, count: newFlows.count)
+            silentCount = newFlows.count
             indexByKey = byKey
             indexByID = [:]
             indexByID.reserveCapacity(newFlows.count)

@@ -43,7 +43,54 @@ public final class ConntrackService: @unchecked Sendable {
     }
 
     /// Subscribes, loads the table and starts the background threads. Throws when the kernel table is unreachable.
+    /// Makes the kernel announce the end of every entry created from now on, even while no ctd listens (a
+    /// restart), by setting this namespace's `nf_conntrack_events` to 1. Where ctd may not (a read-only /proc/sys),
+    /// the sysctl.d drop-in does it; the log says which.
+    func enableEventsForEveryEntry() {
+        let before = KernelSettings.current().events
+        guard before != 1 else { return }
+        do {
+            try KernelSettings.setEvents(1)
+            logger.notice(
+                "net.netfilter.nf_conntrack_events set from \(before.map(String.init) ?? "?") to 1 in this namespace: entries created from now on announce their end even while ctd is not running")
+        } catch {
+            logger.warning(
+                "net.netfilter.nf_conntrack_events is \(before.map(String.init) ?? "?") and ctd cannot set it to 1 (\(error)): entries created while ctd is not running never announce their end, so refresh dumps the table to notice it")
+        }
+    }
+
+    /// Guards the shared reconciliation dumps (``reconcileNow()``).
+    private let dumps = NSCondition()
+    private var dumpRunning = false
+    private var dumpStartedAt = -Double.infinity
+    private var dumpFinishedAt = -Double.infinity
+
+    /// Returns once a reconciliation dump that started after this call has finished (entries the kernel no longer
+    /// has are gone from the mirror). Concurrent callers share one dump.
+    public func reconcileNow() {
+        let asked = clock.now()
+        dumps.lock()
+        while true {
+            if dumpStartedAt >= asked && !dumpRunning { break }  // a dump that started after us has finished
+            if dumpRunning {
+                dumps.wait()
+                continue
+            }
+            dumpRunning = true
+            dumpStartedAt = clock.now()
+            dumps.unlock()
+            refreshCountersNow()
+            dumps.lock()
+            dumpRunning = false
+            dumpFinishedAt = clock.now()
+            dumps.broadcast()
+            break
+        }
+        dumps.unlock()
+    }
+
     public func start() throws {
+        enableEventsForEveryEntry()
         let ev = try ConntrackEvents(receiveBuffer: receiveBuffer, clock: kernel.clock)
         events = ev
         mirror.setEventStatus(receiveBuffer: ev.grantedReceiveBuffer, healthy: true)
@@ -173,12 +220,28 @@ public final class ConntrackService: @unchecked Sendable {
             let viewing = mirror.secondsSinceLastView < 10
             let due = now - lastCounterDumpAt >= (viewing ? counterInterval : idleInterval)
             guard due else { continue }
-            let dropped = refreshCountersNow()
+            let dropped = refreshCountersShared()
             idleInterval = dropped > 0 ? 10 : min(600, idleInterval * 2)
             // Chunks replaced since the last pass were freed in whichever thread's arena held them; give the pages
             // back so that resident memory tracks the table, not its history.
             ProcessTuning.returnFreedMemory()
         }
+    }
+
+    /// The counter thread's dump, through the same gate as ``reconcileNow()`` (never two dumps at once).
+    private func refreshCountersShared() -> Int {
+        dumps.lock()
+        while dumpRunning { dumps.wait() }
+        dumpRunning = true
+        dumpStartedAt = clock.now()
+        dumps.unlock()
+        let dropped = refreshCountersNow()
+        dumps.lock()
+        dumpRunning = false
+        dumpFinishedAt = clock.now()
+        dumps.broadcast()
+        dumps.unlock()
+        return dropped
     }
 
     @discardableResult

@@ -13,6 +13,8 @@ public final class ConntrackTable: @unchecked Sendable {
     /// Returns once every change the kernel made before the call is in the mirror, or `false` after the given
     /// seconds; `nil` when no event service follows the kernel (a table in a unit test).
     private let catchUpWithKernel: (@Sendable (Double) -> Bool)?
+    /// Runs a reconciliation dump (shared by concurrent callers); nil without an event service.
+    private let reconcile: (@Sendable () -> Void)?
     private let logger: Logger
 
     /// How long a lookup or refresh waits at most for the event thread to catch up.
@@ -22,6 +24,7 @@ public final class ConntrackTable: @unchecked Sendable {
         self.mirror = mirror
         self.kernel = kernel
         self.catchUpWithKernel = service.map { s in { s.catchUp(timeout: $0) } }
+        self.reconcile = service.map { s in { s.reconcileNow() } }
         self.logger = logger
     }
 
@@ -30,9 +33,12 @@ public final class ConntrackTable: @unchecked Sendable {
     /// The latest generation of the table, shared with other readers.
     public func snapshot() -> MirrorSnapshot { mirror.snapshot() }
 
-    /// A snapshot that holds every change the kernel made before the call.
+    /// A snapshot that holds every change the kernel made before the call, the end of entries older than ctd
+    /// included: events are caught up with, and while the mirror holds entries whose end the kernel may not
+    /// announce (``ConntrackMirror/Statistics/silentEntries``), a dump (shared by concurrent callers) notices it.
     public func freshSnapshot() -> MirrorSnapshot {
         catchUp()
+        if mirror.statistics.silentEntries > 0 { reconcile?() }
         return mirror.snapshot()
     }
 
