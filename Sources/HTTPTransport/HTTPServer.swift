@@ -86,7 +86,8 @@ public final class HTTPServer: @unchecked Sendable {
         limiter = ConnectionLimiter(
             total: options.maxConnections, perAddress: options.maxConnectionsPerAddress, logger: logger)
         policy = RequestPolicy(
-            serverNames: options.serverNames, allowedOrigins: options.allowedOrigins, tls: options.tlsCertificate != nil)
+            serverNames: options.serverNames, allowedOrigins: options.allowedOrigins, tls: options.tlsCertificate != nil
+        )
         let threads = max(1, System.coreCount)
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         pool = NIOThreadPool(numberOfThreads: options.workerThreads > 0 ? options.workerThreads : max(16, 4 * threads))

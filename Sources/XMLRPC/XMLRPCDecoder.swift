@@ -691,7 +691,8 @@ private final class TreeBuilder: NSObject, XMLParserDelegate {
 // MARK: - Base64
 
 package enum Base64 {
-    package static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    package static let alphabet: [UInt8] = Array(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     /// 255 = not a base64 digit.
     private static let reverse: [UInt8] = {

@@ -91,7 +91,8 @@ struct PluginOptionTests {
         let (plugin, key, value) = try PluginOptions.parse(pluginSetting: "AuditSQLite.busy_timeout=250")
         #expect(plugin == "AuditSQLite" && key == "busy_timeout" && value == .integer(250))
         #expect(try PluginOptions.parse(pluginSetting: "X.on=true").2 == .bool(true))
-        #expect(try PluginOptions.parse(pluginSetting: "X.path=/var/lib/ctd/a=b.db").2 == .string("/var/lib/ctd/a=b.db"))
+        #expect(
+            try PluginOptions.parse(pluginSetting: "X.path=/var/lib/ctd/a=b.db").2 == .string("/var/lib/ctd/a=b.db"))
     }
 
     @Test func parse_whenNoDotOrNoEquals_isAUsageError() {

@@ -525,15 +525,23 @@ private let everyType: [XMLRPCValue] = [
 @Test func decode_whenAnElementCarriesAnAttribute_returnsInvalidRequestNamingIt() {
     let cases: [(String, String)] = [
         ("<methodCall a=\"1\"><methodName>m</methodName></methodCall>", "<methodCall> on line 1"),
-        ("<methodCall><methodName>m</methodName><params><param><value lang='x'><int>3</int></value></param>"
-            + "</params></methodCall>", "<value> on line 1"),
-        ("<?xml version=\"1.0\"?>\n<methodCall>\n<methodName\n  xmlns=\"urn:x\" lang=\"en\">m</methodName>"
-            + "</methodCall>", "<methodName> on line 3"),
+        (
+            "<methodCall><methodName>m</methodName><params><param><value lang='x'><int>3</int></value></param>"
+                + "</params></methodCall>", "<value> on line 1"
+        ),
+        (
+            "<?xml version=\"1.0\"?>\n<methodCall>\n<methodName\n  xmlns=\"urn:x\" lang=\"en\">m</methodName>"
+                + "</methodCall>", "<methodName> on line 3"
+        ),
         // Namespace declarations pass, a few per element only (the parser compares them pairwise too).
-        ("<methodCall xmlns:a='1' xmlns:b='2' xmlns:c='3' xmlns:d='4' xmlns:e='5'><methodName>m</methodName>"
-            + "</methodCall>", "<methodCall> on line 1"),
-        ("<methodCall><methodName>m</methodName><params><param><value><i4 x=\"\"/></value></param></params>"
-            + "</methodCall>", "<i4> on line 1"),
+        (
+            "<methodCall xmlns:a='1' xmlns:b='2' xmlns:c='3' xmlns:d='4' xmlns:e='5'><methodName>m</methodName>"
+                + "</methodCall>", "<methodCall> on line 1"
+        ),
+        (
+            "<methodCall><methodName>m</methodName><params><param><value><i4 x=\"\"/></value></param></params>"
+                + "</methodCall>", "<i4> on line 1"
+        ),
     ]
     for (body, named) in cases {
         let fault = requestFault(body)
@@ -544,7 +552,8 @@ private let everyType: [XMLRPCValue] = [
 }
 
 @Test func decode_whenFewNamespaceDeclarations_acceptsThem() throws {
-    let body = "<methodCall xmlns:ex=\"http://ws.apache.org/xmlrpc/namespaces/extensions\"\n xmlns='urn:x' >"
+    let body =
+        "<methodCall xmlns:ex=\"http://ws.apache.org/xmlrpc/namespaces/extensions\"\n xmlns='urn:x' >"
         + "<methodName>m</methodName><params><param><value><ex:i8>1</ex:i8></value></param></params></methodCall>"
     #expect(try XMLRPCDecoder.decodeRequest(Array(body.utf8)).params == [.int(1)])
 }
@@ -584,8 +593,9 @@ private let everyType: [XMLRPCValue] = [
     #expect(first.params == [.string("<i4 a=\"1\"> x")])
     #expect(try XMLRPCDecoder.decodeRequest(Array(bodies[1].utf8)).params == [.string("1")])
     // Text and attribute-like content outside tags are not attributes either.
-    #expect(try XMLRPCDecoder.decodeRequest(param("<string>a=\"1\" &lt;b c=\"d\"&gt;</string>")).params
-        == [.string("a=\"1\" <b c=\"d\">")])
+    #expect(
+        try XMLRPCDecoder.decodeRequest(param("<string>a=\"1\" &lt;b c=\"d\"&gt;</string>")).params
+            == [.string("a=\"1\" <b c=\"d\">")])
 }
 
 @Test func decode_whenPICommentOrCDATAUnterminated_leavesItToTheParser() {

@@ -212,7 +212,8 @@ public struct DaemonConfig: Sendable {
             else {
                 throw Error(
                     message:
-                        "\(source): [server] allowed_origins: '\(origin)' is not an origin (scheme://host or scheme://host:port)")
+                        "\(source): [server] allowed_origins: '\(origin)' is not an origin (scheme://host or scheme://host:port)"
+                )
             }
         }
         for name in serverNames ?? [] where name.isEmpty || name.contains("/") || name.contains(" ") {
