@@ -25,11 +25,13 @@ public enum XMLRPCResponse: Equatable, Sendable {
 ///
 /// Safety: the body must be UTF-8 (an encoding named in the XML declaration is ignored); bodies containing
 /// `<!DOCTYPE` or `<!ENTITY` are refused before parsing, so entity expansion (billion laughs) and external entities
-/// (XXE) cannot happen; values may nest at most `maxDepth` levels and parsing stops as soon as a value goes deeper.
+/// (XXE) cannot happen; an element with an attribute (XML-RPC has none) is refused before parsing too, so the
+/// parser's pairwise duplicate-attribute check (quadratic in libxml2 2.9) never runs; values may nest at most `maxDepth` levels and parsing stops as soon as a value goes deeper.
 /// Every call uses its own parser, so the decoder may be used from any number of threads at once.
 ///
 /// Faults: -32700 (`Fault.parseError`) when the body is not UTF-8 or not well-formed XML (the message gives the line);
-/// -32600 (`Fault.invalidRequest`) when it is XML but not XML-RPC (the message names the problem);
+/// -32600 (`Fault.invalidRequest`) when it is XML but not XML-RPC (the message names the problem; an attribute is
+/// one);
 /// -32001 (`Fault.nestingTooDeep`) when values nest too deep.
 public enum XMLRPCDecoder {
     /// Levels of `<value>` nesting allowed by default: a scalar parameter is 1 level, an array of scalars is 2.
@@ -83,7 +85,7 @@ public enum XMLRPCDecoder {
     }
 
     private static func parse(_ body: [UInt8], expecting mode: Mode, maxDepth: Int) throws(Fault) -> TreeBuilder {
-        let prepared = try prepare(body)
+        let prepared = try prepare(body, mode: mode)
         let parser = XMLParser(data: prepared)
         parser.shouldResolveExternalEntities = false
         parser.shouldProcessNamespaces = false
@@ -104,8 +106,9 @@ public enum XMLRPCDecoder {
         Fault.parseError("the body is not well-formed XML (error on line \(max(line, 1))).")
     }
 
-    /// Checks done on the raw bytes before any XML parser sees them. Returns the bytes to parse.
-    package static func prepare(_ body: [UInt8]) throws(Fault) -> Data {
+    /// Checks done on the raw bytes before any XML parser sees them, each one pass over the body. Returns the bytes
+    /// to parse.
+    package static func prepare(_ body: [UInt8], mode: Mode = .request) throws(Fault) -> Data {
         guard isValidUTF8(body) else { throw Fault.parseError("the body is not valid UTF-8.") }
 
         var sawMarkup = false
@@ -130,6 +133,10 @@ public enum XMLRPCDecoder {
         guard sawMarkup else {
             throw Fault.parseError(n == 0 ? "the body is empty." : "the body holds no XML element.")
         }
+        if let (name, line) = firstElementWithAttribute(body) {
+            throw mode.invalid(
+                "<\(name)> on line \(line) carries an attribute; attributes are not part of XML-RPC.")
+        }
 
         // The body is UTF-8 whatever the XML declaration says (PHP clients declare ISO-8859-1 while sending ASCII):
         // blank the declaration out so that the parser reads UTF-8 and never switches to another decoder. Newlines
@@ -146,6 +153,121 @@ public enum XMLRPCDecoder {
             return Data(copy)
         }
         return Data(body)
+    }
+
+    /// The name (at most 40 bytes of it) and line of the first start tag that carries an attribute, if any.
+    ///
+    /// One forward pass: processing instructions (the XML declaration among them), comments and CDATA sections are
+    /// skipped to their end, so a `>` or `=` inside them is not taken for markup; an unterminated one ends the scan
+    /// and is left to the parser to report. Well-formedness is the parser's business: this only looks at what
+    /// follows an element's name.
+    package static func firstElementWithAttribute(_ body: [UInt8]) -> (name: String, line: Int)? {
+        let n = body.count
+        var i = 0
+        var line = 1
+        /// Moves `i` just past `terminator`, counting lines; returns false when the body ends first.
+        func skip(past terminator: StaticString) -> Bool {
+            terminator.withUTF8Buffer { t in
+                while i < n {
+                    if body[i] == t[0], i + t.count <= n {
+                        var k = 1
+                        while k < t.count && body[i + k] == t[k] { k += 1 }
+                        if k == t.count {
+                            i += t.count
+                            return true
+                        }
+                    }
+                    if body[i] == UInt8(ascii: "\n") { line += 1 }
+                    i += 1
+                }
+                return false
+            }
+        }
+        while i < n {
+            let b = body[i]
+            if b == UInt8(ascii: "\n") { line += 1 }
+            guard b == UInt8(ascii: "<"), i + 1 < n else {
+                i += 1
+                continue
+            }
+            let next = body[i + 1]
+            if next == UInt8(ascii: "?") {
+                i += 2
+                guard skip(past: "?>") else { return nil }
+            } else if hasPrefix(body, at: i + 1, "!--") {
+                i += 4
+                guard skip(past: "-->") else { return nil }
+            } else if hasPrefix(body, at: i + 1, "![CDATA[") {
+                i += 9
+                guard skip(past: "]]>") else { return nil }
+            } else if next == UInt8(ascii: "!") || next == UInt8(ascii: "/") {
+                i += 2
+            } else {
+                let nameStart = i + 1
+                var j = nameStart
+                while j < n, !isXMLSpace(body[j]), body[j] != UInt8(ascii: ">"), body[j] != UInt8(ascii: "/"),
+                    body[j] != UInt8(ascii: "<")
+                {
+                    j += 1
+                }
+                let nameEnd = j
+                let tagLine = line
+                var declarations = 0
+                while true {
+                    while j < n, isXMLSpace(body[j]) {
+                        if body[j] == UInt8(ascii: "\n") { line += 1 }
+                        j += 1
+                    }
+                    guard j < n, j > nameEnd, body[j] != UInt8(ascii: ">"), body[j] != UInt8(ascii: "/"),
+                        body[j] != UInt8(ascii: "<")
+                    else { break }
+                    // An attribute. Namespace declarations (Apache XML-RPC declares `xmlns:ex` for its extension
+                    // types) are let through, a few per element; anything else is refused.
+                    if declarations < maxNamespaceDeclarations, hasPrefix(body, at: j, "xmlns"),
+                        let after = namespaceDeclarationEnd(body, from: j + 5, line: &line)
+                    {
+                        declarations += 1
+                        j = after
+                        continue
+                    }
+                    let shown = body[nameStart..<min(nameEnd, nameStart + 40)]
+                    return (String(decoding: shown, as: UTF8.self), tagLine)
+                }
+                i = j
+            }
+        }
+        return nil
+    }
+
+    /// Namespace declarations allowed on one element (each is checked against the others by the parser).
+    static let maxNamespaceDeclarations = 4
+
+    /// For bytes just after `xmlns`: the index past a declaration's quoted value (`="..."` or `:p='...'`), or nil
+    /// when they are not a namespace declaration.
+    private static func namespaceDeclarationEnd(_ body: [UInt8], from: Int, line: inout Int) -> Int? {
+        let n = body.count
+        var j = from
+        if j < n, body[j] == UInt8(ascii: ":") {
+            j += 1
+            let prefixStart = j
+            while j < n, !isXMLSpace(body[j]), body[j] != UInt8(ascii: "="), body[j] != UInt8(ascii: ">") { j += 1 }
+            guard j > prefixStart else { return nil }
+        }
+        while j < n, isXMLSpace(body[j]) { j += 1 }
+        guard j < n, body[j] == UInt8(ascii: "=") else { return nil }
+        j += 1
+        while j < n, isXMLSpace(body[j]) { j += 1 }
+        guard j < n, body[j] == UInt8(ascii: "\"") || body[j] == UInt8(ascii: "'") else { return nil }
+        let quote = body[j]
+        j += 1
+        var lines = 0
+        while j < n, body[j] != quote {
+            if body[j] == UInt8(ascii: "\n") { lines += 1 }
+            j += 1
+        }
+        guard j < n else { return nil }
+        line += lines
+        return j + 1
     }
 
     package static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
@@ -569,7 +691,8 @@ private final class TreeBuilder: NSObject, XMLParserDelegate {
 // MARK: - Base64
 
 package enum Base64 {
-    package static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    package static let alphabet: [UInt8] = Array(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     /// 255 = not a base64 digit.
     private static let reverse: [UInt8] = {

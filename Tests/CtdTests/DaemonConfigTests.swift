@@ -41,6 +41,43 @@ struct DaemonConfigTests {
     }
 }
 
+struct ConnectionLimitConfigTests {
+    @Test func parse_whenSampleConfig_hasTheConnectionDefaults() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../ctd.sample.toml")
+        let c = try DaemonConfig.load(path: url.standardized.path)
+        #expect(c.maxConnections == 512 && c.maxConnectionsPerAddress == 64)
+        #expect(c.headerTimeout == 10 && c.bodyTimeout == 30 && c.connectionIdleTimeout == 60)
+        #expect(c.allowedOrigins.isEmpty && c.serverNames == nil)
+    }
+
+    @Test func parse_whenConnectionSettingsGiven_readsThemStrictly() throws {
+        let c = try DaemonConfig.parse(
+            """
+            [server]
+            max_connections = 100
+            max_connections_per_address = 3
+            header_timeout = 2.5
+            body_timeout = 4
+            idle_timeout = 5
+            allowed_origins = ["https://console.example:8443"]
+            server_names = ["ctd.example", "::1", "proxy.example:443"]
+            """)
+        #expect(c.maxConnections == 100 && c.maxConnectionsPerAddress == 3)
+        #expect(c.headerTimeout == 2.5 && c.bodyTimeout == 4 && c.connectionIdleTimeout == 5)
+        #expect(c.allowedOrigins == ["https://console.example:8443"])
+        #expect(c.serverNames == ["ctd.example", "::1", "proxy.example:443"])
+        for bad in [
+            "max_connections = 0", "max_connections_per_address = \"4\"", "header_timeout = 0",
+            "max_connections = 10\nmax_connections_per_address = 11", "allowed_origins = [\"console.example\"]",
+            "allowed_origins = [\"https://a/b\"]", "allowed_origins = \"https://a\"", "server_names = [\"a b\"]",
+            "server_names = [1]",
+        ] {
+            #expect(throws: DaemonConfig.Error.self, "\(bad)") { try DaemonConfig.parse("[server]\n\(bad)\n") }
+        }
+    }
+}
+
 struct LoginThrottleConfigTests {
     @Test func parse_whenThrottleSettingsGiven_readsThem() throws {
         let c = try DaemonConfig.parse("[sessions]\nlogin_failure_limit = 0\nlogin_failure_window = 5\n")
@@ -54,7 +91,8 @@ struct PluginOptionTests {
         let (plugin, key, value) = try PluginOptions.parse(pluginSetting: "AuditSQLite.busy_timeout=250")
         #expect(plugin == "AuditSQLite" && key == "busy_timeout" && value == .integer(250))
         #expect(try PluginOptions.parse(pluginSetting: "X.on=true").2 == .bool(true))
-        #expect(try PluginOptions.parse(pluginSetting: "X.path=/var/lib/ctd/a=b.db").2 == .string("/var/lib/ctd/a=b.db"))
+        #expect(
+            try PluginOptions.parse(pluginSetting: "X.path=/var/lib/ctd/a=b.db").2 == .string("/var/lib/ctd/a=b.db"))
     }
 
     @Test func parse_whenNoDotOrNoEquals_isAUsageError() {

@@ -350,8 +350,8 @@ DEFAULT = object()
 
 def write_config(path: Path, *, password_file: Path, hide=(), hide_own_connections=True, idle_timeout=None,
                  max_body_bytes=None, max_page_length=None, tls_cert=None, tls_key=None, receive_buffer=None,
-                 counter_interval=None, log_level="info", extra: str = ""):
-    server = ['listen = "127.0.0.1"']
+                 counter_interval=None, log_level="info", extra: str = "", server_extra: str = ""):
+    server = ['listen = "127.0.0.1"'] + [line for line in server_extra.splitlines() if line.strip()]
     if max_body_bytes is not None:
         server.append(f"max_body_bytes = {int(max_body_bytes)}")
     if max_page_length is not None:

@@ -108,7 +108,8 @@ def test_post_declaredLengthOverMaxBodyBytes_isAnsweredAtOnceWithoutReadingTheBo
     """A client that announces a huge body gets the fault right after the headers, not after a timeout."""
     small = ctd(max_body_bytes=4096)
     with socket.create_connection(("127.0.0.1", small.port), timeout=5) as s:
-        s.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 999999999\r\n\r\n<?xml")
+        s.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/xml\r\n"
+                  b"Content-Length: 999999999\r\n\r\n<?xml" % small.port)
         t0 = time.monotonic()
         answer = b""
         while b"</methodResponse>" not in answer:

@@ -16,6 +16,18 @@ public struct DaemonConfig: Sendable {
     public var workerThreads = 0
     /// Seconds a shutdown lets running calls finish before it refuses the writes that have not started.
     public var drainTimeout = 10.0
+    /// Open connections at most, in total and from one address; the excess is closed as it is accepted.
+    public var maxConnections = 512
+    public var maxConnectionsPerAddress = 64
+    /// Seconds for a request head (from its first byte), for a body (from its head), and without any request.
+    public var headerTimeout = 10.0
+    public var bodyTimeout = 30.0
+    public var connectionIdleTimeout = 60.0
+    /// Origins (`scheme://host[:port]`) of web pages whose requests are served; same-origin ones always are.
+    public var allowedOrigins: [String] = []
+    /// Names the Host header may carry; `nil`: HTTPServer.defaultServerNames (listen address, localhost, 127.0.0.1,
+    /// [::1], the host name).
+    public var serverNames: [String]?
     // [sessions]
     public var idleTimeout = 10.0
     public var maxLifetime = 8 * 3600.0
@@ -121,6 +133,14 @@ public struct DaemonConfig: Sendable {
                 try r.int("max_response_bytes", (1 << 20)...(1 << 30)) ?? core.maxResponseBytes
             workerThreads = try r.int("worker_threads", 0...256) ?? workerThreads
             drainTimeout = try r.double("drain_timeout", 0...600) ?? drainTimeout
+            maxConnections = try r.int("max_connections", 1...1_000_000) ?? maxConnections
+            maxConnectionsPerAddress =
+                try r.int("max_connections_per_address", 1...1_000_000) ?? maxConnectionsPerAddress
+            headerTimeout = try r.double("header_timeout", 0.1...3600) ?? headerTimeout
+            bodyTimeout = try r.double("body_timeout", 0.1...3600) ?? bodyTimeout
+            connectionIdleTimeout = try r.double("idle_timeout", 0.1...86400) ?? connectionIdleTimeout
+            allowedOrigins = try r.strings("allowed_origins") ?? allowedOrigins
+            serverNames = try r.strings("server_names") ?? serverNames
             try r.finish()
         }
         if let s = try section(root, "sessions", source) {
@@ -176,6 +196,24 @@ public struct DaemonConfig: Sendable {
         }
         if (tlsCertificate == nil) != (tlsKey == nil) {
             throw Error(message: "\(source): [server] tls_certificate and tls_key must be given together")
+        }
+        if maxConnectionsPerAddress > maxConnections {
+            throw Error(
+                message: "\(source): [server] max_connections_per_address must not exceed max_connections")
+        }
+        for origin in allowedOrigins {
+            let parts = origin.split(separator: "://", maxSplits: 1)
+            guard parts.count == 2, ["http", "https"].contains(parts[0].lowercased()), !parts[1].isEmpty,
+                !parts[1].dropLast(parts[1].hasSuffix("/") ? 1 : 0).contains("/")
+            else {
+                throw Error(
+                    message:
+                        "\(source): [server] allowed_origins: '\(origin)' is not an origin (scheme://host or scheme://host:port)"
+                )
+            }
+        }
+        for name in serverNames ?? [] where name.isEmpty || name.contains("/") || name.contains(" ") {
+            throw Error(message: "\(source): [server] server_names: '\(name)' is not a host name or address")
         }
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         if !levels.contains(logLevel) {

@@ -77,11 +77,20 @@ final class Daemon {
             settings: config.core, table: table, sessions: sessions, plugins: plugins, clock: clock,
             logger: logger)
         let dispatcher = Dispatcher(context: context)
+        var options = HTTPServer.Options(
+            host: config.listen, port: config.port, maxBodyBytes: config.maxBodyBytes,
+            tlsCertificate: config.tlsCertificate, tlsKey: config.tlsKey, workerThreads: config.workerThreads)
+        options.maxConnections = config.maxConnections
+        options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
+        options.headerTimeout = config.headerTimeout
+        options.bodyTimeout = config.bodyTimeout
+        options.idleTimeout = config.connectionIdleTimeout
+        options.allowedOrigins = config.allowedOrigins
+        if let names = config.serverNames { options.serverNames = names }
         let server = HTTPServer(
-            options: .init(
-                host: config.listen, port: config.port, maxBodyBytes: config.maxBodyBytes,
-                tlsCertificate: config.tlsCertificate, tlsKey: config.tlsKey, workerThreads: config.workerThreads),
-            handler: { body, client in dispatcher.handle(body: body, client: client) }, tooLargeBody: XMLRPCEncoder.fault(.requestTooLarge(limit: config.maxBodyBytes)),
+            options: options,
+            handler: { body, client in dispatcher.handle(body: body, client: client) },
+            tooLargeBody: XMLRPCEncoder.fault(.requestTooLarge(limit: config.maxBodyBytes)),
             logger: logger)
         let port: Int
         do {
