@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import collections
 import os
 import signal
 import socket
@@ -136,6 +137,11 @@ def test_sigterm_duringAuditedBulkKill_killFinishesWholeAuditedAndCtdExitsZero(c
     entries = conntrack_list("-p", "udp", "-s", BULK_SRC)
     assert len(entries) == BULK
     ids = [str(e["id"]) for e in entries]
+    # Ids are random 32-bit values: among 20,000 two share one about once in 20 runs, and such an id is refused as
+    # ambiguous (both entries stay), by design.
+    counts = collections.Counter(ids)
+    shared = {i for i, n in counts.items() if n > 1}
+    expected_killed = sum(1 for i in ids if i not in shared)
     wait_for(lambda: _total(rpc, sid, {"orig_src": BULK_SRC}), timeout=DEADLINE, interval=0.2,
              done=lambda t: t == BULK, what=f"the {BULK} entries in view")
     before = _bulk_count()
@@ -168,16 +174,16 @@ def test_sigterm_duringAuditedBulkKill_killFinishesWholeAuditedAndCtdExitsZero(c
 
     # The kill ran whole: every id killed, and the kernel lost exactly these entries.
     after = _bulk_count()
-    assert result["killed"] == BULK, {k: v for k, v in result.items() if k != "killed_ids"}
-    assert len(result["killed_ids"]) == BULK and set(result["killed_ids"]) == set(ids)
-    assert result["not_found"] == [] and result["failed"] == [] and result["ambiguous"] == []
+    assert result["killed"] == expected_killed, {k: v for k, v in result.items() if k != "killed_ids"}
+    assert set(result["killed_ids"]) == set(ids) - shared and len(result["killed_ids"]) == expected_killed
+    assert result["not_found"] == [] and result["failed"] == [] and set(result["ambiguous"]) == shared
     assert before - after == result["killed"], f"conntrack went from {before} to {after}"
 
     # Every pending kill row has exactly one outcome row (ref_seq = its seq): nothing cut between kernel and audit.
     kills = _audit_rows(db, "SELECT seq, conn_id, outcome FROM audit WHERE action = 'kill' ORDER BY seq")
-    assert len(kills) == BULK
+    assert len(kills) == expected_killed  # an ambiguous id reaches no hook
     assert all(outcome == "pending" for _, _, outcome in kills)
-    assert {str(conn_id) for _, conn_id, _ in kills} == set(ids)
+    assert {str(conn_id) for _, conn_id, _ in kills} == set(ids) - shared
     orphans = _audit_rows(db, "SELECT count(*) FROM audit k WHERE k.action = 'kill' AND NOT EXISTS "
                               "(SELECT 1 FROM audit o WHERE o.action = 'outcome' AND o.ref_seq = k.seq)")[0][0]
     assert orphans == 0, f"{orphans} kill rows have no outcome"
@@ -204,7 +210,7 @@ def test_sigterm_duringAuditedBulkKill_killFinishesWholeAuditedAndCtdExitsZero(c
     assert all(p >= 0 for p in positions), f"missing shutdown lines {order} in\n{log[-4000:]}"
     assert positions == sorted(positions), f"shutdown out of order: {list(zip(order, positions))}\n{log[-4000:]}"
     assert "no longer accepting connections; 1 calls in flight" in log, log[-4000:]
-    kill_done = log.find(f"kill by admin from 127.0.0.1: {BULK} killed")
+    kill_done = log.find(f"kill by admin from 127.0.0.1: {expected_killed} killed")
     assert positions[0] < kill_done < positions[1], "the kill did not finish between the drain's start and its end"
     assert "shutting down" not in str(result)
 

@@ -109,9 +109,6 @@ final class Daemon {
         let scheme = config.tlsCertificate == nil ? "http" : "https"
         logger.notice(
             "ctd \(ctdVersion) serving XML-RPC on \(scheme)://\(HTTPServer.display(host: config.listen, port: port))/RPC2")
-        // Machine-readable line for scripts and tests that start ctd on port 0.
-        print("ctd: listening on \(config.listen) port \(port)")
-        fflush(stdout)
 
         let reloader = Reloader(
             current: config, load: reloadConfig, logLevel: logLevel, mirror: mirror, follower: follower,
@@ -130,6 +127,7 @@ final class Daemon {
                             server: server, actions: context.actions, drainTimeout: config.drainTimeout, logger: logger),
                         serviceName: "http"),
                     .init(service: reloader, serviceName: "reload"),
+                    .init(service: ReadyAnnouncer(line: "ctd: listening on \(config.listen) port \(port)"), serviceName: "ready"),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

@@ -66,3 +66,16 @@ struct PluginsService: Service {
         logger.info("plugins shut down")
     }
 }
+
+/// Prints the machine-readable line scripts and tests wait for ("ctd: listening on ADDR port N", useful with port 0)
+/// once the service group runs, so that its signal handlers are in place: a SIGTERM right after the line drains
+/// and stops as any other.
+struct ReadyAnnouncer: Service {
+    let line: String
+
+    func run() async throws {
+        print(line)
+        fflush(stdout)
+        try? await gracefulShutdown()
+    }
+}
