@@ -97,13 +97,16 @@ public final class ConntrackMirror: @unchecked Sendable {
         lastCounterRefresh: 0, receiveBuffer: 0, accountingEnabled: false, eventsHealthy: false)
     private var lastViewAt: Double = -1e9
     public let clock: MonotonicClock
+    /// What changed, in order, for `changes` (entries that appeared, changed mark, state or status, or ended).
+    public let changes: ChangeFeed
 
     public private(set) var hide: HidePolicy
     package let logger: Logger
 
-    public init(hide: HidePolicy, clock: MonotonicClock = .system, logger: Logger) {
+    public init(hide: HidePolicy, clock: MonotonicClock = .system, changeCapacity: Int = 16_384, logger: Logger) {
         self.hide = hide
         self.clock = clock
+        self.changes = ChangeFeed(capacity: changeCapacity, clock: clock)
         self.logger = logger
     }
 
@@ -170,7 +173,12 @@ public final class ConntrackMirror: @unchecked Sendable {
     private func upsertLocked(_ flow: Flow, present: ConntrackEvent.Fields, fromEvent: Bool = false) {
         let key = FlowKey(flow)
         if let i = indexByKey[key] {
+            let old = flows[i]
             flows[i].merge(flow, present: present)
+            let new = flows[i]
+            if new.mark != old.mark || new.status != old.status || new.tcpState != old.tcpState {
+                changes.record(.updated, new)
+            }
             if fromEvent && silent[i] {
                 silent[i] = false
                 silentCount -= 1
@@ -182,6 +190,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         flows.append(flow)
         lastSeen.append(0)
         silent.append(false)
+        changes.record(.new, flow)
         indexByKey[key] = i
         addIDLocked(flow.id, index: i)
     }
@@ -212,6 +221,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             indexByID[id] = nil
         }
         let last = flows.count - 1
+        changes.record(.destroyed, flows[i])
         if silent[i] { silentCount -= 1 }
         if i != last {
             let moved = flows[last]
@@ -241,6 +251,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             for key in hidden { removeLocked(key) }
             generation &+= 1
         }
+        changes.publish()
     }
 
     /// Applies a batch of events (type CTD_MSG_*) in order.
@@ -258,6 +269,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             generation &+= 1
             stats.eventsApplied &+= UInt64(events.count)
         }
+        changes.publish()
     }
 
     /// Removes entries ctd itself deleted, without waiting for their events.
@@ -269,6 +281,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             for f in removed { removeLocked(FlowKey(f)) }
             generation &+= 1
         }
+        changes.publish()
     }
 
     /// Stores an entry as re-read from the kernel after ctd changed it.
@@ -278,6 +291,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             upsertLocked(flow, present: .all)
             generation &+= 1
         }
+        changes.publish()
     }
 
     /// Replaces the whole content with a fresh dump (start-up and resync after event loss).
@@ -311,6 +325,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             loads &+= 1
             if isResync { stats.resyncs += 1 }
         }
+        changes.reset()
     }
 
     /// Starts a reconciliation: merge every entry of a dump with `reconcile(chunk:)`, then `finishReconcile`.
@@ -357,10 +372,14 @@ public final class ConntrackMirror: @unchecked Sendable {
                 {
                     flows[i] = u
                     changed = true
+                    if u.mark != old.mark || u.status != old.status || u.tcpState != old.tcpState {
+                        changes.record(.updated, u)
+                    }
                 }
             }
             if changed { generation &+= 1 }
         }
+        changes.publish()
     }
 
     /// Drops entries the dump of `epoch` did not list, unless something was heard of them since the dump began
@@ -368,7 +387,7 @@ public final class ConntrackMirror: @unchecked Sendable {
     /// - Returns: the number of entries dropped.
     @discardableResult
     func finishReconcile(epoch: UInt32, dumpStartedAt: Double) -> Int {
-        lock.withLock {
+        let dropped: Int = lock.withLock {
             stats.counterRefreshes += 1
             stats.lastCounterRefresh = Date().timeIntervalSince1970
             guard loads == loadsAtReconcileStart, epoch == reconcileEpoch else { return 0 }
@@ -381,6 +400,8 @@ public final class ConntrackMirror: @unchecked Sendable {
             if !vanished.isEmpty { generation &+= 1 }
             return vanished.count
         }
+        changes.publish()
+        return dropped
     }
 
     /// Lets go of the published snapshot when nobody has looked for a while, so that the next change to the table

@@ -5,9 +5,12 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
-/// Handles one request: body and client address in, response body out. Runs on a worker thread (never on the event
-/// loop), so it may block.
-public typealias RequestHandler = @Sendable (_ body: [UInt8], _ client: String) -> [UInt8]
+/// Handles one request: body and client address in; the response body goes to `respond`, exactly once, from any
+/// thread, at once or later (a long poll answers when something happens, holding no thread meanwhile). Runs on a
+/// worker thread (never on the event loop), so it may block.
+public typealias RequestHandler = @Sendable (
+    _ body: [UInt8], _ client: String, _ respond: @escaping @Sendable ([UInt8]) -> Void
+) -> Void
 
 /// HTTP/1.1 with keep-alive (and optional TLS) on SwiftNIO: POST on `/` and `/RPC2`, body size limited before it is
 /// buffered, calls handed to a thread pool so that slow calls (password hashing, PAM) never stall other clients.
@@ -653,17 +656,18 @@ final class RequestChannelHandler: ChannelDuplexHandler, RemovableChannelHandler
         let this = NIOLoopBound(self, eventLoop: loop)
         let inFlight = self.inFlight
         inFlight.begin()
-        pool.runIfActive(eventLoop: loop) { handler(request, client) }.whenComplete { result in
-            defer { inFlight.end() }
-            switch result {
-            case .success(let response):
+        let respond: @Sendable ([UInt8]) -> Void = { response in
+            loop.execute {
+                defer { inFlight.end() }
                 this.value.write(
                     context: ctx.value, head: head, status: .ok, contentType: "text/xml; charset=utf-8",
                     body: response, keepAlive: head.isKeepAlive)
-            case .failure(let error):
-                this.value.logger.error("worker pool refused a call: \(error)")
-                ctx.value.close(promise: nil)
             }
+        }
+        pool.runIfActive(eventLoop: loop) { handler(request, client, respond) }.whenFailure { error in
+            inFlight.end()
+            this.value.logger.error("worker pool refused a call: \(error)")
+            ctx.value.close(promise: nil)
         }
     }
 

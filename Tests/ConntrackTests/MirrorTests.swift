@@ -1,4 +1,6 @@
+import Foundation
 import Logging
+import Synchronization
 import Testing
 
 @testable import Conntrack
@@ -84,5 +86,48 @@ struct MirrorTests {
         #expect(mirror.snapshot().flows.count == 2)
         #expect(mirror.snapshot().generation != old.generation)
         #expect(old.monotonic == 100)
+    }
+}
+
+struct ChangeFeedTests {
+    let mirror = ConntrackMirror(hide: HidePolicy(), changeCapacity: 16, logger: Logger(label: "t"))
+
+    func event(_ kind: ConntrackEvent.Kind, _ id: UInt32, mark: UInt32 = 0) -> ConntrackEvent {
+        ConntrackEvent(
+            kind: kind, fields: .all,
+            flow: Flow(
+                id: id, origSource: IPAddress("10.0.0.\(id % 250)")!, origDestination: IPAddress("10.1.0.1")!,
+                origSourcePort: UInt16(id), mark: mark))
+    }
+
+    @Test func read_returnsTheChangesInOrder_andOverflowsWhenTheRingMovedOn() {
+        let cursor = mirror.changes.head
+        mirror.apply(events: [event(.new, 1), event(.update, 1, mark: 5), event(.update, 1, mark: 5), event(.destroy, 1)])
+        let batch = mirror.changes.read(after: cursor, limit: 100)
+        #expect(batch.changes.map(\.kind) == [.new, .updated, .destroyed], "an update that changes nothing is no change")
+        #expect(batch.changes[1].flow.mark == 5 && !batch.overflow)
+        #expect(mirror.changes.read(after: batch.next, limit: 100).changes.isEmpty)
+        mirror.apply(events: (2...40).map { event(.new, UInt32($0)) })
+        #expect(mirror.changes.read(after: batch.next, limit: 100).overflow)
+    }
+
+    @Test func wait_isAnsweredWhenAChangeComes_orAtItsDeadline() {
+        let got = DispatchSemaphore(value: 0)
+        let kinds = Mutex<[ChangeFeed.Kind]>([])
+        mirror.changes.wait(after: mirror.changes.head, limit: 10, timeout: 30) { batch in
+            kinds.withLock { $0 = batch.changes.map(\.kind) }
+            got.signal()
+        }
+        #expect(mirror.changes.waiting == 1)
+        mirror.apply(events: [event(.new, 7)])
+        got.wait()
+        #expect(kinds.withLock { $0 } == [.new])
+        let empty = DispatchSemaphore(value: 0)
+        mirror.changes.wait(after: mirror.changes.head, limit: 10, timeout: 0.2) { batch in
+            #expect(batch.changes.isEmpty)
+            empty.signal()
+        }
+        empty.wait()
+        #expect(mirror.changes.waiting == 0)
     }
 }

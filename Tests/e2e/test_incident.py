@@ -133,3 +133,47 @@ def test_stats_matchConntrackSAndC(ctd):
     for key in ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error", "search_restart"):
         assert st["kernel"][key] <= after[key], key
     assert set(st["sysctl"]) == {"acct", "timestamp", "events"}
+
+
+def test_changes_longPoll_reportsNewUpdatedAndDestroyedEntries(ctd):
+    import threading
+    c = ctd(hide=LOOPBACK, idle_timeout=2)
+    rpc, sid = c.login()
+    start = rpc.changes(sid, "")
+    assert start["new"] == [] and not start["overflow"]
+    cursor = start["cursor"]
+    # A client waiting in changes is answered when the connection appears (no reload, no polling of view).
+    got = {}
+    t = threading.Thread(target=lambda: got.update(c.proxy().changes(sid, cursor, 30)))
+    t.start()
+    e = ct_insert("udp", "10.97.0.1", "10.97.0.2", 7000, 53, timeout=300)
+    t.join(timeout=60)
+    assert not t.is_alive() and got, "changes did not answer"
+    new_ids = [row["id"] for row in got["new"]]
+    assert str(e["id"]) in new_ids
+    cursor = got["cursor"]
+    subprocess.run(["conntrack", "-U", "-p", "udp", "-s", "10.97.0.1", "-d", "10.97.0.2", "-m", "77"],
+                   capture_output=True, check=True)
+    upd = wait_for(lambda: rpc.changes(sid, cursor, 10), timeout=30, done=lambda a: a["updated"],
+                   what="the mark change")
+    assert [u["mark"] for u in upd["updated"] if u["id"] == str(e["id"])] == ["77"]
+    cursor = upd["cursor"]
+    subprocess.run(["conntrack", "-D", "-p", "udp", "-s", "10.97.0.1"], capture_output=True, check=True)
+    gone = wait_for(lambda: rpc.changes(sid, cursor, 10), timeout=30, done=lambda a: a["destroyed"],
+                    what="the end of the entry")
+    assert str(e["id"]) in gone["destroyed"]
+    # Waiting longer than the idle timeout (2 s) does not end the session.
+    quiet = rpc.changes(sid, gone["cursor"], 3)
+    assert quiet["new"] == [] and quiet["destroyed"] == []
+    assert rpc.status(sid)["version"]
+
+
+def test_changes_withAnotherSessionsOrABadCursor_isRefused(ctd):
+    c = ctd(hide=LOOPBACK)
+    rpc, sid = c.login()
+    other, other_sid = c.login()
+    cursor = rpc.changes(sid, "")["cursor"]
+    assert_fault(-32602, other.changes, other_sid, cursor, 1)
+    assert_fault(-32602, rpc.changes, sid, "not-a-cursor", 1)
+    calls = [{"methodName": "changes", "params": [sid, cursor, 1]}]
+    assert rpc.system.multicall(calls)[0]["faultCode"] == -32602

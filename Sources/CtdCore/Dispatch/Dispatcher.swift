@@ -13,33 +13,55 @@ public final class Dispatcher: @unchecked Sendable {
 
     public init(context: ServerContext) { self.context = context }
 
-    /// Never throws: every failure becomes a fault.
+    /// Answers a request through `respond`, exactly once: at once, or later for a long poll (`changes`), which
+    /// then holds no thread while it waits. Never throws: every failure becomes a fault.
+    public func handle(body: [UInt8], client: String, respond: @escaping @Sendable ([UInt8]) -> Void) {
+        handle(body: body, client: client, mayWait: true, respond: respond)
+    }
+
+    /// The answer at once (a long poll answers with what there is now): for tests and the fuzzers.
     public func handle(body: [UInt8], client: String) -> [UInt8] {
+        let box = AnswerBox()
+        handle(body: body, client: client, mayWait: false) { box.set($0) }
+        return box.wait()
+    }
+
+    private func handle(
+        body: [UInt8], client: String, mayWait: Bool, respond: @escaping @Sendable ([UInt8]) -> Void
+    ) {
         let request: XMLRPCRequest
         do {
             request = try XMLRPCDecoder.decodeRequest(body, maxDepth: context.settings.maxDepth)
         } catch {
-            return XMLRPCEncoder.fault(error)
+            return respond(XMLRPCEncoder.fault(error))
         }
-        switch reply(request.methodName, request.params, client: client, nested: false) {
+        let limit = context.settings.maxResponseBytes
+        let bounded: @Sendable ([UInt8]) -> [UInt8] = { body in
+            body.count <= limit ? body : XMLRPCEncoder.fault(.responseTooLarge(limit: limit))
+        }
+        switch reply(request.methodName, request.params, client: client, nested: false, mayWait: mayWait) {
         case .success(let reply):
+            if let later = reply.later {
+                later { value in respond(bounded(XMLRPCEncoder.response(value))) }
+                return
+            }
             let body =
                 reply.cacheKey.map { key in encodedReplies.value(for: key) { XMLRPCEncoder.response(reply.build()) } }
                 ?? XMLRPCEncoder.response(reply.build())
-            let limit = context.settings.maxResponseBytes
-            return body.count <= limit ? body : XMLRPCEncoder.fault(.responseTooLarge(limit: limit))
+            respond(bounded(body))
         case .failure(let fault):
-            return XMLRPCEncoder.fault(fault)
+            respond(XMLRPCEncoder.fault(fault))
         }
     }
 
     /// One call, as a value or a fault (``Multicall`` uses it for each of its calls).
     func call(_ method: String, _ params: [XMLRPCValue], client: String, nested: Bool) -> Result<XMLRPCValue, Fault> {
-        reply(method, params, client: client, nested: nested).map { $0.build() }
+        reply(method, params, client: client, nested: nested, mayWait: false).map { $0.build() }
     }
 
-    private func reply(_ method: String, _ values: [XMLRPCValue], client: String, nested: Bool) -> Result<Reply, Fault>
-    {
+    private func reply(
+        _ method: String, _ values: [XMLRPCValue], client: String, nested: Bool, mayWait: Bool
+    ) -> Result<Reply, Fault> {
         do {
             guard let procedure = MethodTable.byName[method] else {
                 throw Fault.methodNotFound(String(method.prefix(100)))
@@ -47,7 +69,9 @@ public final class Dispatcher: @unchecked Sendable {
             let params = try Params(
                 method: method, values: values, names: procedure.params, required: procedure.required)
             let session = try procedure.role.map { try authorize(params, need: $0, client: client) }
-            let call = Call(dispatcher: self, params: params, client: client, session: session, nested: nested)
+            let call = Call(
+                dispatcher: self, params: params, client: client, session: session, nested: nested,
+                mayWait: mayWait && !nested)
             return .success(try procedure.run(call))
         } catch let fault as Fault {
             return .failure(fault)
@@ -72,5 +96,21 @@ public final class Dispatcher: @unchecked Sendable {
                 "\(p.method) needs the \(role.rawValue) role; \(s.identity.user) is \(s.role.rawValue)")
         }
         return s
+    }
+}
+
+/// One answer handed from the thread that has it to the thread that waits for it.
+final class AnswerBox: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var value: [UInt8] = []
+
+    func set(_ v: [UInt8]) {
+        value = v
+        done.signal()
+    }
+
+    func wait() -> [UInt8] {
+        done.wait()
+        return value
     }
 }

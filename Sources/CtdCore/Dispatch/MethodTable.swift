@@ -2,7 +2,7 @@
 enum MethodTable {
     static let all: [Procedure] = [
         .login, .logout, .view, .kill, .change, .refresh, .setAutorefresh, .status, .auditList,
-        .summary, .stats, .killPreview, .killMatching,
+        .summary, .stats, .killPreview, .killMatching, .changes,
         .listMethods, .methodHelp, .methodSignature, .multicall,
     ]
 

@@ -23,8 +23,14 @@ struct Procedure: Sendable {
 struct Reply {
     let cacheKey: RenderedViewKey?
     let build: () -> XMLRPCValue
+    /// A long poll: calls its argument once, later, with the answer (`changes`); `build` is then not used.
+    var later: ((@escaping @Sendable (XMLRPCValue) -> Void) -> Void)? = nil
 
     static func value(_ v: XMLRPCValue) -> Reply { Reply(cacheKey: nil, build: { v }) }
+
+    static func deferred(_ later: @escaping (@escaping @Sendable (XMLRPCValue) -> Void) -> Void) -> Reply {
+        Reply(cacheKey: nil, build: { .nil }, later: later)
+    }
 }
 
 /// One call of a procedure: its parameters, who asked, and the session when the procedure needs one.
@@ -36,6 +42,9 @@ struct Call {
     let session: Session?
     /// Inside `system.multicall`.
     let nested: Bool
+    /// Whether the answer may come later (a long poll); false inside multicall and for callers that need the
+    /// answer at once.
+    let mayWait: Bool
 
     var context: ServerContext { dispatcher.context }
 

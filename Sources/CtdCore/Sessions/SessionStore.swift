@@ -18,6 +18,8 @@ public struct Session: Sendable {
     /// Set when the store let go of this session's snapshot to bound memory (``SessionStore/pin(_:_:)``); the next
     /// `view` says so.
     public var lostPinnedSnapshot = false
+    /// Tags this session's `changes` cursors, so that a cursor from another session is refused.
+    public var cursorKey = String(SessionStore.newSessionID().prefix(8))
 
     public var role: Role { identity.highestRole ?? .viewer }
 }
@@ -71,6 +73,15 @@ public final class SessionStore: @unchecked Sendable {
             }
             sessions[session.id] = session
             return session
+        }
+    }
+
+    /// Keeps session `id` from idling out until `until` (monotonic seconds): a client waiting in a long poll is not
+    /// idle.
+    public func keepAlive(_ id: String, until: Double) {
+        lock.withLock {
+            guard sessions[id] != nil else { return }
+            sessions[id]!.lastUsedAt = max(sessions[id]!.lastUsedAt, until)
         }
     }
 

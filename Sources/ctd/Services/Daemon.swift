@@ -89,7 +89,7 @@ final class Daemon {
         if let names = config.serverNames { options.serverNames = names }
         let server = HTTPServer(
             options: options,
-            handler: { body, client in dispatcher.handle(body: body, client: client) },
+            handler: { body, client, respond in dispatcher.handle(body: body, client: client, respond: respond) },
             tooLargeBody: XMLRPCEncoder.fault(.requestTooLarge(limit: config.maxBodyBytes)),
             logger: logger)
         let port: Int
@@ -124,7 +124,8 @@ final class Daemon {
                     .init(service: ConntrackFollowerService(follower: follower, logger: logger), serviceName: "conntrack"),
                     .init(
                         service: HTTPService(
-                            server: server, actions: context.actions, drainTimeout: config.drainTimeout, logger: logger),
+                            server: server, actions: context.actions, endLongPolls: { mirror.changes.close() },
+                            drainTimeout: config.drainTimeout, logger: logger),
                         serviceName: "http"),
                     .init(service: reloader, serviceName: "reload"),
                     .init(service: ReadyAnnouncer(line: "ctd: listening on \(config.listen) port \(port)"), serviceName: "ready"),

@@ -19,6 +19,8 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
 struct HTTPService: Service {
     let server: HTTPServer
     let actions: ActionGate
+    /// Answers the long polls at once, so that they do not hold the drain.
+    let endLongPolls: @Sendable () -> Void
     let drainTimeout: Double
     let logger: Logger
 
@@ -28,6 +30,7 @@ struct HTTPService: Service {
         let actions = self.actions
         let drainTimeout = self.drainTimeout
         server.stopAccepting()
+        endLongPolls()
         logger.notice("no longer accepting connections; \(server.callsInFlight) calls in flight")
         let drained = await blocking { server.drain(timeout: drainTimeout) }
         if !drained {
