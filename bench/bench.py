@@ -81,6 +81,8 @@ class Daemon:
             f.write(f"""[server]
 listen = "127.0.0.1"
 port = 0
+max_connections = 1500
+max_connections_per_address = 1500
 [sessions]
 idle_timeout = 300
 [conntrack]
@@ -280,6 +282,54 @@ def summary_latency(daemon, calls=20):
     return percentile(times, 50) * 1000, percentile(times, 99) * 1000
 
 
+def changes_latency(daemon, reps=20):
+    """From `conntrack -I` to the answer of a client waiting in `changes`: p50 / p99 (ms)."""
+    import threading
+    rpc = xmlrpc.client.ServerProxy(daemon.url)
+    times = []
+    for i in range(reps):
+        cursor = rpc.changes(daemon.session, "")["cursor"]
+        got = {}
+
+        def wait():
+            got["answer"] = xmlrpc.client.ServerProxy(daemon.url).changes(daemon.session, cursor, 30)
+            got["at"] = time.perf_counter()
+
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.2)  # the waiter's request reaches ctd (a benchmark, not a test: a fixed head start is fine)
+        t0 = time.perf_counter()
+        sh(f"conntrack -I -p udp -s 10.250.{i // 250}.{i % 250 + 1} -d 10.251.0.1 --sport 9 --dport 53 -t 60 2>/dev/null",
+           check=False)
+        t.join(timeout=30)
+        if "at" in got:
+            times.append(got["at"] - t0)
+    return percentile(times, 50) * 1000, percentile(times, 99) * 1000
+
+
+def changes_waiting_cost(daemon, clients=1000, seconds=10):
+    """`clients` connections each waiting in `changes`: ctd's CPU over `seconds` and its RSS growth."""
+    import socket
+    rss0 = daemon.rss_mb()
+    cursor = xmlrpc.client.ServerProxy(daemon.url).changes(daemon.session, "")["cursor"]
+    body = request_body("changes", daemon.session, cursor, 30)
+    head = (f"POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nContent-Type: text/xml\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    socks = []
+    for _ in range(clients):
+        s = socket.create_connection(("127.0.0.1", daemon.port))
+        s.sendall(head + body)
+        socks.append(s)
+    time.sleep(2)  # let every request be read and parked
+    c0, t0 = daemon.cpu_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    cpu = 100 * (daemon.cpu_seconds() - c0) / (time.perf_counter() - t0)
+    rss = daemon.rss_mb() - rss0
+    for s in socks:
+        s.close()
+    return cpu, rss
+
+
 def idle_cpu(daemon, seconds):
     time.sleep(12)  # let the viewing window (10 s) lapse: an idle daemon stops refreshing counters
     c0, t0 = daemon.cpu_seconds(), time.perf_counter()
@@ -319,10 +369,12 @@ def main():
             kill = bulk_kill(daemon, n)
             summary = summary_latency(daemon)
             by_filter = preview_kill(daemon)
+            poll = changes_latency(daemon)
+            waiting = changes_waiting_cost(daemon) if n == max(SIZES) else None
             rss = daemon.rss_mb()
             cpu = idle_cpu(daemon, IDLE_SECONDS) if n == max(SIZES) else None
             rows.append((n, fill_s, ref_list, lat, rps, p99_load, errors, fresh, kill, rss, cpu, daemon.startup,
-                         daemon.rss_loaded, daemon.rss_mb(), summary, by_filter))
+                         daemon.rss_loaded, daemon.rss_mb(), summary, by_filter, poll, waiting))
         finally:
             daemon.stop()
             shutil.rmtree(work, ignore_errors=True)
@@ -370,6 +422,10 @@ def render(rows, plugins):
         [f"{r[15][1]:,} of {r[15][0]:,} in {r[15][2]:.0f} ms" for r in rows], "beats `conntrack -D`")
     row("reference: `conntrack -D -m MARK`, the same filter (same-size set, median of 3)",
         [f"{r[15][3]:,} in {r[15][4]:.0f} ms" for r in rows])
+    row("`changes`: `conntrack -I` → answer to the waiting client: p50 / p99",
+        [f"{r[16][0]:.1f} / {r[16][1]:.1f} ms" for r in rows], "p99 ≤ 50 ms")
+    row("1,000 clients waiting in `changes`: ctd CPU / RSS growth",
+        [f"{r[17][0]:.2f} % / {r[17][1]:.1f} MB" if r[17] else "—" for r in rows], "< 1 % / < 20 MB")
     row("resident memory (RSS) loaded, first view served / per entry",
         [f"{r[12]:.0f} MB / {r[12] * 1048576 / r[0]:.0f} B" for r in rows], "≤ 150 MB at 250k")
     row("RSS right after the load tests and the bulk kill (peak)", [f"{r[9]:.0f} MB" for r in rows])

@@ -40,12 +40,11 @@ extension FlowQuery {
         guard length >= 0 else {
             throw FlowQueryError("length must be 0 or more, not \(length).")
         }
-        guard length <= Int64(maxLength) else {
-            throw FlowQueryError("length \(length) is larger than the maximum of \(maxLength).")
-        }
+        // pyctd accepted any length: one above the maximum is served as the maximum (the answer's length says how
+        // many rows came).
         return FlowQuery(
             filters: parsed, orderField: order, direction: direction,
-            start: Int(start), length: Int(length))
+            start: Int(start), length: Int(min(length, Int64(maxLength))))
     }
 
     // MARK: - Order

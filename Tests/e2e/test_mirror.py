@@ -32,11 +32,11 @@ def test_mirror_insertUpdateDelete_visibleInViewWithinOneSecond(ctd):
         took = _timed_wait(lambda: rpc.view(sid, filters, "", "ASC", 0, 10)["total"] == 1, 1.0, f"{proto} insert")
         assert took < 1.0, f"{proto} entry took {took:.2f} s to appear"
         v = rpc.view(sid, filters, "", "ASC", 0, 10)["connections"][0]
-        assert v["id"] == str(e["id"]) and v["mark"] == "1"
+        assert v["id"] == str(e["id"]) and v["mark"] == 1
         # An update made outside ctd (conntrack -U) shows too.
         run(["conntrack", "-U", "-p", proto, "-s", src, "-d", dst, "--sport", str(sport), "--dport", str(dport),
              "-m", "42"])
-        took = _timed_wait(lambda: rpc.view(sid, filters, "", "ASC", 0, 10)["connections"][0]["mark"] == "42", 1.0,
+        took = _timed_wait(lambda: rpc.view(sid, filters, "", "ASC", 0, 10)["connections"][0]["mark"] == 42, 1.0,
                            f"{proto} mark update")
         assert took < 1.0, f"{proto} mark change took {took:.2f} s to show"
         ct_delete(proto, src, dst, sport, dport)

@@ -178,7 +178,7 @@ def test_exampleHook_killAndChangeOfProtectedPort_faultVetoedAndEntryStays(ctd, 
     assert {e["id"] for e in conntrack_list()} >= {ssh["id"]}
     assert web2["id"] not in {e["id"] for e in conntrack_list()}
     changed = rpc.change(sid, "mark", str(dns["id"]), 9)
-    assert changed["mark"] == "9" and ct_find("udp", "10.88.0.1", "10.88.0.3", 5000, 53)["mark"] == 9
+    assert changed["mark"] == 9 and ct_find("udp", "10.88.0.1", "10.88.0.3", 5000, 53)["mark"] == 9
 
 
 def test_exampleHook_badConfiguration_refusedNamingTheKey(plugin_dir, tmp_path):

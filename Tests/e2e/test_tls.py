@@ -30,7 +30,7 @@ def test_tls_loginAndViewOverHTTPS_withTrustedCertificate(ctd, cert):
     v = rpc.view(sid, {"orig_src": "10.11.0.0/16"}, "", "ASC", 0, 10)
     assert v["total"] == 1
     conn = v["connections"][0]
-    assert conn["id"] == str(e["id"]) and conn["state"] == "ESTABLISHED" and conn["mark"] == "9"
+    assert conn["id"] == str(e["id"]) and conn["state"] == "ESTABLISHED" and conn["mark"] == 9
     assert rpc.kill(sid, [conn["id"]])["killed"] == 1
     # The certificate is the one presented.
     with socket.create_connection(("127.0.0.1", c.port), timeout=5) as raw:

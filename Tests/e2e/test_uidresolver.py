@@ -92,7 +92,7 @@ def test_uidresolver_view_showsUidAndNameFromTheMark(uid_ctd):
         "unauthenticated": ("", ""),
         "only_high_bits": ("", ""),
     }
-    assert rows[e["alice_high_bits"]["id"]]["mark"] == str(0x5_0000 | 1000)
+    assert rows[e["alice_high_bits"]["id"]]["mark"] == 0x5_0000 | 1000
     plugins = {p["id"]: p for p in rpc.status(sid)["plugins"]}
     assert plugins["resolver.uid"]["health"] == "ok" and plugins["resolver.uid"]["roles"] == ["field_resolver"]
 
@@ -174,7 +174,7 @@ def test_uidresolver_connectionMarkedByNftablesWithSocketOwner_showsTheUser(uid_
                             timeout=3, what="bob's connection in view")
     finally:
         run(["nft", "delete", "table", "inet", "ctdtest_uidmark"])
-    assert [(r["mark"], r["uid"], r["username"]) for r in rows] == [("1001", 1001, "bob")]
+    assert [(r["mark"], r["uid"], r["username"]) for r in rows] == [(1001, 1001, "bob")]
     assert _ids(view_all(rpc, sid, {"username": "bob"})) == _ids(rows)
 
 

@@ -103,11 +103,12 @@ static const struct member CONNECTION_MEMBERS[] = {
     {"l4proto", K_STRING, 1},      {"l4proto_num", K_INT, 1},     {"orig_src", K_STRING, 1},
     {"orig_dst", K_STRING, 1},     {"orig_port_src", K_INT, 1},   {"orig_port_dst", K_INT, 1},
     {"repl_src", K_STRING, 1},     {"repl_dst", K_STRING, 1},     {"repl_port_src", K_INT, 1},
-    {"repl_port_dst", K_INT, 1},   {"mark", K_STRING, 1},         {"timeout", K_INT, 1},
+    {"repl_port_dst", K_INT, 1},   {"mark", K_INT, 1},            {"timeout", K_INT, 1},
     {"status", K_INT, 1},          {"status_flags", K_STRING_ARRAY, 1}, {"state", K_STRING, 1},
     {"zone", K_INT, 1},            {"orig_bytes", K_DOUBLE, 1},   {"orig_packets", K_DOUBLE, 1},
     {"repl_bytes", K_DOUBLE, 1},   {"repl_packets", K_DOUBLE, 1}, {"byte_rate", K_DOUBLE, 1},
     {"icmp_type", K_INT, 0},       {"icmp_code", K_INT, 0},       {"icmp_id", K_INT, 0},
+    {"orig_l4proto", K_INT, 1},    {"orig_ipv4_src", K_INT, 0},   {"orig_ipv4_dst", K_INT, 0},
 };
 #define N_MEMBERS (sizeof CONNECTION_MEMBERS / sizeof CONNECTION_MEMBERS[0])
 

@@ -5,8 +5,11 @@ import XMLRPC
 extension Flow {
     /// The connection struct of `view`, `change` and the audit trail.
     ///
-    /// Interoperability (docs/design.md, "What the client stacks do with integers"): addresses go out as strings, ids and marks (unsigned 32-bit) as decimal strings,
-    /// counters as doubles (exact up to 2^53), so that PHP, Perl, Python and xmlrpc-c all decode every value.
+    /// Interoperability (docs/design.md, "What the client stacks do with integers"): addresses go out as strings,
+    /// ids as decimal strings (as pyctd had them), counters as doubles (exact up to 2^53), and the unsigned 32-bit
+    /// values pyctd frontends compare as integers (`mark`, and on IPv4 rows `orig_ipv4_src`/`orig_ipv4_dst` in
+    /// host byte order) as `<int>` holding their 32-bit two's complement: every client stack reads that (`<i8>` is
+    /// NULL in PHP; an unsigned value above 2^31-1 in `<int>` is a fault in xmlrpc-c). Clients send either form back.
     package func xmlrpcStruct(now: Double, extra: [(String, XMLRPCValue)] = []) -> XMLRPCValue {
         let icmp = l4proto == 1 || l4proto == 58
         var members: [(String, XMLRPCValue)] = [
@@ -23,7 +26,7 @@ extension Flow {
             ("repl_dst", .string(replyDestination.description)),
             ("repl_port_src", .int(Int64(replySourcePort))),
             ("repl_port_dst", .int(Int64(replyDestinationPort))),
-            ("mark", .string(String(mark))),
+            ("mark", .int(Self.twosComplement(mark))),
             ("timeout", .int(Int64(remainingTimeout(at: now)))),
             ("status", .int(Int64(status))),
             ("status_flags", .array(ConntrackNames.statusNames(status).map { .string($0) })),
@@ -35,6 +38,12 @@ extension Flow {
             ("repl_packets", .double(Double(replyPackets))),
             ("byte_rate", .double(byteRate)),
         ]
+        // pyctd's row fields, by the names of its filters.
+        members.append(("orig_l4proto", .int(Int64(l4proto))))
+        if l3proto == 2 {
+            members.append(("orig_ipv4_src", .int(Self.twosComplement(UInt32(truncatingIfNeeded: origSource.low)))))
+            members.append(("orig_ipv4_dst", .int(Self.twosComplement(UInt32(truncatingIfNeeded: origDestination.low)))))
+        }
         if icmp {
             members.append(("icmp_type", .int(Int64(icmpType))))
             members.append(("icmp_code", .int(Int64(icmpCode))))
@@ -43,6 +52,9 @@ extension Flow {
         members.append(contentsOf: extra)
         return .structure(XMLRPCStruct(members))
     }
+
+    /// An unsigned 32-bit value as the `<int>` every client stack reads: values above 2^31-1 become negative.
+    static func twosComplement(_ v: UInt32) -> Int64 { Int64(Int32(bitPattern: v)) }
 
     /// The plugin API's copy of this entry.
     package func connectionInfo(now: Double) -> ConnectionInfo {

@@ -127,7 +127,7 @@ public struct DaemonConfig: Sendable {
             tlsKey = try r.string("tls_key").flatMap { $0.isEmpty ? nil : $0 }
             maxBodyBytes = try r.int("max_body_bytes", 1024...(256 << 20)) ?? maxBodyBytes
             core.maxDepth = try r.int("max_depth", 4...256) ?? core.maxDepth
-            core.maxPageLength = try r.int("max_page_length", 1...150) ?? core.maxPageLength
+            core.maxPageLength = try r.int("max_page_length", 1...5000) ?? core.maxPageLength
             core.maxKillIDs = try r.int("max_kill_ids", 1...1_000_000) ?? core.maxKillIDs
             core.maxResponseBytes =
                 try r.int("max_response_bytes", (1 << 20)...(1 << 30)) ?? core.maxResponseBytes
