@@ -191,3 +191,44 @@ def test_uidresolver_sampleConfiguration_isValidAndStatesTheDefaults(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     row = next(line.split("\t") for line in p.stdout.splitlines() if line.startswith("UIDResolver\t"))
     assert row[1:6] == ["resolver.uid", "1.0.0", row[3], "field_resolver", "ok"]
+
+
+def test_scopedUser_seesAndActsOnTheirOwnConnectionsOnly(uid_ctd):
+    """AuthSHA's own_scope: alice (an operator) sees, summarises, previews, kills and changes only the connections
+    whose mark carries her uid; bob's are invisible and untouchable for her, and her login is audited as scoped."""
+    from ctdtest import assert_fault, conntrack_list
+    c = uid_ctd("mask = 0xFFFF\ncache_ttl = 60\n")
+    make_password_file(c.password_file, "alice", "pw-alice")
+    cfg = c.config_path.read_text().replace(
+        'default_roles = ["operator"]\n', 'default_roles = ["operator"]\nown_scope = ["alice"]\n')
+    c.config_path.write_text(cfg)
+    import os
+    import signal
+    offset = len(c.stderr())
+    os.kill(c.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "reload:" in c.stderr()[offset:], timeout=30, what="the reload")
+    e = _insert({"alice1": 1000, "alice2": 1000, "bob": 1001})
+    admin, admin_sid = c.login()
+    wait_for(lambda: admin.view(admin_sid, {"orig_src": TEST_NET}, "", "ASC", 0, 10)["total"], timeout=30,
+             done=lambda t: t == 3, what="the three entries")
+    rpc, sid = wait_for(lambda: _login(c, "alice", "pw-alice"), timeout=30, what="alice's login")
+    v = rpc.view(sid, {"orig_src": TEST_NET}, "", "ASC", 0, 10)
+    assert _ids(v["connections"]) == {e["alice1"]["id"], e["alice2"]["id"]}
+    assert rpc.summary(sid, {"orig_src": TEST_NET}, "username")["total"]["count"] == 2
+    assert rpc.kill_preview(sid, {"orig_src": TEST_NET})["total"] == 2
+    # bob's entry does not exist for alice: neither kill nor change reaches it.
+    assert_fault(4, rpc.kill, sid, [str(e["bob"]["id"])])
+    assert_fault(4, rpc.change, sid, "mark", str(e["bob"]["id"]), 1001)
+    assert rpc.kill(sid, [str(e["alice1"]["id"])])["killed"] == 1
+    left = {x["id"] for x in conntrack_list("-s", "10.77.0.1")}
+    assert left == {e["alice2"]["id"], e["bob"]["id"]}
+    assert "login alice (operator, own connections only)" in c.stderr()
+
+
+def _login(c, user, password):
+    import xmlrpc.client
+    try:
+        rpc = c.proxy()
+        return rpc, rpc.login(user, password)
+    except xmlrpc.client.Fault:
+        return None

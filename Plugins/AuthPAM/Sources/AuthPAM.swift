@@ -98,7 +98,8 @@ public final class AuthPAMPlugin: Authenticator {
         guard !roles.isEmpty else {
             return .rejected(reason: "no role granted (in none of viewer_groups, operator_groups, admin_groups)")
         }
-        return .accepted(Identity(user: pamUser, roles: roles))
+        let scope: Scope = groups.isDisjoint(with: settings.ownScopeGroups) ? .all : .own
+        return .accepted(Identity(user: pamUser, roles: roles, scope: scope))
     }
 
     public var healthProblem: String? {

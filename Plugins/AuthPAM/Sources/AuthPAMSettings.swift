@@ -14,10 +14,12 @@ struct AuthPAMSettings: Sendable, Equatable {
     var rolesByGroup: [String: Set<Role>]
     /// The role of authenticated users who are in none of the groups; `nil` refuses them.
     var defaultRole: Role?
+    /// Members of these groups see and act on their own connections only (``Scope/own``).
+    var ownScopeGroups: Set<String> = []
 
     /// Every key the section may hold.
     static let keys: Set<String> = [
-        "service", "confdir", "viewer_groups", "operator_groups", "admin_groups", "default_role",
+        "service", "confdir", "viewer_groups", "operator_groups", "admin_groups", "default_role", "own_scope_groups",
     ]
     static let defaultService = "ctd"
     static let defaultGroups: [(key: String, role: Role, groups: [String])] = [
@@ -89,12 +91,20 @@ struct AuthPAMSettings: Sendable, Equatable {
             defaultRole = role
         }
 
+        var ownScopeGroups = Set<String>()
+        for group in try configuration.strings("own_scope_groups", default: []) ?? [] {
+            guard !group.isEmpty, !group.contains(where: { $0 == ":" || $0 == "," || $0.isNewline }) else {
+                throw PluginError("'own_scope_groups' of plugin \(plugin): '\(group)' is not a Unix group name")
+            }
+            ownScopeGroups.insert(group)
+        }
+
         if rolesByGroup.isEmpty && defaultRole == nil {
             warn("AuthPAM: no groups are configured and default_role is not set: nobody can log in")
         }
         return AuthPAMSettings(
             service: PAMService(name: service, confdir: confdir), rolesByGroup: rolesByGroup,
-            defaultRole: defaultRole)
+            defaultRole: defaultRole, ownScopeGroups: ownScopeGroups)
     }
 
     static func isValidServiceName(_ name: String) -> Bool {

@@ -6,6 +6,7 @@ import Synchronization
 ///
 /// Configuration (`[plugin.AuthSHA]`, strict: any other key is an error):
 /// - `password_file` (string, required): absolute path of the password file.
+/// - `own_scope` (array of user names, default empty): users who see and act on their own connections only.
 /// - `default_roles` (array of role names, default `["viewer"]`): roles of users not listed in `roles`; a
 ///   user who may kill or change must be given `operator` (or `admin`) explicitly.
 ///   An empty array means only users listed in `roles` may log in.
@@ -25,12 +26,14 @@ public final class AuthSHAPlugin: Authenticator {
     public let loginParameters = ["username", "password"]
 
     /// The configuration keys this plugin understands.
-    static let configurationKeys: Set<String> = ["password_file", "default_roles", "roles"]
+    static let configurationKeys: Set<String> = ["password_file", "default_roles", "roles", "own_scope"]
 
     struct Settings: Sendable {
         var store: PasswordStore
         var defaultRoles: Set<Role>
         var userRoles: [String: Set<Role>]
+        /// Users who see and act on their own connections only.
+        var ownScope: Set<String> = []
         var log: @Sendable (PluginLogLevel, String) -> Void
     }
 
@@ -54,6 +57,7 @@ public final class AuthSHAPlugin: Authenticator {
             try configuration.strings("default_roles", default: ["viewer"]) ?? [], key: "default_roles",
             plugin: name)
         let userRoles = try Self.userRoles(configuration.values["roles"], plugin: name)
+        let ownScope = Set(try configuration.strings("own_scope", default: []) ?? [])
 
         let log = context.log
         let store: PasswordStore
@@ -74,7 +78,7 @@ public final class AuthSHAPlugin: Authenticator {
             log(.warning, "AuthSHA: default_roles is empty and 'roles' is empty: nobody can log in")
         }
         settings.withLock {
-            $0 = Settings(store: store, defaultRoles: defaultRoles, userRoles: userRoles, log: log)
+            $0 = Settings(store: store, defaultRoles: defaultRoles, userRoles: userRoles, ownScope: ownScope, log: log)
         }
     }
 
@@ -113,7 +117,7 @@ public final class AuthSHAPlugin: Authenticator {
                             + "replace it with `ctd passwd add \(user) --file \(settings.store.path)`")
                 }
             }
-            return .accepted(Identity(user: user, roles: roles))
+            return .accepted(Identity(user: user, roles: roles, scope: settings.ownScope.contains(user) ? .own : .all))
         }
     }
 

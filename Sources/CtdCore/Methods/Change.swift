@@ -69,7 +69,8 @@ enum Change {
         let context = call.context
         let flow: Flow
         switch context.table.lookup(id: id) {
-        case .found(let f): flow = f
+        case .found(let f) where Scoping.allows(call.user, f, context): flow = f
+        case .found: throw Fault.noSuchConnection("id \(id) does not exist (any more)")
         case .missing: throw Fault.noSuchConnection("id \(id) does not exist (any more)")
         case .ambiguous:
             throw Fault.noSuchConnection("id \(id) is shared by several entries right now; nothing was changed")

@@ -47,7 +47,7 @@ enum Changes {
         var new: [XMLRPCValue] = []
         var updated: [XMLRPCValue] = []
         var destroyed: [XMLRPCValue] = []
-        for c in batch.changes {
+        for c in batch.changes where Scoping.allows(session, c.flow, context) {
             switch c.kind {
             case .new: new.append(c.flow.xmlrpcStruct(now: now, extra: context.resolvedFields.members(mark: c.flow.mark)))
             case .updated:

@@ -48,7 +48,9 @@ enum Kill {
         var ambiguous: [UInt32] = []
         for (id, found) in zip(unique, context.table.lookup(ids: unique)) {
             switch found {
-            case .found(let f): targets.append(f)
+            // Outside a scoped session's scope, an entry does not exist for it.
+            case .found(let f) where Scoping.allows(call.user, f, context): targets.append(f)
+            case .found: notFound.append(id)
             case .missing: notFound.append(id)
             case .ambiguous: ambiguous.append(id)
             }

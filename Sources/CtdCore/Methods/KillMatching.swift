@@ -42,7 +42,8 @@ enum KillMatching {
         for (entry, found) in zip(preview.entries, call.context.table.lookup(ids: ids)) {
             switch found {
             // The same id and the same tuple: the very entry the preview saw.
-            case .found(let now) where FlowKey(now) == FlowKey(entry): targets.append(now)
+            case .found(let now) where FlowKey(now) == FlowKey(entry) && Scoping.allows(call.user, now, call.context):
+                targets.append(now)
             case .found, .missing: gone.append(entry.id)
             case .ambiguous: ambiguous.append(entry.id)
             }

@@ -20,9 +20,11 @@ enum KillPreview {
         let context = call.context
         let resolved = Set(context.plugins.resolvedFieldNames)
         let inputs = try Filters.inputs(call.params[1], procedure: "kill_preview")
-        let query = try FlowQuery.parse(
-            filters: inputs, orderBy: "id", orderDirection: "ASC", start: 0, length: Int64(sampleLength),
-            maxLength: sampleLength, resolvedFields: resolved)
+        let query = Scoping.restrict(
+            try FlowQuery.parse(
+                filters: inputs, orderBy: "id", orderDirection: "ASC", start: 0, length: Int64(sampleLength),
+                maxLength: sampleLength, resolvedFields: resolved),
+            to: call.user)
         // Every change the kernel made before the call is in the snapshot: the token names what is there now.
         let snap = context.table.freshSnapshot()
         let now = context.clock.now()

@@ -54,10 +54,12 @@ enum Login {
         }
         switch result {
         case .accepted(let identity) where identity.highestRole != nil:
+            // A scoped login says so in the audit trail.
+            let scoped = identity.scope == .own
             let tokens = try context.hooks.before(
                 ActionEvent(
                     kind: .login, procedure: "login", user: identity.user, roles: Array(identity.roles),
-                    clientAddress: client))
+                    clientAddress: client, field: scoped ? "scope" : nil, newValue: scoped ? "own" : nil))
             guard let s = context.sessions.open(identity: identity, clientAddress: client) else {
                 context.hooks.after(tokens, outcome: .failed(reason: "the session store is full"))
                 context.logger.warning("login \(identity.user) from \(client) refused: the session store is full")
@@ -66,7 +68,8 @@ enum Login {
             }
             throttle.succeeded(user: user, client: client)
             context.hooks.after(tokens, outcome: .succeeded)
-            context.logger.info("login \(identity.user) (\(s.role.rawValue)) from \(client)")
+            let scope = scoped ? ", own connections only" : ""
+            context.logger.info("login \(identity.user) (\(s.role.rawValue)\(scope)) from \(client)")
             return .string(s.id)
         case .accepted(let identity):
             throttle.failed(user: user, client: client)

@@ -23,11 +23,13 @@ enum View {
         let context = call.context
         let p = call.params
         let s = call.user
-        let query = try FlowQuery.parse(
-            filters: try Filters.inputs(p[1], procedure: "view"), orderBy: try p.optionalString(2),
-            orderDirection: try p.optionalString(3), start: try p.int(4, default: 0),
-            length: try p.int(5, default: Int64(min(100, context.settings.maxPageLength))),
-            maxLength: context.settings.maxPageLength, resolvedFields: Set(context.plugins.resolvedFieldNames))
+        let query = Scoping.restrict(
+            try FlowQuery.parse(
+                filters: try Filters.inputs(p[1], procedure: "view"), orderBy: try p.optionalString(2),
+                orderDirection: try p.optionalString(3), start: try p.int(4, default: 0),
+                length: try p.int(5, default: Int64(min(100, context.settings.maxPageLength))),
+                maxLength: context.settings.maxPageLength, resolvedFields: Set(context.plugins.resolvedFieldNames)),
+            to: s)
         let snap: MirrorSnapshot
         if s.autorefresh {
             snap = context.table.snapshot()

@@ -19,20 +19,33 @@ public enum Role: String, Sendable, CaseIterable, Codable, Comparable {
     public static func < (lhs: Role, rhs: Role) -> Bool { lhs.rank < rhs.rank }
 }
 
+/// Which connections a session sees and may act on.
+public enum Scope: String, Sendable, CaseIterable, Codable {
+    /// Every connection (within what the host hides).
+    case all
+    /// Only the connections whose resolved `username` (a resolver plugin such as UIDResolver, from the uid in the
+    /// connection mark) is this user: on a shared host, people see and end their own connections and nothing else.
+    case own
+}
+
 /// Who logged in and what they may do.
 public struct Identity: Sendable, Equatable {
     /// The user name, as shown in logs and the audit trail.
     public var user: String
     /// The roles granted; the host takes the highest.
     public var roles: Set<Role>
+    /// Which connections the session may see and act on; the host applies it to every procedure.
+    public var scope: Scope
 
     /// Creates an identity.
     /// - Parameters:
     ///   - user: the user name.
     ///   - roles: the granted roles; empty means the user may not log in.
-    public init(user: String, roles: Set<Role>) {
+    ///   - scope: the connections the user may see and act on (default: all).
+    public init(user: String, roles: Set<Role>, scope: Scope = .all) {
         self.user = user
         self.roles = roles
+        self.scope = scope
     }
 
     /// The most privileged role, or `nil` when none is granted.
