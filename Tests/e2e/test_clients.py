@@ -142,3 +142,78 @@ def test_python_viewOfBigIdsMarksAndAddresses_noOverflow(ctd, big_values):
     big_id = max(seen)
     v = rpc.view(sid, {"id": str(big_id), "mark": str(seen[big_id])}, "", "ASC", 0, 10)
     assert v["total"] == 1 and v["connections"][0]["orig_src"] == "192.168.0.1"
+
+
+PHP_INCIDENT = r"""
+$url = $argv[1];
+function call($url, $method, $params) {
+    $ctx = stream_context_create(['http' => [
+        'method' => 'POST', 'header' => "Content-Type: text/xml\r\n",
+        'content' => xmlrpc_encode_request($method, $params),
+    ]]);
+    $value = xmlrpc_decode(file_get_contents($url, false, $ctx));
+    if (is_array($value) && xmlrpc_is_fault($value)) {
+        fwrite(STDERR, "fault {$value['faultCode']}: {$value['faultString']}\n"); exit(3);
+    }
+    return $value;
+}
+$sid = call($url, 'login', ['admin', getenv('CTD_PASSWORD')]);
+$summary = call($url, 'summary', [$sid, ['orig_src' => '192.168.0.0/16'], 'mark', 'count', 10]);
+$stats = call($url, 'stats', [$sid]);
+$cursor = call($url, 'changes', [$sid, '', 0]);
+$preview = call($url, 'kill_preview', [$sid, ['mark' => -1073741824, 'orig_port_src' => '1000-1099']]);
+$killed = call($url, 'kill_matching', [$sid, $preview['token'], $preview['total']]);
+echo json_encode(['summary' => $summary, 'stats_entries' => $stats['entries'], 'cursor' => $cursor['cursor'],
+                  'preview_total' => $preview['total'], 'killed' => $killed['killed']]);
+"""
+
+PERL_INCIDENT = r"""
+use strict; use warnings;
+use RPC::XML; use RPC::XML::Client; use JSON::PP;
+my ($url) = @ARGV;
+my $c = RPC::XML::Client->new($url);
+sub call {
+    my $r = $c->simple_request(@_);
+    die "request $_[0] failed: $RPC::XML::ERROR\n" unless defined $r;
+    die "fault $r->{faultCode}: $r->{faultString}\n" if ref $r eq 'HASH' && exists $r->{faultCode};
+    return $r;
+}
+my $sid = call('login', 'admin', $ENV{CTD_PASSWORD});
+my $summary = call('summary', $sid, {orig_src => '192.168.0.0/16'}, 'orig_port_dst', 'count', 5);
+my $preview = call('kill_preview', $sid, {host => '193.168.0.1', port => {min => 1100, max => 1199}});
+my $killed = call('kill_matching', $sid, $preview->{token}, $preview->{total});
+my $stats = call('stats', $sid);
+print JSON::PP->new->allow_blessed->convert_blessed->encode(
+    {summary => $summary, preview_total => $preview->{total}, killed => $killed->{killed},
+     per_cpu => scalar @{$stats->{per_cpu}}});
+"""
+
+
+def test_php_andPerl_incidentProcedures_summaryStatsChangesAndKillByFilter(ctd, big_values):
+    """The new procedures through PHP's and Perl's stacks: marks >= 2^31 sent as negative ints, a range as a
+    string (PHP) and as a struct (Perl), and each kill by filter cross-checked with conntrack -L."""
+    c = ctd()
+    env = {**os.environ, "CTD_PASSWORD": c.password}
+    by_mark = {}
+    for k in big_values.values():
+        by_mark.setdefault(k["mark"], []).append(k)
+    p = subprocess.run(["php", "-r", PHP_INCIDENT, c.url], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, f"php failed: {p.stderr}{p.stdout[:500]}"
+    out = json.loads(p.stdout)
+    assert out["summary"]["total"]["count"] == 400
+    # PHP reads <int> marks >= 2^31 as negative numbers: the group keys are the marks as unsigned text.
+    assert {g["key"]: g["count"] for g in out["summary"]["groups"]} == {str(m): len(v) for m, v in by_mark.items()}
+    assert out["stats_entries"] >= 400 and "." in out["cursor"]
+    expected = [k for k in by_mark.get(0xC0000000, []) if 1000 <= k["sport"] <= 1099]
+    assert out["preview_total"] == out["killed"] == len(expected)
+    left = {k["id"] for k in conntrack_list()}
+    assert not any(k["id"] in left for k in expected)
+
+    p = subprocess.run(["perl", "-e", PERL_INCIDENT, c.url], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, f"perl failed: {p.stderr}{p.stdout[:500]}"
+    out = json.loads(p.stdout)
+    assert int(out["summary"]["total"]["count"]) == 400 - len(expected)
+    in_range = [k for k in big_values.values() if 1100 <= k["sport"] <= 1199]
+    assert int(out["preview_total"]) == int(out["killed"]) == len(in_range)
+    assert int(out["per_cpu"]) >= 1
+    assert len(conntrack_list("-s", "192.168.0.1")) == 400 - len(expected) - len(in_range)
