@@ -63,6 +63,8 @@ final class Harness: @unchecked Sendable {
     /// viewer, operator, admin
     var sids: [String] = ["", "", ""]
     private static let ownClient = "198.51.100.7"
+    /// CTD_FUZZ_TRACE=1: print each (substituted) request and its answer, to see what the corpus reaches.
+    let trace = ProcessInfo.processInfo.environment["CTD_FUZZ_TRACE"] != nil
 
     init() {
         var logger = Logger(label: "fuzz")
@@ -140,6 +142,10 @@ final class Harness: @unchecked Sendable {
             response = try XMLRPCDecoder.decodeResponse(answer)
         } catch {
             fail("the answer is not an XML-RPC response: \(error)\n\(String(decoding: answer.prefix(4000), as: UTF8.self))", input)
+        }
+        if trace {
+            print("> \(String(decoding: body.prefix(300), as: UTF8.self))")
+            print("< \(String(describing: response).prefix(300))")
         }
         if case .fault(let f) = response {
             guard applicationCodes.contains(f.code) || protocolCodes.contains(f.code) else {
