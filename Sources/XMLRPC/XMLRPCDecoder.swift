@@ -111,6 +111,11 @@ public enum XMLRPCDecoder {
         var sawMarkup = false
         var i = 0
         let n = body.count
+        // The one processing instruction allowed: an XML declaration at the very start (after a byte-order mark).
+        let declarationStart = n >= 3 && body[0] == 0xEF && body[1] == 0xBB && body[2] == 0xBF ? 3 : 0
+        let hasDeclaration =
+            hasPrefix(body, at: declarationStart, "<?xml") && declarationStart + 5 < n
+            && isXMLSpace(body[declarationStart + 5])
         while i < n {
             let b = body[i]
             if b == 0 {
@@ -123,6 +128,12 @@ public enum XMLRPCDecoder {
                     if hasPrefix(body, at: i + 2, "DOCTYPE") || hasPrefix(body, at: i + 2, "ENTITY") {
                         throw Fault.parseError("DOCTYPE and entity declarations are not allowed.")
                     }
+                }
+                // XML-RPC has no processing instructions, and FoundationXML dereferences the NULL data of one
+                // without any (`<?x?>` crashed the daemon, found by Fuzz/XMLRPCDecoderFuzz): refused before
+                // parsing, like DOCTYPE, also inside comments and CDATA.
+                if i + 1 < n, body[i + 1] == UInt8(ascii: "?"), !(hasDeclaration && i == declarationStart) {
+                    throw Fault.parseError("processing instructions are not allowed (only the XML declaration).")
                 }
             }
             i += 1

@@ -390,6 +390,27 @@ private let everyType: [XMLRPCValue] = [
     #expect(!fault.message.contains("lol"))
 }
 
+/// Found by Fuzz/XMLRPCDecoderFuzz (Fuzz/crashes/decoder-pi-without-data-*): FoundationXML calls strlen on the NULL
+/// data of a processing instruction without data, so `<?x?>` anywhere in a body crashed the process.
+@Test func decode_whenProcessingInstructionGiven_returnsParseErrorWithoutCrashing() throws {
+    for body in [
+        "<methodCall><?x?><methodName>a</methodName></methodCall>",
+        "<?x?><methodCall><methodName>a</methodName></methodCall>",
+        "<?xml?><methodCall><methodName>a</methodName></methodCall>",
+        "<?xml version=\"1.0\"?><?xml-stylesheet href=\"a\"?><methodCall><methodName>a</methodName></methodCall>",
+        "<methodCall><methodName>a</methodName></methodCall><?x y?>",
+        " <?xml version=\"1.0\"?><methodCall><methodName>a</methodName></methodCall>",
+    ] {
+        let fault = try #require(requestFault(body), "\(body)")
+        #expect(fault.code == -32700, "\(body)")
+        #expect(fault.message.contains("processing instructions"), "\(body)")
+    }
+    #expect(throws: Fault.self) { try XMLRPCDecoder.decodeResponse(Array("<?x?><methodResponse/>".utf8)) }
+    // The declaration itself, with or without a byte-order mark, still passes.
+    #expect(requestFault("<?xml version=\"1.0\"?><methodCall><methodName>a</methodName></methodCall>") == nil)
+    #expect(requestFault([0xEF, 0xBB, 0xBF] + Array("<?xml version='1.0'?><methodCall><methodName>a</methodName></methodCall>".utf8)) == nil)
+}
+
 @Test func decode_whenExternalEntityDeclared_returnsParseError() throws {
     let xxe = """
         <?xml version="1.0"?><!DOCTYPE m [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\
