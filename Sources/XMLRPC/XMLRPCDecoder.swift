@@ -25,7 +25,9 @@ public enum XMLRPCResponse: Equatable, Sendable {
 ///
 /// Safety: the body must be UTF-8 (an encoding named in the XML declaration is ignored); bodies containing
 /// `<!DOCTYPE` or `<!ENTITY` are refused before parsing, so entity expansion (billion laughs) and external entities
-/// (XXE) cannot happen; values may nest at most `maxDepth` levels and parsing stops as soon as a value goes deeper.
+/// (XXE) cannot happen; so are processing instructions other than the XML declaration at the start (FoundationXML
+/// crashes on one without data); values may nest at most `maxDepth` levels and parsing stops as soon as a value goes
+/// deeper.
 /// Every call uses its own parser, so the decoder may be used from any number of threads at once.
 ///
 /// Faults: -32700 (`Fault.parseError`) when the body is not UTF-8 or not well-formed XML (the message gives the line);
