@@ -10,7 +10,8 @@ DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables i
 	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev \
 	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl libxmlrpc-core-c3-dev wrk procps gcc
 
-.PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint
+.PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
+	fuzz fuzz-build fuzz-replay
 
 all: build
 
@@ -58,7 +59,47 @@ integration: build
 e2e: build
 	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e
 
-test: unit docs integration e2e
+test: unit docs integration e2e fuzz-replay
+
+# libFuzzer targets (Fuzz/README.md), built with the toolchain's own libFuzzer runtime (-sanitize=fuzzer) in a
+# scratch path of their own. The targets exist only when CTD_FUZZ=1, so a plain `swift build` never sees them.
+# RequestPathFuzz reaches kill and change, which talk to the kernel: it runs inside `unshare -n`, where the table is
+# empty and nothing of the host's can be deleted. New inputs go to .build-fuzz/corpus, crashes to Fuzz/crashes/.
+FUZZ_SECONDS ?= 60
+# Mutation runs use a release build (about 10x the executions of a debug one); the replay in `make test` uses a
+# debug build, which compiles in a fraction of the time and runs the corpus in seconds.
+FUZZ_CONFIG ?= release
+FUZZ_REPLAY_CONFIG ?= debug
+FUZZ_SCRATCH := .build-fuzz
+FUZZ_TARGETS := XMLRPCDecoderFuzz RequestPathFuzz
+FUZZ_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan.supp
+FUZZ_FLAGS := -timeout=5 -rss_limit_mb=2048 -print_final_stats=1
+FUZZ_NS_XMLRPCDecoderFuzz :=
+FUZZ_NS_RequestPathFuzz := unshare -n --
+
+fuzz-build: deps
+	for t in $(FUZZ_TARGETS); do \
+		CTD_FUZZ=1 $(SWIFT) build -c $(FUZZ_CONFIG) --scratch-path $(FUZZ_SCRATCH) --sanitize=fuzzer --product $$t \
+			|| exit 1; \
+	done
+
+fuzz: fuzz-build
+	mkdir -p Fuzz/crashes
+	for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_SCRATCH)/corpus/$$t; done
+	$(FUZZ_NS_XMLRPCDecoderFuzz) env $(FUZZ_ENV) $(FUZZ_SCRATCH)/$(FUZZ_CONFIG)/XMLRPCDecoderFuzz $(FUZZ_FLAGS) \
+		-max_total_time=$(FUZZ_SECONDS) -artifact_prefix=Fuzz/crashes/XMLRPCDecoderFuzz- \
+		$(FUZZ_SCRATCH)/corpus/XMLRPCDecoderFuzz Fuzz/corpus/XMLRPCDecoderFuzz
+	$(FUZZ_NS_RequestPathFuzz) env $(FUZZ_ENV) $(FUZZ_SCRATCH)/$(FUZZ_CONFIG)/RequestPathFuzz $(FUZZ_FLAGS) \
+		-max_total_time=$(FUZZ_SECONDS) -artifact_prefix=Fuzz/crashes/RequestPathFuzz- \
+		$(FUZZ_SCRATCH)/corpus/RequestPathFuzz Fuzz/corpus/RequestPathFuzz
+
+# The corpus kept in the repo, each input run once, no mutation (part of `make test`).
+fuzz-replay:
+	$(MAKE) fuzz-build FUZZ_CONFIG=$(FUZZ_REPLAY_CONFIG)
+	$(FUZZ_NS_XMLRPCDecoderFuzz) env $(FUZZ_ENV) $(FUZZ_SCRATCH)/$(FUZZ_REPLAY_CONFIG)/XMLRPCDecoderFuzz $(FUZZ_FLAGS) \
+		-runs=0 Fuzz/corpus/XMLRPCDecoderFuzz
+	$(FUZZ_NS_RequestPathFuzz) env $(FUZZ_ENV) $(FUZZ_SCRATCH)/$(FUZZ_REPLAY_CONFIG)/RequestPathFuzz $(FUZZ_FLAGS) \
+		-runs=0 Fuzz/corpus/RequestPathFuzz
 
 bench: deps
 	$(MAKE) build CONFIG=release
@@ -83,7 +124,7 @@ install: release
 	sed 's#@PREFIX@#$(PREFIX)#g' dist/ctd.service > $(DESTDIR)/lib/systemd/system/ctd.service
 
 clean:
-	rm -rf .build run
+	rm -rf .build .build-fuzz run
 
 fmt:
 	$(SWIFT) format -i -r Sources Plugins Tests

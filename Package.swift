@@ -125,3 +125,18 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+
+// libFuzzer targets (Fuzz/README.md). They exist only when CTD_FUZZ=1 (`make fuzz`, `make fuzz-replay`), because
+// they link only with `-sanitize=fuzzer`, which provides `main`; a plain `swift build` never sees them.
+if Context.environment["CTD_FUZZ"] == "1" {
+    let parseAsLibrary: [SwiftSetting] = [.unsafeFlags(["-parse-as-library"])]
+    package.targets += [
+        .executableTarget(
+            name: "XMLRPCDecoderFuzz", dependencies: ["XMLRPC"], path: "Fuzz/XMLRPCDecoderFuzz",
+            swiftSettings: parseAsLibrary),
+        .executableTarget(
+            name: "RequestPathFuzz",
+            dependencies: ["CtdCore", "Conntrack", "XMLRPC", "PluginHost", "CtdRuntime", api, logging],
+            path: "Fuzz/RequestPathFuzz", swiftSettings: parseAsLibrary),
+    ]
+}

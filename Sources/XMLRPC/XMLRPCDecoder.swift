@@ -26,7 +26,9 @@ public enum XMLRPCResponse: Equatable, Sendable {
 /// Safety: the body must be UTF-8 (an encoding named in the XML declaration is ignored); bodies containing
 /// `<!DOCTYPE` or `<!ENTITY` are refused before parsing, so entity expansion (billion laughs) and external entities
 /// (XXE) cannot happen; an element with an attribute (XML-RPC has none) is refused before parsing too, so the
-/// parser's pairwise duplicate-attribute check (quadratic in libxml2 2.9) never runs; values may nest at most `maxDepth` levels and parsing stops as soon as a value goes deeper.
+/// parser's pairwise duplicate-attribute check (quadratic in libxml2 2.9) never runs; so are processing
+/// instructions other than the XML declaration at the start (FoundationXML crashes on one without data); values may
+/// nest at most `maxDepth` levels and parsing stops as soon as a value goes deeper.
 /// Every call uses its own parser, so the decoder may be used from any number of threads at once.
 ///
 /// Faults: -32700 (`Fault.parseError`) when the body is not UTF-8 or not well-formed XML (the message gives the line);
@@ -114,6 +116,11 @@ public enum XMLRPCDecoder {
         var sawMarkup = false
         var i = 0
         let n = body.count
+        // The one processing instruction allowed: an XML declaration at the very start (after a byte-order mark).
+        let declarationStart = n >= 3 && body[0] == 0xEF && body[1] == 0xBB && body[2] == 0xBF ? 3 : 0
+        let hasDeclaration =
+            hasPrefix(body, at: declarationStart, "<?xml") && declarationStart + 5 < n
+            && isXMLSpace(body[declarationStart + 5])
         while i < n {
             let b = body[i]
             if b == 0 {
@@ -126,6 +133,12 @@ public enum XMLRPCDecoder {
                     if hasPrefix(body, at: i + 2, "DOCTYPE") || hasPrefix(body, at: i + 2, "ENTITY") {
                         throw Fault.parseError("DOCTYPE and entity declarations are not allowed.")
                     }
+                }
+                // XML-RPC has no processing instructions, and FoundationXML dereferences the NULL data of one
+                // without any (`<?x?>` crashed the daemon, found by Fuzz/XMLRPCDecoderFuzz): refused before
+                // parsing, like DOCTYPE, also inside comments and CDATA.
+                if i + 1 < n, body[i + 1] == UInt8(ascii: "?"), !(hasDeclaration && i == declarationStart) {
+                    throw Fault.parseError("processing instructions are not allowed (only the XML declaration).")
                 }
             }
             i += 1

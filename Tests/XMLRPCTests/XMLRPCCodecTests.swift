@@ -390,6 +390,27 @@ private let everyType: [XMLRPCValue] = [
     #expect(!fault.message.contains("lol"))
 }
 
+/// Found by Fuzz/XMLRPCDecoderFuzz (Fuzz/crashes/decoder-pi-without-data-*): FoundationXML calls strlen on the NULL
+/// data of a processing instruction without data, so `<?x?>` anywhere in a body crashed the process.
+@Test func decode_whenProcessingInstructionGiven_returnsParseErrorWithoutCrashing() throws {
+    for body in [
+        "<methodCall><?x?><methodName>a</methodName></methodCall>",
+        "<?x?><methodCall><methodName>a</methodName></methodCall>",
+        "<?xml?><methodCall><methodName>a</methodName></methodCall>",
+        "<?xml version=\"1.0\"?><?xml-stylesheet href=\"a\"?><methodCall><methodName>a</methodName></methodCall>",
+        "<methodCall><methodName>a</methodName></methodCall><?x y?>",
+        " <?xml version=\"1.0\"?><methodCall><methodName>a</methodName></methodCall>",
+    ] {
+        let fault = try #require(requestFault(body), "\(body)")
+        #expect(fault.code == -32700, "\(body)")
+        #expect(fault.message.contains("processing instructions"), "\(body)")
+    }
+    #expect(throws: Fault.self) { try XMLRPCDecoder.decodeResponse(Array("<?x?><methodResponse/>".utf8)) }
+    // The declaration itself, with or without a byte-order mark, still passes.
+    #expect(requestFault("<?xml version=\"1.0\"?><methodCall><methodName>a</methodName></methodCall>") == nil)
+    #expect(requestFault([0xEF, 0xBB, 0xBF] + Array("<?xml version='1.0'?><methodCall><methodName>a</methodName></methodCall>".utf8)) == nil)
+}
+
 @Test func decode_whenExternalEntityDeclared_returnsParseError() throws {
     let xxe = """
         <?xml version="1.0"?><!DOCTYPE m [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\
@@ -580,11 +601,12 @@ private let everyType: [XMLRPCValue] = [
     }
 }
 
-@Test func decode_whenPICommentOrCDATAHoldMarkupLikeText_isNotConfusedAndAccepts() throws {
+@Test func decode_whenCommentOrCDATAHoldMarkupLikeText_isNotConfusedAndAccepts() throws {
     let bodies = [
-        // A quoted '>' and '=' inside the declaration, a processing instruction and a comment.
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><?client note=\"a > b\" x='<y z=1>'?>"
-            + "<!-- <value a=\"1\"> > --><?pi ?><methodCall><methodName>m</methodName><params><param><value>"
+        // Quoted '>' and '=' inside the declaration and markup-like text in a comment (other processing
+        // instructions are refused: see decode_whenProcessingInstruction...).
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+            + "<!-- <value a=\"1\"> > --><methodCall><methodName>m</methodName><params><param><value>"
             + "<string><![CDATA[<i4 a=\"1\">]]> x</string></value></param></params></methodCall>",
         "<methodCall ><methodName\t>m</methodName><params\n><param><value><string>1</string></value></param>"
             + "</params></methodCall\n>",
