@@ -102,6 +102,8 @@ public struct FlowQuery: Equatable, Sendable {
         case origPortSrc, origPortDst, replPortSrc, replPortDst
         /// Any of the four ports (`port`).
         case anyPort
+        /// Whole seconds since the connection started (wall clock); entries without a start time never match.
+        case age
     }
 
     /// One parsed filter; a flow must pass all of a query's filters.
@@ -116,6 +118,10 @@ public struct FlowQuery: Equatable, Sendable {
         case resolved(String, anyOf: [ResolvedValue])
         /// The field lies within `min...max` (either bound may be absent).
         case range(RangeField, min: Double?, max: Double?)
+        /// At least one of these ct label bits (0...127) is set.
+        case labels(anyOf: [Int])
+        /// The helper's name is one of these ("" is no helper).
+        case helper(anyOf: [String])
 
         /// Evaluation cost class; cheaper filters run first.
         var cost: Int {
@@ -125,7 +131,9 @@ public struct FlowQuery: Equatable, Sendable {
             case .status: return 1
             case .address: return 2
             case .resolved: return 4
+            case .range(.age, _, _): return 3
             case .range: return 2
+            case .labels, .helper: return 1
             }
         }
     }
@@ -141,6 +149,8 @@ public struct FlowQuery: Equatable, Sendable {
         case replBytes = "repl_bytes", replPackets = "repl_packets"
         case bytes, packets
         case byteRate = "byte_rate"
+        /// Entries without a start time sort before all others (ASC), for both.
+        case start, age
     }
 
     public enum OrderField: Equatable, Sendable {
@@ -173,9 +183,10 @@ public struct FlowQuery: Equatable, Sendable {
 
     /// Filter keys every server understands (resolved fields come on top).
     public static let builtinFilterKeys = [
-        "byte_rate", "bytes", "host", "id", "l3proto", "l4proto", "mark", "orig_bytes", "orig_dst", "orig_ipv4_dst",
-        "orig_ipv4_src", "orig_l4proto", "orig_port_dst", "orig_port_src", "orig_src", "packets", "port", "repl_bytes",
-        "repl_dst", "repl_port_dst", "repl_port_src", "repl_src", "state", "status", "timeout", "zone",
+        "age", "byte_rate", "bytes", "helper", "host", "id", "l3proto", "l4proto", "label", "mark", "orig_bytes",
+        "orig_dst", "orig_ipv4_dst", "orig_ipv4_src", "orig_l4proto", "orig_port_dst", "orig_port_src", "orig_src",
+        "packets", "port", "repl_bytes", "repl_dst", "repl_port_dst", "repl_port_src", "repl_src", "state", "status",
+        "timeout", "zone",
     ]
 
     /// `order_by` names every server understands, aliases included (resolved fields come on top).
@@ -204,26 +215,29 @@ public struct FlowQuery: Equatable, Sendable {
     /// - Parameters:
     ///   - flows: the table snapshot.
     ///   - now: monotonic seconds, for remaining timeouts (`Flow.remainingTimeout(at:)`).
+    ///   - wallNow: wall-clock seconds since the epoch, for ages (`Flow.age(at:)`); the current time by default.
     ///   - resolve: a resolved field's value for a mark (nil: no value). Called at most once per (field, distinct
     ///     mark) per run, and only for marks of flows that passed every built-in filter. nil: no resolver, so
     ///     resolved filters match nothing and resolved ordering falls back to id.
     /// - Returns: the matching count and the page as indices into `flows`.
     public func run(
-        on flows: [Flow], now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?
+        on flows: [Flow], now: Double, wallNow: Double = Date().timeIntervalSince1970,
+        resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowQueryResult {
-        run(on: FlowTable(flows), now: now, resolve: resolve)
+        run(on: FlowTable(flows), now: now, wallNow: wallNow, resolve: resolve)
     }
 
     /// Answers the query on the mirror's chunked storage; indices in the result are indices into `table`.
     public func run(
-        on table: FlowTable, now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?
+        on table: FlowTable, now: Double, wallNow: Double = Date().timeIntervalSince1970,
+        resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowQueryResult {
         let n = table.count
         let start = max(0, self.start)
         let length = max(0, self.length)
         // How many of the smallest keys we need; 0 counts only (start >= n can never produce rows).
         let want = length == 0 || start >= n ? 0 : min(n, start + length)
-        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now)
+        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now, wallNow: wallNow)
         let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
             if case .resolved(let name, let values) = $0 { return (name, values) }
             return nil
@@ -240,9 +254,10 @@ public struct FlowQuery: Equatable, Sendable {
 
     /// Calls `body` with every flow of `table` that passes the filters (the order and the page are ignored).
     public func forEachMatch(
-        on table: FlowTable, now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?, _ body: (Flow) -> Void
+        on table: FlowTable, now: Double, wallNow: Double = Date().timeIntervalSince1970,
+        resolve: ((String, UInt32) -> ResolvedValue?)?, _ body: (Flow) -> Void
     ) {
-        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now)
+        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now, wallNow: wallNow)
         let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
             if case .resolved(let name, let values) = $0 { return (name, values) }
             return nil
@@ -319,9 +334,12 @@ enum FlowQueryEngine {
 
         @inline(__always) func contains(_ v: Double) -> Bool { v >= min && v <= max }
 
-        @inline(__always) func passes(_ f: UnsafePointer<Flow>, now: Double) -> Bool {
+        @inline(__always) func passes(_ f: UnsafePointer<Flow>, now: Double, wallNow: Double) -> Bool {
             let flow = f.pointee
             switch field {
+            case .age:
+                guard let age = flow.age(at: wallNow) else { return false }
+                return contains(Double(age))
             case .timeout: return contains(Double(flow.remainingTimeout(at: now)))
             case .origBytes: return contains(Double(flow.origBytes))
             case .replBytes: return contains(Double(flow.replyBytes))
@@ -382,7 +400,12 @@ enum FlowQueryEngine {
         var numericSets: [Set<UInt32>] = []
         var addressSets: [[MaskedNetworks]] = []
         var ranges: [RangePredicate] = []
+        /// One mask per `label` filter: the flow passes when it has any of the mask's bits.
+        var labelMasks: [(low: UInt64, high: UInt64)] = []
+        /// One list of helper indices per `helper` filter; an empty list matches nothing (a name never seen).
+        var helpers: [[UInt16]] = []
         var now: Double
+        var wallNow: Double
 
         private mutating func predicate(_ field: FlowQuery.NumericField, _ values: [UInt32]) -> NumericPredicate {
             var p = NumericPredicate(field: field, first: numericValues.count, count: values.count)
@@ -395,8 +418,9 @@ enum FlowQueryEngine {
             return p
         }
 
-        init(filters: [FlowQuery.Filter], now: Double) {
+        init(filters: [FlowQuery.Filter], now: Double, wallNow: Double) {
             self.now = now
+            self.wallNow = wallNow
             for filter in filters {
                 switch filter {
                 case .number(.timeout, let values):
@@ -417,6 +441,14 @@ enum FlowQueryEngine {
                     addresses.append(p)
                 case .range(let field, let min, let max):
                     ranges.append(RangePredicate(field: field, min: min ?? -.infinity, max: max ?? .infinity))
+                case .labels(let bits):
+                    var mask: (low: UInt64, high: UInt64) = (0, 0)
+                    for b in bits where (0...127).contains(b) {
+                        if b < 64 { mask.low |= 1 << UInt64(b) } else { mask.high |= 1 << UInt64(b - 64) }
+                    }
+                    labelMasks.append(mask)
+                case .helper(let names):
+                    helpers.append(names.compactMap { HelperName.existing($0)?.index })
                 case .resolved:
                     break  // ResolvedCache
                 }
@@ -425,6 +457,7 @@ enum FlowQueryEngine {
 
         var isEmpty: Bool {
             numerics.isEmpty && statusMasks.isEmpty && addresses.isEmpty && lateNumerics.isEmpty && ranges.isEmpty
+                && labelMasks.isEmpty && helpers.isEmpty
         }
     }
 
@@ -468,7 +501,10 @@ enum FlowQueryEngine {
         var numericSets: [Set<UInt32>]
         var addressSets: [[MaskedNetworks]]
         var ranges: [RangePredicate]
+        var labelMasks: [(low: UInt64, high: UInt64)]
+        var helpers: [[UInt16]]
         var now: Double
+        var wallNow: Double
 
         @inline(__always) func passes(_ p: NumericPredicate, _ f: UnsafePointer<Flow>) -> Bool {
             if p.field == .anyPort {
@@ -509,8 +545,12 @@ enum FlowQueryEngine {
                 let status = f.pointee.status
                 for m in statusMasks where status & m == 0 { return false }
             }
+            for m in labelMasks where f.pointee.labelsLow & m.low == 0 && f.pointee.labelsHigh & m.high == 0 {
+                return false
+            }
+            for list in helpers where !list.contains(f.pointee.helper.index) { return false }
             for p in addresses where !passes(p, f) { return false }
-            for r in ranges where !r.passes(f, now: now) { return false }
+            for r in ranges where !r.passes(f, now: now, wallNow: wallNow) { return false }
             for p in lateNumerics where !passes(p, f) { return false }
             return true
         }
@@ -743,7 +783,7 @@ enum FlowQueryEngine {
             self.field = field
             self.now = now
             switch field {
-            case .origBytes, .origPackets, .replBytes, .replPackets, .bytes, .packets, .byteRate:
+            case .origBytes, .origPackets, .replBytes, .replPackets, .bytes, .packets, .byteRate, .start, .age:
                 kind = .wide
                 flip = descending ? ~0 : 0
             default:
@@ -791,6 +831,12 @@ enum FlowQueryEngine {
                 case .replPackets: p = f.pointee.replyPackets
                 case .bytes: p = f.pointee.origBytes &+ f.pointee.replyBytes
                 case .packets: p = f.pointee.origPackets &+ f.pointee.replyPackets
+                case .start:
+                    // 0 (unknown) first; known starts are positive and order as their bits.
+                    p = f.pointee.start > 0 ? ScalarKeyMaker.orderedBits(f.pointee.start) : 0
+                case .age:
+                    // The age's order is the start's, reversed, with unknown starts first.
+                    p = f.pointee.start > 0 ? ~ScalarKeyMaker.orderedBits(f.pointee.start) : 0
                 default: p = ScalarKeyMaker.orderedBits(f.pointee.byteRate)
                 }
                 return Key2(a: p ^ flip, b: id << 32 | i)
@@ -978,8 +1024,8 @@ enum FlowQueryEngine {
                                     numerics: numerics, numericValues: numericValues, statusMasks: statusMasks,
                                     addresses: addresses, blocks: blocks, lateNumerics: lateNumerics,
                                     numericSets: matcher.numericSets, addressSets: matcher.addressSets,
-                                    ranges: matcher.ranges,
-                                    now: matcher.now)
+                                    ranges: matcher.ranges, labelMasks: matcher.labelMasks, helpers: matcher.helpers,
+                                    now: matcher.now, wallNow: matcher.wallNow)
                                 _ = table.forEachChunk { flows, first in
                                     guard let base = flows.baseAddress else { return }
                                     for i in 0..<flows.count {
