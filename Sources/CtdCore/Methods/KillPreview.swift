@@ -22,7 +22,7 @@ enum KillPreview {
         let inputs = try Filters.inputs(call.params[1], procedure: "kill_preview")
         let query = try FlowQuery.parse(
             filters: inputs, orderBy: "id", orderDirection: "ASC", start: 0, length: Int64(sampleLength),
-            maxLength: sampleLength, resolvedFields: resolved)
+            maxLength: sampleLength, resolvedFields: resolved, labelNames: context.settings.labelNames)
         // Every change the kernel made before the call is in the snapshot: the token names what is there now.
         let snap = context.table.freshSnapshot()
         let now = context.clock.now()
@@ -30,7 +30,9 @@ enum KillPreview {
         var entries: [Flow] = []
         query.forEachMatch(on: snap.flows, now: now, resolve: resolve) { entries.append($0) }
         let sample = query.run(on: snap.flows, now: now, resolve: resolve).page.map { i in
-            snap.flows[i].xmlrpcStruct(now: now, extra: context.resolvedFields.members(mark: snap.flows[i].mark))
+            snap.flows[i].xmlrpcStruct(
+                now: now, labelNames: context.settings.labelNames,
+                extra: context.resolvedFields.members(mark: snap.flows[i].mark))
         }
         let table = FlowTable(entries)
         func top(_ key: FlowSummary.Key) -> XMLRPCValue {
