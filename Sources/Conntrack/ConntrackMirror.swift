@@ -388,6 +388,8 @@ public final class ConntrackMirror: @unchecked Sendable {
                 let drift = Int64(old.remainingTimeout(at: f.timeoutObservedAt)) - Int64(f.timeout)
                 if u.mark != old.mark || u.status != old.status || u.tcpState != old.tcpState
                     || u.totalPackets != old.totalPackets || u.byteRate != old.byteRate || abs(drift) > 1
+                    || u.start != old.start || u.labelsLow != old.labelsLow || u.labelsHigh != old.labelsHigh
+                    || u.helper != old.helper
                 {
                     flows[i] = u
                     changed = true
