@@ -383,7 +383,9 @@ extension FlowQuery {
         case .string(let raw):
             let s = trimmed(raw)
             if let bit = names.bit(named: s) { return bit }
-            if Int(s) != nil { throw FlowQueryError("\(key): \(show(input)) is out of range 0 to 127 for a label bit.") }
+            if Int(s) != nil {
+                throw FlowQueryError("\(key): \(show(input)) is out of range 0 to 127 for a label bit.")
+            }
             let known = names.sortedNames
             let where_ = names.path.map { " in \($0)" } ?? ""
             let valid =
