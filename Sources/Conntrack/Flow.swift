@@ -1,6 +1,6 @@
 import Foundation
 
-/// One conntrack entry in the mirror. A value type of about 180 bytes; the mirror holds one per kernel entry.
+/// One conntrack entry in the mirror. A value type of 216 bytes (stride); the mirror holds one per kernel entry.
 public struct Flow: Sendable, Equatable {
     public var id: UInt32
     /// AF_INET (2) or AF_INET6 (10).
