@@ -92,6 +92,27 @@ static void to_flow(const struct nf_conntrack *ct, struct ctd_flow *f) {
         f->repl_bytes = nfct_get_attr_u64(ct, ATTR_REPL_COUNTER_BYTES);
         f->repl_packets = nfct_get_attr_u64(ct, ATTR_REPL_COUNTER_PACKETS);
     }
+    if (nfct_attr_is_set(ct, ATTR_TIMESTAMP_START)) {
+        f->start_ns = nfct_get_attr_u64(ct, ATTR_TIMESTAMP_START);
+        if (f->start_ns != 0) f->has |= CTD_HAS_TIMESTAMP;
+    }
+    if (nfct_attr_is_set(ct, ATTR_CONNLABELS)) {
+        const struct nfct_bitmask *b = nfct_get_attr(ct, ATTR_CONNLABELS);
+        int max = b ? nfct_bitmask_maxbit(b) : -1;
+        if (max > 127) max = 127;
+        for (int bit = 0; bit <= max; bit++) {
+            if (!nfct_bitmask_test_bit(b, (unsigned int)bit)) continue;
+            if (bit < 64) f->labels_lo |= (uint64_t)1 << bit;
+            else f->labels_hi |= (uint64_t)1 << (bit - 64);
+        }
+    }
+    if (nfct_attr_is_set(ct, ATTR_HELPER_NAME)) {
+        const char *name = nfct_get_attr(ct, ATTR_HELPER_NAME);
+        if (name) {
+            strncpy(f->helper, name, CTD_HELPER_NAME_SIZE - 1);
+            f->helper[CTD_HELPER_NAME_SIZE - 1] = 0;
+        }
+    }
 }
 
 /// Sets the original tuple (and zone) of `ct` from `f`; returns -EINVAL for an unknown family so that a
@@ -138,6 +159,8 @@ static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, vo
     else if (type == NFCT_T_NEW) t = CTD_MSG_NEW;
     else if (type == NFCT_T_UPDATE) t = CTD_MSG_UPDATE;
     else if (type == NFCT_T_DESTROY) t = CTD_MSG_DESTROY;
+    // Labels and helper are in every dump entry and NEW/UPDATE event that has them: their absence means none.
+    if (t != CTD_MSG_DESTROY) f.has |= CTD_HAS_LABELS | CTD_HAS_HELPER;
     c->cb(c->ctx, t, &f);
     return NFCT_CB_CONTINUE;
 }
@@ -403,6 +426,7 @@ static int on_get(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void
     (void)type;
     struct get_ctx *g = data;
     to_flow(ct, g->out);
+    g->out->has |= CTD_HAS_LABELS | CTD_HAS_HELPER;
     g->found = 1;
     return NFCT_CB_STOP;
 }

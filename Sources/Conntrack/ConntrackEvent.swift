@@ -17,7 +17,11 @@ public struct ConntrackEvent: Sendable {
         public static let timeout = Fields(rawValue: 1 << 2)
         public static let status = Fields(rawValue: 1 << 3)
         public static let state = Fields(rawValue: 1 << 4)
-        public static let all: Fields = [.counters, .mark, .timeout, .status, .state]
+        /// The start time (only dumps carry it: the kernel sends CTA_TIMESTAMP in DESTROY events alone).
+        public static let start = Fields(rawValue: 1 << 5)
+        public static let labels = Fields(rawValue: 1 << 6)
+        public static let helper = Fields(rawValue: 1 << 7)
+        public static let all: Fields = [.counters, .mark, .timeout, .status, .state, .start, .labels, .helper]
     }
 
     public var kind: Kind

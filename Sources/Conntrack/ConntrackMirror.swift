@@ -19,6 +19,14 @@ extension Flow {
             replyBytes = newer.replyBytes
             replyPackets = newer.replyPackets
         }
+        // A dump without a start (timestamps off, or an entry older than the sysctl) keeps an estimate made from
+        // the NEW event; a dump that has one always wins.
+        if present.contains(.start), newer.start > 0 { start = newer.start }
+        if present.contains(.labels) {
+            labelsLow = newer.labelsLow
+            labelsHigh = newer.labelsHigh
+        }
+        if present.contains(.helper) { helper = newer.helper }
     }
 }
 
@@ -67,6 +75,8 @@ public final class ConntrackMirror: @unchecked Sendable {
         public var lastCounterRefresh: Double
         public var receiveBuffer: Int
         public var accountingEnabled: Bool
+        /// `net.netfilter.nf_conntrack_timestamp`: the kernel records start times of new connections.
+        public var timestampsEnabled = false
         public var eventsHealthy: Bool
         /// Entries from a dump not heard of by an event since: their end may only show in a dump.
         public var silentEntries = 0
@@ -170,7 +180,9 @@ public final class ConntrackMirror: @unchecked Sendable {
     private func dropPublishedLocked() { published = nil }
 
     /// Adds or updates an entry from an event or dump. Caller holds the lock.
-    private func upsertLocked(_ flow: Flow, present: ConntrackEvent.Fields, fromEvent: Bool = false) {
+    private func upsertLocked(
+        _ flow: Flow, present: ConntrackEvent.Fields, fromEvent: Bool = false, isNew: Bool = false
+    ) {
         let key = FlowKey(flow)
         if let i = indexByKey[key] {
             let old = flows[i]
@@ -186,6 +198,12 @@ public final class ConntrackMirror: @unchecked Sendable {
             return
         }
         if hide.hides(flow) { return }
+        var flow = flow
+        if isNew && flow.start == 0 && stats.timestampsEnabled {
+            // The kernel stamps the start when it confirms the entry, which is when it sends NEW, but puts the
+            // stamp in no NEW or UPDATE event: take the time the event arrived until a dump brings the exact one.
+            flow.start = Date().timeIntervalSince1970
+        }
         let i = flows.count
         flows.append(flow)
         lastSeen.append(0)
@@ -262,7 +280,8 @@ public final class ConntrackMirror: @unchecked Sendable {
             for e in events {
                 switch e.kind {
                 case .destroy: removeLocked(FlowKey(e.flow))
-                case .new, .update: upsertLocked(e.flow, present: e.fields, fromEvent: true)
+                case .new: upsertLocked(e.flow, present: e.fields, fromEvent: true, isNew: true)
+                case .update: upsertLocked(e.flow, present: e.fields, fromEvent: true)
                 case .listed: upsertLocked(e.flow, present: e.fields)
                 }
             }
@@ -369,6 +388,8 @@ public final class ConntrackMirror: @unchecked Sendable {
                 let drift = Int64(old.remainingTimeout(at: f.timeoutObservedAt)) - Int64(f.timeout)
                 if u.mark != old.mark || u.status != old.status || u.tcpState != old.tcpState
                     || u.totalPackets != old.totalPackets || u.byteRate != old.byteRate || abs(drift) > 1
+                    || u.start != old.start || u.labelsLow != old.labelsLow || u.labelsHigh != old.labelsHigh
+                    || u.helper != old.helper
                 {
                     flows[i] = u
                     changed = true
@@ -424,4 +445,5 @@ public final class ConntrackMirror: @unchecked Sendable {
     }
 
     func setAccounting(_ on: Bool) { lock.withLock { stats.accountingEnabled = on } }
+    func setTimestamps(_ on: Bool) { lock.withLock { stats.timestampsEnabled = on } }
 }

@@ -42,6 +42,9 @@ public final class ConntrackService: @unchecked Sendable {
         return text.trimmingCharacters(in: .whitespacesAndNewlines) == "1"
     }
 
+    /// Whether the kernel records connection start times (`net.netfilter.nf_conntrack_timestamp`).
+    public static func timestampsEnabled() -> Bool { KernelSettings.read("nf_conntrack_timestamp") == "1" }
+
     /// Subscribes, loads the table and starts the background threads. Throws when the kernel table is unreachable.
     /// Makes the kernel announce the end of every entry created from now on, even while no ctd listens (a
     /// restart), by setting this namespace's `nf_conntrack_events` to 1. Where ctd may not (a read-only /proc/sys),
@@ -99,6 +102,13 @@ public final class ConntrackService: @unchecked Sendable {
         lastCounterDumpAt = clock.now()
         let acct = ConntrackService.accountingEnabled()
         mirror.setAccounting(acct)
+        let stamps = ConntrackService.timestampsEnabled()
+        mirror.setTimestamps(stamps)
+        if !stamps {
+            logger.warning(
+                "net.netfilter.nf_conntrack_timestamp is 0: the kernel does not record when connections start, so start and age are unavailable (sysctl -w net.netfilter.nf_conntrack_timestamp=1 enables them for new connections)"
+            )
+        }
         if !acct {
             logger.warning(
                 "net.netfilter.nf_conntrack_acct is 0: the kernel does not count bytes or packets, so counters and byte rates are unavailable (sysctl -w net.netfilter.nf_conntrack_acct=1 enables them for new connections)"
@@ -263,6 +273,7 @@ public final class ConntrackService: @unchecked Sendable {
             let dropped = mirror.finishReconcile(epoch: epoch, dumpStartedAt: now)
             lastCounterDumpAt = now
             mirror.setAccounting(ConntrackService.accountingEnabled())
+            mirror.setTimestamps(ConntrackService.timestampsEnabled())
             if dropped > 0 { logger.debug("reconciliation dropped \(dropped) entries that ended without an event") }
             return dropped
         } catch {

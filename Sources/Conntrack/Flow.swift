@@ -1,6 +1,6 @@
 import Foundation
 
-/// One conntrack entry in the mirror. A value type of about 150 bytes; the mirror holds one per kernel entry.
+/// One conntrack entry in the mirror. A value type of 216 bytes (stride); the mirror holds one per kernel entry.
 public struct Flow: Sendable, Equatable {
     public var id: UInt32
     /// AF_INET (2) or AF_INET6 (10).
@@ -34,6 +34,14 @@ public struct Flow: Sendable, Equatable {
     public var replyPackets: UInt64
     /// Bytes per second, both directions, over the last counter refresh interval.
     public var byteRate: Double
+    /// When the connection started, wall-clock seconds since the epoch; 0 when unknown
+    /// (`net.netfilter.nf_conntrack_timestamp` was 0 when it was created).
+    public var start: Double
+    /// The ct label bits 0..63 and 64..127.
+    public var labelsLow: UInt64
+    public var labelsHigh: UInt64
+    /// The conntrack helper attached to the connection (`ftp`, `sip`, ...), or ``HelperName/none``.
+    public var helper: HelperName
 
     public static let noState: UInt8 = 255
 
@@ -46,7 +54,8 @@ public struct Flow: Sendable, Equatable {
         replySourcePort: UInt16 = 0, replyDestinationPort: UInt16 = 0,
         mark: UInt32 = 0, timeout: UInt32 = 0, timeoutObservedAt: Double = 0, status: UInt32 = 0,
         origBytes: UInt64 = 0, origPackets: UInt64 = 0, replyBytes: UInt64 = 0, replyPackets: UInt64 = 0,
-        byteRate: Double = 0
+        byteRate: Double = 0, start: Double = 0, labelsLow: UInt64 = 0, labelsHigh: UInt64 = 0,
+        helper: HelperName = .none
     ) {
         self.id = id
         self.l3proto = l3proto
@@ -73,6 +82,38 @@ public struct Flow: Sendable, Equatable {
         self.replyBytes = replyBytes
         self.replyPackets = replyPackets
         self.byteRate = byteRate
+        self.start = start
+        self.labelsLow = labelsLow
+        self.labelsHigh = labelsHigh
+        self.helper = helper
+    }
+
+    /// Whole seconds since the connection started at wall-clock time `wallNow`, or nil when the start is unknown.
+    @inline(__always) public func age(at wallNow: Double) -> Int64? {
+        guard start > 0 else { return nil }
+        let a = wallNow - start
+        return a <= 0 ? 0 : Int64(a.rounded(.down))
+    }
+
+    /// Whether ct label `bit` (0..127) is set.
+    @inline(__always) public func hasLabel(_ bit: Int) -> Bool {
+        bit < 64 ? labelsLow & (1 << UInt64(bit)) != 0 : labelsHigh & (1 << UInt64(bit - 64)) != 0
+    }
+
+    /// The set label bits, ascending.
+    public var labelBits: [Int] {
+        var out: [Int] = []
+        var w = labelsLow
+        while w != 0 {
+            out.append(w.trailingZeroBitCount)
+            w &= w - 1
+        }
+        w = labelsHigh
+        while w != 0 {
+            out.append(64 + w.trailingZeroBitCount)
+            w &= w - 1
+        }
+        return out
     }
 
     /// Seconds left at monotonic time `now`.

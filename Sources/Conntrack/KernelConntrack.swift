@@ -108,13 +108,16 @@ let flowSinkCallback: ctd_flow_cb = { context, type, raw in
 
 extension ConntrackEvent.Fields {
     /// The shim's CTD_HAS_* bits.
-    init(shimBits bits: UInt8) {
+    init(shimBits bits: UInt16) {
         var f: ConntrackEvent.Fields = []
-        if bits & UInt8(CTD_HAS_COUNTERS) != 0 { f.insert(.counters) }
-        if bits & UInt8(CTD_HAS_MARK) != 0 { f.insert(.mark) }
-        if bits & UInt8(CTD_HAS_TIMEOUT) != 0 { f.insert(.timeout) }
-        if bits & UInt8(CTD_HAS_STATUS) != 0 { f.insert(.status) }
-        if bits & UInt8(CTD_HAS_STATE) != 0 { f.insert(.state) }
+        if bits & UInt16(CTD_HAS_COUNTERS) != 0 { f.insert(.counters) }
+        if bits & UInt16(CTD_HAS_MARK) != 0 { f.insert(.mark) }
+        if bits & UInt16(CTD_HAS_TIMEOUT) != 0 { f.insert(.timeout) }
+        if bits & UInt16(CTD_HAS_STATUS) != 0 { f.insert(.status) }
+        if bits & UInt16(CTD_HAS_STATE) != 0 { f.insert(.state) }
+        if bits & UInt16(CTD_HAS_TIMESTAMP) != 0 { f.insert(.start) }
+        if bits & UInt16(CTD_HAS_LABELS) != 0 { f.insert(.labels) }
+        if bits & UInt16(CTD_HAS_HELPER) != 0 { f.insert(.helper) }
         self = f
     }
 }
@@ -133,7 +136,16 @@ extension Flow {
             replySourcePort: c.repl_sport, replyDestinationPort: c.repl_dport,
             mark: c.mark, timeout: c.timeout, timeoutObservedAt: now, status: c.status,
             origBytes: c.orig_bytes, origPackets: c.orig_packets, replyBytes: c.repl_bytes,
-            replyPackets: c.repl_packets)
+            replyPackets: c.repl_packets, start: c.has & UInt16(CTD_HAS_TIMESTAMP) != 0 ? Double(c.start_ns) / 1e9 : 0,
+            labelsLow: c.labels_lo, labelsHigh: c.labels_hi, helper: Flow.helper(c.helper))
+    }
+
+    /// The shim's NUL-terminated name; most entries have none, which costs one byte compare.
+    private static func helper<T>(_ raw: T) -> HelperName {
+        withUnsafeBytes(of: raw) { bytes in
+            guard bytes.first != 0, let end = bytes.firstIndex(of: 0) else { return HelperName.none }
+            return HelperName(String(decoding: bytes[..<end], as: UTF8.self))
+        }
     }
 
     var cFlow: ctd_flow {

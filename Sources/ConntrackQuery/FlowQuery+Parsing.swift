@@ -17,14 +17,16 @@ extension FlowQuery {
     ///   - maxLength: the server's page size limit.
     ///   - resolvedFields: names of fields that resolver plugins add; usable as filters and `order_by`.
     ///     A built-in name always wins over a resolved field of the same name.
+    ///   - labelNames: the names of ct label bits (connlabel.conf) the `label` filter accepts besides bit numbers.
     /// - Throws: ``FlowQueryError`` describing the first problem (keys are checked in sorted order).
     public static func parse(
         filters: [String: FilterInput], orderBy: String?, orderDirection: String?,
-        start: Int64, length: Int64, maxLength: Int, resolvedFields: Set<String>
+        start: Int64, length: Int64, maxLength: Int, resolvedFields: Set<String>, labelNames: ConnLabelMap = .empty
     ) throws -> FlowQuery {
         var parsed: [Filter] = []
         for key in filters.keys.sorted() {
-            parsed.append(try parseFilter(key: key, input: filters[key]!, resolvedFields: resolvedFields))
+            parsed.append(
+                try parseFilter(key: key, input: filters[key]!, resolvedFields: resolvedFields, labelNames: labelNames))
         }
         // Cheap predicates first; the order within one cost class is deterministic (sorted keys).
         parsed = parsed.enumerated()
@@ -74,9 +76,12 @@ extension FlowQuery {
         "bytes": (.bytes, 0x1p64), "packets": (.packets, 0x1p64), "byte_rate": (.byteRate, .greatestFiniteMagnitude),
         "orig_port_src": (.origPortSrc, 65535), "orig_port_dst": (.origPortDst, 65535),
         "repl_port_src": (.replPortSrc, 65535), "repl_port_dst": (.replPortDst, 65535), "port": (.anyPort, 65535),
+        "age": (.age, Double(UInt32.max)),
     ]
 
-    package static func parseFilter(key: String, input raw: FilterInput, resolvedFields: Set<String>) throws -> Filter {
+    package static func parseFilter(
+        key: String, input raw: FilterInput, resolvedFields: Set<String>, labelNames: ConnLabelMap = .empty
+    ) throws -> Filter {
         let input = wholeNumbers(raw)
         if let (field, max) = rangeKeys[key], let bounds = try range(key, input, max: max) {
             return .range(field, min: bounds.min, max: bounds.max)
@@ -86,7 +91,11 @@ extension FlowQuery {
             return .address(.any, anyOf: try anyOf(key, input) { try block(key, $0) })
         case "port":
             return .number(.anyPort, anyOf: try anyOf(key, input) { try unsigned(key, $0, max: 65535) })
-        case "orig_bytes", "repl_bytes", "bytes", "packets", "byte_rate":
+        case "label":
+            return .labels(anyOf: try anyOf(key, input) { try label(key, $0, names: labelNames) })
+        case "helper":
+            return .helper(anyOf: try anyOf(key, input) { try helper(key, $0) })
+        case "orig_bytes", "repl_bytes", "bytes", "packets", "byte_rate", "age":
             // Counters compare as ranges only; one number is the range a-a.
             let v = try number(key, input, max: rangeKeys[key]!.max)
             return .range(rangeKeys[key]!.field, min: v, max: v)
@@ -363,6 +372,43 @@ extension FlowQuery {
         case .list: throw nestedList(key)
         case .double, .structure: throw notAValue(key, input)
         }
+    }
+
+    /// A ct label: a bit number (0 to 127, as an integer or a string) or a name from connlabel.conf.
+    package static func label(_ key: String, _ input: FilterInput, names: ConnLabelMap) throws -> Int {
+        switch input {
+        case .int(let v):
+            if (0...127).contains(v) { return Int(v) }
+            throw FlowQueryError("\(key): \(v) is out of range 0 to 127 for a label bit.")
+        case .string(let raw):
+            let s = trimmed(raw)
+            if let bit = names.bit(named: s) { return bit }
+            if Int(s) != nil {
+                throw FlowQueryError("\(key): \(show(input)) is out of range 0 to 127 for a label bit.")
+            }
+            let known = names.sortedNames
+            let where_ = names.path.map { " in \($0)" } ?? ""
+            let valid =
+                known.isEmpty
+                ? "no label names are defined (no connlabel.conf\(where_)); use bit numbers 0 to 127"
+                : "valid names\(where_) are: \(known.joined(separator: ", ")) (or bit numbers 0 to 127)"
+            throw FlowQueryError("\(key): \(show(input)) is not a label; \(valid).")
+        case .list: throw nestedList(key)
+        case .double, .structure: throw notAValue(key, input)
+        }
+    }
+
+    /// A helper name ("" means no helper).
+    package static func helper(_ key: String, _ input: FilterInput) throws -> String {
+        guard case .string(let s) = input else {
+            if case .list = input { throw nestedList(key) }
+            throw FlowQueryError("\(key): \(show(input)) is not a helper name (a string; \"\" means none).")
+        }
+        let name = trimmed(s)
+        guard name.utf8.count < 16 else {
+            throw FlowQueryError("\(key): '\(name.prefix(40))' is longer than a helper name can be (15 bytes).")
+        }
+        return name
     }
 
     /// A status flag name (or `NAT`) gives one mask; an integer gives one mask per set bit (all required).

@@ -102,6 +102,8 @@ public struct FlowQuery: Equatable, Sendable {
         case origPortSrc, origPortDst, replPortSrc, replPortDst
         /// Any of the four ports (`port`).
         case anyPort
+        /// Whole seconds since the connection started (wall clock); entries without a start time never match.
+        case age
     }
 
     /// One parsed filter; a flow must pass all of a query's filters.
@@ -116,6 +118,10 @@ public struct FlowQuery: Equatable, Sendable {
         case resolved(String, anyOf: [ResolvedValue])
         /// The field lies within `min...max` (either bound may be absent).
         case range(RangeField, min: Double?, max: Double?)
+        /// At least one of these ct label bits (0...127) is set.
+        case labels(anyOf: [Int])
+        /// The helper's name is one of these ("" is no helper).
+        case helper(anyOf: [String])
 
         /// Evaluation cost class; cheaper filters run first.
         var cost: Int {
@@ -125,7 +131,9 @@ public struct FlowQuery: Equatable, Sendable {
             case .status: return 1
             case .address: return 2
             case .resolved: return 4
+            case .range(.age, _, _): return 3
             case .range: return 2
+            case .labels, .helper: return 1
             }
         }
     }
@@ -141,6 +149,8 @@ public struct FlowQuery: Equatable, Sendable {
         case replBytes = "repl_bytes", replPackets = "repl_packets"
         case bytes, packets
         case byteRate = "byte_rate"
+        /// Entries without a start time sort before all others (ASC), for both.
+        case start, age
     }
 
     public enum OrderField: Equatable, Sendable {
@@ -173,9 +183,10 @@ public struct FlowQuery: Equatable, Sendable {
 
     /// Filter keys every server understands (resolved fields come on top).
     public static let builtinFilterKeys = [
-        "byte_rate", "bytes", "host", "id", "l3proto", "l4proto", "mark", "orig_bytes", "orig_dst", "orig_ipv4_dst",
-        "orig_ipv4_src", "orig_l4proto", "orig_port_dst", "orig_port_src", "orig_src", "packets", "port", "repl_bytes",
-        "repl_dst", "repl_port_dst", "repl_port_src", "repl_src", "state", "status", "timeout", "zone",
+        "age", "byte_rate", "bytes", "helper", "host", "id", "l3proto", "l4proto", "label", "mark", "orig_bytes",
+        "orig_dst", "orig_ipv4_dst", "orig_ipv4_src", "orig_l4proto", "orig_port_dst", "orig_port_src", "orig_src",
+        "packets", "port", "repl_bytes", "repl_dst", "repl_port_dst", "repl_port_src", "repl_src", "state", "status",
+        "timeout", "zone",
     ]
 
     /// `order_by` names every server understands, aliases included (resolved fields come on top).
@@ -204,26 +215,29 @@ public struct FlowQuery: Equatable, Sendable {
     /// - Parameters:
     ///   - flows: the table snapshot.
     ///   - now: monotonic seconds, for remaining timeouts (`Flow.remainingTimeout(at:)`).
+    ///   - wallNow: wall-clock seconds since the epoch, for ages (`Flow.age(at:)`); the current time by default.
     ///   - resolve: a resolved field's value for a mark (nil: no value). Called at most once per (field, distinct
     ///     mark) per run, and only for marks of flows that passed every built-in filter. nil: no resolver, so
     ///     resolved filters match nothing and resolved ordering falls back to id.
     /// - Returns: the matching count and the page as indices into `flows`.
     public func run(
-        on flows: [Flow], now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?
+        on flows: [Flow], now: Double, wallNow: Double = Date().timeIntervalSince1970,
+        resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowQueryResult {
-        run(on: FlowTable(flows), now: now, resolve: resolve)
+        run(on: FlowTable(flows), now: now, wallNow: wallNow, resolve: resolve)
     }
 
     /// Answers the query on the mirror's chunked storage; indices in the result are indices into `table`.
     public func run(
-        on table: FlowTable, now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?
+        on table: FlowTable, now: Double, wallNow: Double = Date().timeIntervalSince1970,
+        resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowQueryResult {
         let n = table.count
         let start = max(0, self.start)
         let length = max(0, self.length)
         // How many of the smallest keys we need; 0 counts only (start >= n can never produce rows).
         let want = length == 0 || start >= n ? 0 : min(n, start + length)
-        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now)
+        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now, wallNow: wallNow)
         let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
             if case .resolved(let name, let values) = $0 { return (name, values) }
             return nil
@@ -240,9 +254,10 @@ public struct FlowQuery: Equatable, Sendable {
 
     /// Calls `body` with every flow of `table` that passes the filters (the order and the page are ignored).
     public func forEachMatch(
-        on table: FlowTable, now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?, _ body: (Flow) -> Void
+        on table: FlowTable, now: Double, wallNow: Double = Date().timeIntervalSince1970,
+        resolve: ((String, UInt32) -> ResolvedValue?)?, _ body: (Flow) -> Void
     ) {
-        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now)
+        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now, wallNow: wallNow)
         let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
             if case .resolved(let name, let values) = $0 { return (name, values) }
             return nil

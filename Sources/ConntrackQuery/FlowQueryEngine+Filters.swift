@@ -55,9 +55,12 @@ extension FlowQueryEngine {
 
         @inline(__always) func contains(_ v: Double) -> Bool { v >= min && v <= max }
 
-        @inline(__always) func passes(_ f: UnsafePointer<Flow>, now: Double) -> Bool {
+        @inline(__always) func passes(_ f: UnsafePointer<Flow>, now: Double, wallNow: Double) -> Bool {
             let flow = f.pointee
             switch field {
+            case .age:
+                guard let age = flow.age(at: wallNow) else { return false }
+                return contains(Double(age))
             case .timeout: return contains(Double(flow.remainingTimeout(at: now)))
             case .origBytes: return contains(Double(flow.origBytes))
             case .replBytes: return contains(Double(flow.replyBytes))
@@ -118,7 +121,12 @@ extension FlowQueryEngine {
         var numericSets: [Set<UInt32>] = []
         var addressSets: [[MaskedNetworks]] = []
         var ranges: [RangePredicate] = []
+        /// One mask per `label` filter: the flow passes when it has any of the mask's bits.
+        var labelMasks: [(low: UInt64, high: UInt64)] = []
+        /// One list of helper indices per `helper` filter; an empty list matches nothing (a name never seen).
+        var helpers: [[UInt16]] = []
         var now: Double
+        var wallNow: Double
 
         private mutating func predicate(_ field: FlowQuery.NumericField, _ values: [UInt32]) -> NumericPredicate {
             var p = NumericPredicate(field: field, first: numericValues.count, count: values.count)
@@ -131,8 +139,9 @@ extension FlowQueryEngine {
             return p
         }
 
-        init(filters: [FlowQuery.Filter], now: Double) {
+        init(filters: [FlowQuery.Filter], now: Double, wallNow: Double) {
             self.now = now
+            self.wallNow = wallNow
             for filter in filters {
                 switch filter {
                 case .number(.timeout, let values):
@@ -153,6 +162,14 @@ extension FlowQueryEngine {
                     addresses.append(p)
                 case .range(let field, let min, let max):
                     ranges.append(RangePredicate(field: field, min: min ?? -.infinity, max: max ?? .infinity))
+                case .labels(let bits):
+                    var mask: (low: UInt64, high: UInt64) = (0, 0)
+                    for b in bits where (0...127).contains(b) {
+                        if b < 64 { mask.low |= 1 << UInt64(b) } else { mask.high |= 1 << UInt64(b - 64) }
+                    }
+                    labelMasks.append(mask)
+                case .helper(let names):
+                    helpers.append(names.compactMap { HelperName.existing($0)?.index })
                 case .resolved:
                     break  // ResolvedCache
                 }
@@ -161,6 +178,7 @@ extension FlowQueryEngine {
 
         var isEmpty: Bool {
             numerics.isEmpty && statusMasks.isEmpty && addresses.isEmpty && lateNumerics.isEmpty && ranges.isEmpty
+                && labelMasks.isEmpty && helpers.isEmpty
         }
     }
 
@@ -204,7 +222,10 @@ extension FlowQueryEngine {
         var numericSets: [Set<UInt32>]
         var addressSets: [[MaskedNetworks]]
         var ranges: [RangePredicate]
+        var labelMasks: [(low: UInt64, high: UInt64)]
+        var helpers: [[UInt16]]
         var now: Double
+        var wallNow: Double
 
         @inline(__always) func passes(_ p: NumericPredicate, _ f: UnsafePointer<Flow>) -> Bool {
             if p.field == .anyPort {
@@ -245,8 +266,12 @@ extension FlowQueryEngine {
                 let status = f.pointee.status
                 for m in statusMasks where status & m == 0 { return false }
             }
+            for m in labelMasks where f.pointee.labelsLow & m.low == 0 && f.pointee.labelsHigh & m.high == 0 {
+                return false
+            }
+            for list in helpers where !list.contains(f.pointee.helper.index) { return false }
             for p in addresses where !passes(p, f) { return false }
-            for r in ranges where !r.passes(f, now: now) { return false }
+            for r in ranges where !r.passes(f, now: now, wallNow: wallNow) { return false }
             for p in lateNumerics where !passes(p, f) { return false }
             return true
         }

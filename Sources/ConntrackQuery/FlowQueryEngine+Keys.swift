@@ -54,7 +54,7 @@ extension FlowQueryEngine {
             self.field = field
             self.now = now
             switch field {
-            case .origBytes, .origPackets, .replBytes, .replPackets, .bytes, .packets, .byteRate:
+            case .origBytes, .origPackets, .replBytes, .replPackets, .bytes, .packets, .byteRate, .start, .age:
                 kind = .wide
                 flip = descending ? ~0 : 0
             default:
@@ -102,6 +102,12 @@ extension FlowQueryEngine {
                 case .replPackets: p = f.pointee.replyPackets
                 case .bytes: p = f.pointee.origBytes &+ f.pointee.replyBytes
                 case .packets: p = f.pointee.origPackets &+ f.pointee.replyPackets
+                case .start:
+                    // 0 (unknown) first; known starts are positive and order as their bits.
+                    p = f.pointee.start > 0 ? ScalarKeyMaker.orderedBits(f.pointee.start) : 0
+                case .age:
+                    // The age's order is the start's, reversed, with unknown starts first.
+                    p = f.pointee.start > 0 ? ~ScalarKeyMaker.orderedBits(f.pointee.start) : 0
                 default: p = ScalarKeyMaker.orderedBits(f.pointee.byteRate)
                 }
                 return Key2(a: p ^ flip, b: id << 32 | i)

@@ -150,8 +150,8 @@ extension FlowQueryEngine {
                                     numerics: numerics, numericValues: numericValues, statusMasks: statusMasks,
                                     addresses: addresses, blocks: blocks, lateNumerics: lateNumerics,
                                     numericSets: matcher.numericSets, addressSets: matcher.addressSets,
-                                    ranges: matcher.ranges,
-                                    now: matcher.now)
+                                    ranges: matcher.ranges, labelMasks: matcher.labelMasks, helpers: matcher.helpers,
+                                    now: matcher.now, wallNow: matcher.wallNow)
                                 _ = table.forEachChunk { flows, first in
                                     guard let base = flows.baseAddress else { return }
                                     for i in 0..<flows.count {

@@ -1,3 +1,5 @@
+import Conntrack
+
 /// What the procedures need to know of the configuration (the `ctd` command reads it from the config file).
 public struct CoreSettings: Sendable {
     /// The largest `length` of a `view` page; a page of this size stays below xmlrpc-c's 512 KiB default limit.
@@ -24,6 +26,8 @@ public struct CoreSettings: Sendable {
     public var killPreviewLifetime = 60.0
     /// The most entries one `kill_matching` may kill.
     public var maxKillMatching = 100_000
+    /// Names of ct label bits, from `[conntrack] connlabel_file` (empty when it does not exist).
+    public var labelNames = ConnLabelMap.empty
 
     public init() {}
 }

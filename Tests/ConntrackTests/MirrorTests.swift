@@ -48,6 +48,45 @@ struct MirrorTests {
         #expect(f.mark == 5)
     }
 
+    func found(_ id: UInt32) -> Flow? {
+        if case .found(let f) = mirror.lookup(ids: [id])[0] { return f }
+        return nil
+    }
+
+    @Test func labelsAndHelper_followEachMessage_andNoLabelsInAnUpdateMeansNone() {
+        var f = flow(1, "10.0.0.1")
+        f.labelsLow = 0b11
+        f.labelsHigh = 1 << 36
+        f.helper = HelperName("ftp")
+        mirror.apply(events: [ConntrackEvent(kind: .new, fields: .all, flow: f)])
+        #expect(found(1)?.labelBits == [0, 1, 100] && found(1)?.helper.name == "ftp")
+        // A message that does not carry them (a DESTROY-like partial) keeps them.
+        mirror.apply(events: [ConntrackEvent(kind: .update, fields: [.mark], flow: flow(1, "10.0.0.1", mark: 3))])
+        #expect(found(1)?.labelBits == [0, 1, 100] && found(1)?.helper.name == "ftp")
+        // The kernel's UPDATE after the last label went: labels present, all zero.
+        mirror.apply(events: [ConntrackEvent(kind: .update, fields: [.labels, .helper], flow: flow(1, "10.0.0.1"))])
+        #expect(found(1)?.labelBits == [] && found(1)?.helper == HelperName.none)
+    }
+
+    @Test func start_isTheNewEventsTimeWhileTimestampsAreOn_untilADumpBringsTheKernels() {
+        mirror.apply(events: [ConntrackEvent(kind: .new, fields: .all, flow: flow(1, "10.0.0.1"))])
+        #expect(found(1)?.start == 0, "timestamps off: no start is made up")
+        mirror.setTimestamps(true)
+        let before = Date().timeIntervalSince1970
+        mirror.apply(events: [ConntrackEvent(kind: .new, fields: .all, flow: flow(2, "10.0.0.2"))])
+        let estimate = found(2)?.start ?? 0
+        #expect(estimate >= before && estimate <= Date().timeIntervalSince1970)
+        // An update (no start in it) keeps the estimate; the dump's exact value replaces it.
+        mirror.apply(events: [ConntrackEvent(kind: .update, fields: .all, flow: flow(2, "10.0.0.2", mark: 1))])
+        #expect(found(2)?.start == estimate)
+        var dumped = flow(2, "10.0.0.2", mark: 1)
+        dumped.start = before - 5.25
+        let epoch = mirror.beginReconcile()
+        mirror.reconcile(chunk: [dumped, flow(1, "10.0.0.1")][...], epoch: epoch, interval: 1)
+        #expect(found(2)?.start == before - 5.25)
+        #expect(found(1)?.start == 0)
+    }
+
     @Test func lookup_whenTwoEntriesShareAnID_isAmbiguousUntilOneEnds() {
         mirror.apply(events: [
             ConntrackEvent(kind: .new, fields: .all, flow: flow(9, "10.0.0.1", sport: 1)),

@@ -350,7 +350,8 @@ DEFAULT = object()
 
 def write_config(path: Path, *, password_file: Path, hide=(), hide_own_connections=True, idle_timeout=None,
                  max_body_bytes=None, max_page_length=None, tls_cert=None, tls_key=None, receive_buffer=None,
-                 counter_interval=None, log_level="info", extra: str = "", server_extra: str = ""):
+                 counter_interval=None, connlabel_file=None, log_level="info", extra: str = "",
+                 server_extra: str = ""):
     server = ['listen = "127.0.0.1"'] + [line for line in server_extra.splitlines() if line.strip()]
     if max_body_bytes is not None:
         server.append(f"max_body_bytes = {int(max_body_bytes)}")
@@ -369,6 +370,8 @@ def write_config(path: Path, *, password_file: Path, hide=(), hide_own_connectio
         conntrack.append(f"receive_buffer = {int(receive_buffer)}")
     if counter_interval is not None:
         conntrack.append(f"counter_interval = {float(counter_interval)}")
+    if connlabel_file is not None:
+        conntrack.append(f"connlabel_file = {toml_str(str(connlabel_file))}")
     text = (
         "[server]\n" + "\n".join(server) + "\n\n"
         + ("[sessions]\n" + "\n".join(sessions) + "\n\n" if sessions else "")

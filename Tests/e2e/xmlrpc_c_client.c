@@ -109,6 +109,8 @@ static const struct member CONNECTION_MEMBERS[] = {
     {"repl_bytes", K_DOUBLE, 1},   {"repl_packets", K_DOUBLE, 1}, {"byte_rate", K_DOUBLE, 1},
     {"icmp_type", K_INT, 0},       {"icmp_code", K_INT, 0},       {"icmp_id", K_INT, 0},
     {"orig_l4proto", K_INT, 1},    {"orig_ipv4_src", K_INT, 0},   {"orig_ipv4_dst", K_INT, 0},
+    {"start", K_DOUBLE, 0},        {"age", K_INT, 0},             {"labels", K_STRING_ARRAY, 1},
+    {"helper", K_STRING, 1},
 };
 #define N_MEMBERS (sizeof CONNECTION_MEMBERS / sizeof CONNECTION_MEMBERS[0])
 
@@ -346,7 +348,7 @@ int main(int argc, char **argv) {
             check("reading %s", what);
             printf(", \"time\": ");
             print_double(d);
-        } else if (!strcmp(name, "autorefresh") || !strcmp(name, "accounting")) {
+        } else if (!strcmp(name, "autorefresh") || !strcmp(name, "accounting") || !strcmp(name, "timestamps")) {
             expect_type(value, XMLRPC_TYPE_BOOL, what);
             xmlrpc_bool b;
             xmlrpc_read_bool(&env, value, &b);

@@ -16,19 +16,33 @@
 #define CTD_HAS_STATE 0x10
 #define CTD_HAS_ZONE 0x20
 #define CTD_HAS_TUPLE 0x40
+/// start_ns is set (nf_conntrack_timestamp was 1 when the entry was created).
+#define CTD_HAS_TIMESTAMP 0x80
+/// labels_lo/hi are authoritative: a dump or a NEW/UPDATE event (the kernel puts CTA_LABELS in every such message
+/// of an entry with a label set, and leaves it out when none is set, so its absence means "no labels").
+#define CTD_HAS_LABELS 0x100
+/// helper is authoritative (NUL-terminated; empty when the entry has no helper), as for labels.
+#define CTD_HAS_HELPER 0x200
+
+#define CTD_HELPER_NAME_SIZE 16
 
 #define CTD_MSG_DUMP 0
 #define CTD_MSG_NEW 1
 #define CTD_MSG_UPDATE 2
 #define CTD_MSG_DESTROY 4
 
+/// One entry as parsed from a dump or an event. `start_ns` is the connection's start (CTA_TIMESTAMP_START) in
+/// nanoseconds since the epoch; `labels_lo` holds ct label bits 0..63 and `labels_hi` bits 64..127; `helper` is
+/// the helper's name (CTA_HELP), truncated to CTD_HELPER_NAME_SIZE - 1 bytes.
 struct ctd_flow {
     uint64_t orig_src_hi, orig_src_lo, orig_dst_hi, orig_dst_lo;
     uint64_t repl_src_hi, repl_src_lo, repl_dst_hi, repl_dst_lo;
     uint64_t orig_bytes, orig_packets, repl_bytes, repl_packets;
+    uint64_t start_ns, labels_lo, labels_hi;
     uint32_t id, mark, timeout, status;
-    uint16_t orig_sport, orig_dport, repl_sport, repl_dport, icmp_id, zone;
-    uint8_t l3, l4, tcp_state, icmp_type, icmp_code, has;
+    uint16_t orig_sport, orig_dport, repl_sport, repl_dport, icmp_id, zone, has;
+    uint8_t l3, l4, tcp_state, icmp_type, icmp_code;
+    char helper[CTD_HELPER_NAME_SIZE];
 };
 
 /// Called once per entry. `type` is one of CTD_MSG_*.

@@ -94,7 +94,8 @@ enum Change {
                 "change \(field)=\(newValue) on \(id) by \(call.user.identity.user) from \(call.client)")
             let shown = after ?? flow
             return shown.xmlrpcStruct(
-                now: context.clock.now(), extra: context.resolvedFields.members(mark: shown.mark))
+                now: context.clock.now(), labelNames: context.settings.labelNames,
+                extra: context.resolvedFields.members(mark: shown.mark))
         case .gone:
             context.hooks.after(tokens, outcome: .failed(reason: "no such connection"))
             throw Fault.noSuchConnection("id \(id) does not exist (any more)")

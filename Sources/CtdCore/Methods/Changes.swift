@@ -49,7 +49,11 @@ enum Changes {
         var destroyed: [XMLRPCValue] = []
         for c in batch.changes where Scoping.allows(session, c.flow, context) {
             switch c.kind {
-            case .new: new.append(c.flow.xmlrpcStruct(now: now, extra: context.resolvedFields.members(mark: c.flow.mark)))
+            case .new:
+                new.append(
+                    c.flow.xmlrpcStruct(
+                        now: now, labelNames: context.settings.labelNames,
+                        extra: context.resolvedFields.members(mark: c.flow.mark)))
             case .updated:
                 updated.append(
                     .structure(

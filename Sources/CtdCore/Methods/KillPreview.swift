@@ -23,7 +23,7 @@ enum KillPreview {
         let query = Scoping.restrict(
             try FlowQuery.parse(
                 filters: inputs, orderBy: "id", orderDirection: "ASC", start: 0, length: Int64(sampleLength),
-                maxLength: sampleLength, resolvedFields: resolved),
+                maxLength: sampleLength, resolvedFields: resolved, labelNames: context.settings.labelNames),
             to: call.user)
         // Every change the kernel made before the call is in the snapshot: the token names what is there now.
         let snap = context.table.freshSnapshot()
@@ -32,7 +32,9 @@ enum KillPreview {
         var entries: [Flow] = []
         query.forEachMatch(on: snap.flows, now: now, resolve: resolve) { entries.append($0) }
         let sample = query.run(on: snap.flows, now: now, resolve: resolve).page.map { i in
-            snap.flows[i].xmlrpcStruct(now: now, extra: context.resolvedFields.members(mark: snap.flows[i].mark))
+            snap.flows[i].xmlrpcStruct(
+                now: now, labelNames: context.settings.labelNames,
+                extra: context.resolvedFields.members(mark: snap.flows[i].mark))
         }
         let table = FlowTable(entries)
         func top(_ key: FlowSummary.Key) -> XMLRPCValue {

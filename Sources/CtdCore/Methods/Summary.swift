@@ -26,7 +26,7 @@ enum Summary {
         let query = Scoping.restrict(
             try FlowQuery.parse(
                 filters: try Filters.inputs(p[1], procedure: "summary"), orderBy: nil, orderDirection: nil, start: 0,
-                length: 0, maxLength: 0, resolvedFields: resolved),
+                length: 0, maxLength: 0, resolvedFields: resolved, labelNames: context.settings.labelNames),
             to: call.user)
         let key = try FlowSummary.Key.parse(try p.string(2), resolvedFields: resolved)
         let order = try FlowSummary.Order.parse(try p.optionalString(3))

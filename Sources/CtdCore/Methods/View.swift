@@ -1,5 +1,6 @@
 import Conntrack
 import ConntrackQuery
+import Foundation
 import XMLRPC
 
 extension Procedure {
@@ -13,7 +14,7 @@ extension Procedure {
             ["struct", "string", "struct", "string", "string", "int", "int"],
         ],
         help:
-            "view(session, filters, order_by, order_dir, start, length) -> {total, start, length, connections, generation, time, autorefresh, accounting[, note]} (note: why counters are missing). filters is a struct (or an empty array) of field: value; order_dir is ASC or DESC; length is at most max_page_length (150).",
+            "view(session, filters, order_by, order_dir, start, length) -> {total, start, length, connections, generation, time, autorefresh, accounting, timestamps[, note]} (note: why counters or start times are missing). filters is a struct (or an empty array) of field: value; order_dir is ASC or DESC; length is at most max_page_length (150).",
         run: View.run)
 }
 
@@ -28,7 +29,8 @@ enum View {
                 filters: try Filters.inputs(p[1], procedure: "view"), orderBy: try p.optionalString(2),
                 orderDirection: try p.optionalString(3), start: try p.int(4, default: 0),
                 length: try p.int(5, default: Int64(min(100, context.settings.maxPageLength))),
-                maxLength: context.settings.maxPageLength, resolvedFields: Set(context.plugins.resolvedFieldNames)),
+                maxLength: context.settings.maxPageLength, resolvedFields: Set(context.plugins.resolvedFieldNames),
+                labelNames: context.settings.labelNames),
             to: s)
         let snap: MirrorSnapshot
         if s.autorefresh {
@@ -40,7 +42,9 @@ enum View {
             context.sessions.pin(s.id, snap)
         }
         let now = context.clock.now()
-        let accounting = context.mirror.statistics.accountingEnabled
+        let statistics = context.mirror.statistics
+        let accounting = statistics.accountingEnabled
+        let timestamps = statistics.timestampsEnabled
         // Orders and filters on `timeout` depend on the clock, not only on the table: never cached. Otherwise the
         // encoded answer is reused within one second (timeouts are shown in whole seconds).
         let clockDependent = query.mentionsTimeout
@@ -49,11 +53,14 @@ enum View {
             ? nil
             : RenderedViewKey(
                 generation: snap.generation, query: query, second: Int64(now), autorefresh: s.autorefresh,
-                accounting: accounting)
+                accounting: accounting, timestamps: timestamps)
         return Reply(cacheKey: key) {
             let resolve = context.resolvedFields.resolver()
+            let wallNow = Date().timeIntervalSince1970
             let compute = {
-                query.run(on: snap.flows, now: now, resolve: context.plugins.resolvers.isEmpty ? nil : resolve)
+                query.run(
+                    on: snap.flows, now: now, wallNow: wallNow,
+                    resolve: context.plugins.resolvers.isEmpty ? nil : resolve)
             }
             let result =
                 clockDependent
@@ -63,7 +70,10 @@ enum View {
             page.reserveCapacity(result.page.count)
             for i in result.page {
                 let flow = snap.flows[i]
-                page.append(flow.xmlrpcStruct(now: now, extra: context.resolvedFields.members(mark: flow.mark)))
+                page.append(
+                    flow.xmlrpcStruct(
+                        now: now, wallNow: wallNow, labelNames: context.settings.labelNames,
+                        extra: context.resolvedFields.members(mark: flow.mark)))
             }
             var out: [(String, XMLRPCValue)] = [
                 ("total", .int(Int64(result.total))),
@@ -74,10 +84,12 @@ enum View {
                 ("time", .double(snap.takenAt)),
                 ("autorefresh", .bool(s.autorefresh)),
                 ("accounting", .bool(accounting)),
+                ("timestamps", .bool(timestamps)),
             ]
             var notes: [String] = []
             if s.lostPinnedSnapshot { notes.append(Notes.snapshotReleased) }
             if !accounting { notes.append(Notes.accountingOff) }
+            if !timestamps { notes.append(Notes.timestampsOff) }
             if !notes.isEmpty { out.append(("note", .string(notes.joined(separator: "; ")))) }
             return .structure(XMLRPCStruct(out))
         }
@@ -88,6 +100,8 @@ enum View {
             "this page comes from a new snapshot: the one this session had pinned was let go because too many different snapshots were pinned (max_pinned_snapshots)"
         static let accountingOff =
             "byte and packet counters and byte_rate are not measured: net.netfilter.nf_conntrack_acct is 0 on this host"
+        static let timestampsOff =
+            "connection start times and ages are not recorded: net.netfilter.nf_conntrack_timestamp is 0 on this host (sysctl -w net.netfilter.nf_conntrack_timestamp=1 enables them for new connections)"
     }
 }
 

@@ -1,5 +1,6 @@
 import Conntrack
 import CtdPluginAPI
+import Foundation
 import XMLRPC
 
 extension Flow {
@@ -10,7 +11,14 @@ extension Flow {
     /// values pyctd frontends compare as integers (`mark`, and on IPv4 rows `orig_ipv4_src`/`orig_ipv4_dst` in
     /// host byte order) as `<int>` holding their 32-bit two's complement: every client stack reads that (`<i8>` is
     /// NULL in PHP; an unsigned value above 2^31-1 in `<int>` is a fault in xmlrpc-c). Clients send either form back.
-    package func xmlrpcStruct(now: Double, extra: [(String, XMLRPCValue)] = []) -> XMLRPCValue {
+    ///
+    /// `start` (epoch seconds) and `age` (whole seconds at `wallNow`) are there only when the kernel recorded the
+    /// start (`nf_conntrack_timestamp`); `labels` are the names `labelNames` gives the set bits (the bit number as
+    /// a string for a bit it does not name); `helper` is "" without one.
+    package func xmlrpcStruct(
+        now: Double, wallNow: Double = Date().timeIntervalSince1970, labelNames: ConnLabelMap = .empty,
+        extra: [(String, XMLRPCValue)] = []
+    ) -> XMLRPCValue {
         let icmp = l4proto == 1 || l4proto == 58
         var members: [(String, XMLRPCValue)] = [
             ("id", .string(String(id))),
@@ -38,6 +46,12 @@ extension Flow {
             ("repl_packets", .double(Double(replyPackets))),
             ("byte_rate", .double(byteRate)),
         ]
+        if let age = age(at: wallNow) {
+            members.append(("start", .double(start)))
+            members.append(("age", .int(age)))
+        }
+        members.append(("labels", .array(labelBits.map { .string(labelNames.name(of: $0)) })))
+        members.append(("helper", .string(helper.name)))
         // pyctd's row fields, by the names of its filters.
         members.append(("orig_l4proto", .int(Int64(l4proto))))
         if l3proto == 2 {

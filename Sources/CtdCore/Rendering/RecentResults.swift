@@ -43,15 +43,17 @@ package struct RenderedViewKey: Equatable {
     package let second: Int64
     package let autorefresh: Bool
     package let accounting: Bool
+    package let timestamps: Bool
 }
 
 extension FlowQuery {
-    /// Whether the query filters or orders on the remaining timeout, which changes with the clock alone.
+    /// Whether the query filters or orders on the remaining timeout or the age, which change with the clock alone.
+    /// (Ordering by age is ordering by start, which does not.)
     package var mentionsTimeout: Bool {
         if case .builtin(.timeout)? = orderField { return true }
         return filters.contains {
             switch $0 {
-            case .number(.timeout, _), .range(.timeout, _, _): return true
+            case .number(.timeout, _), .range(.timeout, _, _), .range(.age, _, _): return true
             default: return false
             }
         }

@@ -39,6 +39,8 @@ public struct DaemonConfig: Sendable {
     public var counterInterval = 2.0
     public var hide = HidePolicy.defaultBlocks
     public var hideOwnConnections = true
+    /// Names of ct label bits ("BIT NAME" lines), as iptables and conntrack read them.
+    public var connlabelFile = "/etc/xtables/connlabel.conf"
     // [plugins]
     public var pluginDirectories: [String] = []
     public var authenticator = "AuthSHA"
@@ -165,6 +167,7 @@ public struct DaemonConfig: Sendable {
             counterInterval = try r.double("counter_interval", 0.1...3600) ?? counterInterval
             hide = try r.strings("hide") ?? hide
             hideOwnConnections = try r.bool("hide_own_connections") ?? hideOwnConnections
+            connlabelFile = try r.string("connlabel_file") ?? connlabelFile
             try r.finish()
         }
         if let s = try section(root, "plugins", source) {

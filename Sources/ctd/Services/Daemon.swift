@@ -73,8 +73,17 @@ final class Daemon {
             idleTimeout: config.idleTimeout, maxLifetime: config.maxLifetime, maxSessions: config.maxSessions,
             maxSessionsPerUser: config.core.maxSessionsPerUser, maxPinnedGenerations: config.maxPinnedSnapshots,
             clock: clock)
+        var settings = config.core
+        settings.labelNames = ConnLabelMap.load(path: config.connlabelFile)
+        if settings.labelNames.path != nil {
+            logger.info(
+                "ct label names read from \(config.connlabelFile)",
+                metadata: ["names": "\(settings.labelNames.sortedNames.count)"])
+        } else {
+            logger.debug("no \(config.connlabelFile): ct labels are shown by bit number")
+        }
         let context = ServerContext(
-            settings: config.core, table: table, sessions: sessions, plugins: plugins, clock: clock,
+            settings: settings, table: table, sessions: sessions, plugins: plugins, clock: clock,
             logger: logger)
         let dispatcher = Dispatcher(context: context)
         var options = HTTPServer.Options(

@@ -117,6 +117,7 @@ final class Reloader: Service, @unchecked Sendable {
             ("[plugins] auth", new.authenticator != current.authenticator),
             ("[plugins] enable", new.plugins != current.plugins),
             ("[conntrack] receive_buffer", new.receiveBuffer != current.receiveBuffer),
+            ("[conntrack] connlabel_file", new.connlabelFile != current.connlabelFile),
             ("[sessions]", new.idleTimeout != current.idleTimeout || new.maxSessions != current.maxSessions),
         ]
     }
