@@ -90,6 +90,8 @@ public final class ChangeFeed: @unchecked Sendable {
         lock.withLock {
             ring.removeAll(keepingCapacity: true)
             start = 0
+            // Use up a number, so that a client exactly at the head is told it lost changes too.
+            nextSeq += 1
             lostBefore = nextSeq
         }
         publish()
@@ -102,7 +104,8 @@ public final class ChangeFeed: @unchecked Sendable {
 
     private func readLocked(after cursor: UInt64, limit: Int) -> Batch {
         let first = nextSeq - UInt64(ring.count)
-        if cursor < lostBefore || cursor < first {
+        // A cursor from before a reload or the ring's start lost changes; one beyond the head was never handed out.
+        if cursor < lostBefore || cursor < first || cursor > nextSeq {
             return Batch(changes: [], next: nextSeq, overflow: true)
         }
         let from = Int(cursor - first)

@@ -380,6 +380,8 @@ public final class ConntrackMirror: @unchecked Sendable {
                 }
                 lastSeen[i] = epoch
                 let old = flows[i]
+                // The dump's chunk may be older than an event (or a change ctd made) applied since it was read.
+                if old.timeoutObservedAt > f.timeoutObservedAt { continue }
                 var u = old
                 u.merge(f, present: .all)
                 let delta = f.totalBytes >= old.totalBytes ? f.totalBytes - old.totalBytes : 0

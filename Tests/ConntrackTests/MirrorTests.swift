@@ -170,3 +170,20 @@ struct ChangeFeedTests {
         #expect(mirror.changes.waiting == 0)
     }
 }
+
+struct ChangeFeedCursorTests {
+    @Test func read_ofACursorBeyondTheHead_isOverflowNotATrap() {
+        let feed = ChangeFeed(capacity: 16)
+        #expect(feed.read(after: UInt64.max, limit: 10).overflow)
+        #expect(feed.read(after: feed.head + 1, limit: 10).overflow)
+        #expect(!feed.read(after: feed.head, limit: 10).overflow)
+    }
+
+    @Test func reset_tellsEvenACaughtUpCursorThatChangesWereLost() {
+        let feed = ChangeFeed(capacity: 16)
+        let cursor = feed.head
+        feed.reset()
+        #expect(feed.read(after: cursor, limit: 10).overflow)
+        #expect(!feed.read(after: feed.head, limit: 10).overflow)
+    }
+}

@@ -132,6 +132,22 @@ struct DispatcherTests {
         #expect(f["faultCode"] == .int(-32602))
     }
 
+    @Test func multicall_holdsAtMostOneDumpingCall() throws {
+        let sid = try login("viewer")
+        let call = XMLRPCValue.structure(XMLRPCStruct([("methodName", "refresh"), ("params", [sid])]))
+        guard case .array(let answers) = try value("system.multicall", [.array([call, call])]),
+            case .structure(let second) = answers[1]
+        else {
+            Issue.record("multicall did not answer")
+            return
+        }
+        #expect(second["faultCode"] == .int(Int64(ApplicationFault.tooManyItems.rawValue)))
+    }
+
+    @Test func login_withAHugeUserName_isRefusedBeforeTheAuthenticator() throws {
+        #expect(try faultCode("login", [.string(String(repeating: "a", count: 300)), "pw"]) == 1)
+    }
+
     @Test func logout_endsTheSession() throws {
         let sid = try login("viewer")
         #expect(try value("logout", [sid]) == .bool(true))

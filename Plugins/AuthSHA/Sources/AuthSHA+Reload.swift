@@ -32,11 +32,12 @@ extension AuthSHAPlugin: ReloadablePlugin {
 }
 
 extension AuthSHAPlugin: IdentityRechecking {
-    /// The roles `user` has now: nil when the password file no longer lists them.
-    public func currentRoles(of user: String) -> Set<Role>? {
+    /// What `user` may do now: nil when the password file no longer lists them.
+    public func currentIdentity(of user: String) -> Identity? {
         settings.withLock { s in
             guard let s, s.store.entries.contains(where: { $0.user == user }) else { return nil }
-            return s.userRoles[user] ?? s.defaultRoles
+            return Identity(
+                user: user, roles: s.userRoles[user] ?? s.defaultRoles, scope: s.ownScope.contains(user) ? .own : .all)
         }
     }
 }

@@ -75,6 +75,14 @@ enum Change {
         case .ambiguous:
             throw Fault.noSuchConnection("id \(id) is shared by several entries right now; nothing was changed")
         }
+        // A scoped user's connections are theirs by the uid in the mark: a new mark must keep them theirs.
+        if let mark, call.user.identity.scope == .own {
+            var probe = flow
+            probe.mark = mark
+            guard Scoping.allows(call.user, probe, context) else {
+                throw Fault.permissionDenied("a user scoped to their own connections may only set a mark that keeps the connection theirs")
+            }
+        }
         let newValue = mark.map { String($0) } ?? timeout.map { String($0) } ?? ""
         let tokens = try context.hooks.before(
             call.event(

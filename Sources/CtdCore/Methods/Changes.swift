@@ -37,7 +37,11 @@ enum Changes {
         context.sessions.keepAlive(session.id, until: context.clock.now() + wait)
         return .deferred { done in
             feed.wait(after: cursor, limit: maximumChanges, timeout: wait) { batch in
-                done(answer(batch, session, context))
+                // The session may have ended (logout, revocation) while it waited: then nothing is delivered.
+                guard let current = context.sessions.peek(session.id) else {
+                    return done(answer(ChangeFeed.Batch(changes: [], next: cursor, overflow: false), session, context))
+                }
+                done(answer(batch, current, context))
             }
         }
     }

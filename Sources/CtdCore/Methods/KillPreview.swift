@@ -29,8 +29,14 @@ enum KillPreview {
         let snap = context.table.freshSnapshot()
         let now = context.clock.now()
         let resolve = context.plugins.resolvers.isEmpty ? nil : context.resolvedFields.resolver()
+        // Only what a kill_matching may take is kept (the rest is counted): a preview of a huge match costs no memory.
+        let limit = context.settings.maxKillMatching
         var entries: [Flow] = []
-        query.forEachMatch(on: snap.flows, now: now, resolve: resolve) { entries.append($0) }
+        var total = 0
+        query.forEachMatch(on: snap.flows, now: now, resolve: resolve) {
+            total += 1
+            if total <= limit { entries.append($0) }
+        }
         let sample = query.run(on: snap.flows, now: now, resolve: resolve).page.map { i in
             snap.flows[i].xmlrpcStruct(
                 now: now, labelNames: context.settings.labelNames,
@@ -44,12 +50,11 @@ enum KillPreview {
         }
         let filter = describe(call.params[1])
         var out: [(String, XMLRPCValue)] = [
-            ("total", .int(Int64(entries.count))),
+            ("total", .int(Int64(total))),
             ("sample", .array(sample)),
             ("groups", .structure(XMLRPCStruct([("sources", top(.origSrc)), ("destinations", top(.destinationPort))]))),
         ]
-        let limit = context.settings.maxKillMatching
-        if entries.isEmpty || entries.count > limit {
+        if entries.isEmpty || total > limit {
             out += [("token", .string("")), ("expires", .double(0)), ("filter", .string(filter))]
             out.append(
                 (
@@ -57,7 +62,7 @@ enum KillPreview {
                     .string(
                         entries.isEmpty
                             ? "nothing matches: there is nothing to kill"
-                            : "\(entries.count) entries match, more than max_kill_matching (\(limit)): narrow the filter")
+                            : "\(total) entries match, more than max_kill_matching (\(limit)): narrow the filter")
                 ))
         } else {
             let (token, expires) = context.killPreviews.add(session: call.user.id, filter: filter, entries: entries)

@@ -33,6 +33,11 @@ enum Login {
             return s
         }
         let user = args.first ?? ""
+        // No user name is this long: refused before it can cost the throttle's memory or the authenticator's time.
+        guard user.utf8.count <= maximumUserNameBytes else {
+            context.logger.notice("login refused from \(client): a user name of \(user.utf8.count) bytes")
+            throw Fault.loginFailed
+        }
         let throttle = context.loginThrottle
         if let lock = throttle.check(user: user, client: client) {
             context.logger.warning("login of \(sanitized(user)) from \(client) refused: \(lock.reason)")
@@ -109,6 +114,9 @@ enum Login {
             context.hooks.after(tokens, outcome: .failed(reason: summary.description))
         }
     }
+
+    /// The longest user name a login may carry (bytes).
+    static let maximumUserNameBytes = 256
 
     /// A user name as sent, made safe for logs and the audit trail (as sshd logs failed user names).
     static func sanitized(_ s: String) -> String {

@@ -22,6 +22,9 @@ enum Multicall {
         // A work budget: at most one login (each costs a password hash, and guesses must not come in bulk), and the
         // answers' encoded size counted as they come, so an answer over the limit is refused before it is built.
         var logins = 0
+        // refresh and kill_preview may each cost a full dump of the table: one of them per multicall.
+        var dumps = 0
+        let dumping: Set<String> = [Procedure.refresh.name, Procedure.killPreview.name]
         var budget = Budget(limit: settings.maxResponseBytes)
         var answers: [XMLRPCValue] = []
         answers.reserveCapacity(calls.count)
@@ -29,8 +32,11 @@ enum Multicall {
             let answer: XMLRPCValue
             if case .structure(let st) = c, case .string(let name)? = st["methodName"] {
                 if name == Procedure.login.name { logins += 1 }
+                if dumping.contains(name) { dumps += 1 }
                 if logins > 1 && name == Procedure.login.name {
                     answer = faultStruct(.tooManyItems("system.multicall may hold at most one login"))
+                } else if dumps > 1 && dumping.contains(name) {
+                    answer = faultStruct(.tooManyItems("system.multicall may hold at most one refresh or kill_preview"))
                 } else {
                     answer = one(name, st["params"], call)
                 }

@@ -6,8 +6,8 @@ import NIOConcurrencyHelpers
 ///
 /// A token names exactly the entries of the preview's snapshot (their ids and tuples), so a connection that starts
 /// after the preview is never killed by it, even if it matches the filter. Tokens are single-use, at most
-/// `perSession` live per session and `total` overall (the oldest go first), each holding at most the entries of
-/// one `kill_matching`.
+/// `perSession` live per session and `total` overall, and at most `totalEntries` entries in all (the oldest go
+/// first), each holding at most the entries of one `kill_matching`.
 package final class KillPreviews: @unchecked Sendable {
     package struct Preview: Sendable {
         package var token: String
@@ -20,14 +20,18 @@ package final class KillPreviews: @unchecked Sendable {
     package let lifetime: Double
     private let perSession: Int
     private let total: Int
+    private let totalEntries: Int
     private let clock: MonotonicClock
     private let lock = NIOLock()
     private var previews: [String: Preview] = [:]
 
-    package init(lifetime: Double, perSession: Int = 4, total: Int = 64, clock: MonotonicClock) {
+    package init(
+        lifetime: Double, perSession: Int = 4, total: Int = 64, totalEntries: Int = 200_000, clock: MonotonicClock
+    ) {
         self.lifetime = lifetime
         self.perSession = perSession
         self.total = total
+        self.totalEntries = totalEntries
         self.clock = clock
     }
 
@@ -40,6 +44,13 @@ package final class KillPreviews: @unchecked Sendable {
             let mine = previews.values.filter { $0.session == session }.sorted { $0.expires < $1.expires }
             for p in mine.prefix(max(0, mine.count - perSession + 1)) { previews[p.token] = nil }
             if previews.count >= total, let oldest = previews.values.min(by: { $0.expires < $1.expires }) {
+                previews[oldest.token] = nil
+            }
+            var held = previews.values.reduce(0) { $0 + $1.entries.count }
+            while held + entries.count > totalEntries,
+                let oldest = previews.values.min(by: { $0.expires < $1.expires })
+            {
+                held -= oldest.entries.count
                 previews[oldest.token] = nil
             }
             previews[token] = Preview(

@@ -133,6 +133,15 @@ public final class SessionStore: @unchecked Sendable {
         }
     }
 
+    /// The live session for `id` without touching its idle timer; nil when unknown, expired or logged out.
+    public func peek(_ id: String) -> Session? {
+        let now = clock.now()
+        return lock.withLock {
+            guard let s = sessions[id], !isExpired(s, now: now) else { return nil }
+            return s
+        }
+    }
+
     /// Changes a live session.
     public func update(_ id: String, _ change: (inout Session) -> Void) {
         lock.withLock {

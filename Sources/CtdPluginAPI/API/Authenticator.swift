@@ -96,12 +96,13 @@ public protocol Authenticator: CtdPlugin {
     func authenticate(_ request: LoginRequest) throws -> AuthResult
 }
 
-/// An authenticator that can say, without a password, which roles a user has now: after a reload the host ends
-/// the sessions of users who no longer exist or lost the role their session has.
+/// An authenticator that can say, without a password, what a user may do now: after a reload the host ends the
+/// sessions of users who no longer exist, lost the role their session has, or were narrowed to their own
+/// connections.
 ///
 /// Called on the reload thread, once per open session, after ``ReloadablePlugin/reload(_:context:)``.
 public protocol IdentityRechecking: Authenticator {
-    /// The roles `user` would get at a login now; nil (or an empty set) when the user no longer exists or may no
-    /// longer log in.
-    func currentRoles(of user: String) -> Set<Role>?
+    /// The identity `user` would get at a login now (roles and scope); nil when the user no longer exists or may
+    /// no longer log in.
+    func currentIdentity(of user: String) -> Identity?
 }

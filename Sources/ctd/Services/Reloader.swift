@@ -98,14 +98,16 @@ final class Reloader: Service, @unchecked Sendable {
         return changes
     }
 
-    /// Ends the sessions of users the authenticator no longer knows, or who lost the role their session has.
+    /// Ends the sessions of users the authenticator no longer knows, who lost the role their session has, or who
+    /// were narrowed to their own connections.
     private func revokeSessionsThatLostTheirRole() -> [String] {
         guard let checker = plugins.authenticator as? any IdentityRechecking else { return [] }
         let ended = sessions.revoke { session in
-            guard let roles = checker.currentRoles(of: session.identity.user), let best = roles.max() else {
+            guard let now = checker.currentIdentity(of: session.identity.user), let best = now.highestRole else {
                 return false
             }
-            return best >= session.role
+            let narrowed = session.identity.scope == .all && now.scope == .own
+            return best >= session.role && !narrowed
         }
         return ended.map { "session of \($0.identity.user) (\($0.role.rawValue)) from \($0.clientAddress) ended" }
     }
