@@ -125,13 +125,12 @@ public struct FlowSummary: Equatable, Sendable {
     }
 }
 
-/// Per-group sums, keyed by the group's display name (built once per distinct value).
+/// Per-group sums, keyed by a cheap numeric key while the table is scanned; names are made once per group at the
+/// end (and groups whose names coincide, such as two marks of one user, merged then).
 struct GroupSums {
     let key: FlowSummary.Key
     let resolve: ((String, UInt32) -> ResolvedValue?)?
-    var groups: [String: FlowSummary.Totals] = [:]
-    /// Names by a cheap numeric key, so that the name of a group is formatted once.
-    private var names: [NumericGroup: String] = [:]
+    private var sums: [NumericGroup: (sample: Flow, totals: FlowSummary.Totals)] = [:]
 
     init(key: FlowSummary.Key, resolve: ((String, UInt32) -> ResolvedValue?)?) {
         self.key = key
@@ -142,6 +141,13 @@ struct GroupSums {
         var a: IPAddress
         var b: IPAddress
         var n: UInt64
+    }
+
+    /// The sums by group name.
+    var groups: [String: FlowSummary.Totals] {
+        var out: [String: FlowSummary.Totals] = [:]
+        for (_, g) in sums { out[Self.name(key, g.sample, resolve: resolve), default: FlowSummary.Totals()].add(g.totals) }
+        return out
     }
 
     mutating func add(_ f: Flow) {
@@ -160,14 +166,8 @@ struct GroupSums {
         case .zone: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.zone))
         case .resolved: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.mark))
         }
-        let name: String
-        if let known = names[numeric] {
-            name = known
-        } else {
-            name = Self.name(key, f, resolve: resolve)
-            names[numeric] = name
-        }
-        groups[name, default: FlowSummary.Totals()].add(f)
+        if sums[numeric] == nil { sums[numeric] = (f, FlowSummary.Totals()) }
+        sums[numeric]!.totals.add(f)
     }
 
     static func name(_ key: FlowSummary.Key, _ f: Flow, resolve: ((String, UInt32) -> ResolvedValue?)?) -> String {

@@ -674,3 +674,26 @@ private func resolveFixture(_ field: String, _ mark: UInt32) -> ResolvedValue? {
         #expect(fault(["orig_src": "10.0.0.0/8"]) == nil, "an address with a dash is not a range")
     }
 }
+
+/// `summary` against a plain grouping of the same flows.
+@Suite struct FlowSummaryTests {
+    @Test(arguments: [FlowSummary.Key.origSrc, .origDst, .pair, .service, .destinationPort, .l4proto, .mark])
+    func summarize_groupsAddUpAndMatchAPlainGrouping(key: FlowSummary.Key) throws {
+        let flows = randomTable(count: 3000, seed: 21)
+        let q = try query(["l4proto": ["udp", "tcp"]])
+        let s = FlowSummary.summarize(
+            FlowTable(flows), query: q, key: key, order: .count, limit: 5, now: 0, resolve: nil)
+        let matching = flows.filter { $0.l4proto == 6 || $0.l4proto == 17 }
+        var plain: [String: Int] = [:]
+        for f in matching { plain[GroupSums.name(key, f, resolve: nil), default: 0] += 1 }
+        #expect(s.total.count == matching.count)
+        #expect(s.groups.reduce(0) { $0 + $1.totals.count } + s.other.count == s.total.count)
+        #expect(s.groups.count == min(5, plain.count))
+        for g in s.groups { #expect(plain[g.name] == g.totals.count, "\(g.name)") }
+        // Ranked by count, then by name.
+        let counts = s.groups.map(\.totals.count)
+        #expect(counts == counts.sorted(by: >))
+        let cutoff = counts.last ?? 0
+        #expect(plain.values.filter { $0 > cutoff }.count <= s.groups.count)
+    }
+}

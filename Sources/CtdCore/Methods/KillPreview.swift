@@ -25,8 +25,10 @@ enum KillPreview {
                 filters: inputs, orderBy: "id", orderDirection: "ASC", start: 0, length: Int64(sampleLength),
                 maxLength: sampleLength, resolvedFields: resolved, labelNames: context.settings.labelNames),
             to: call.user)
-        // Every change the kernel made before the call is in the snapshot: the token names what is there now.
-        let snap = context.table.freshSnapshot()
+        // Every event the kernel sent before the call is in the snapshot (a connection made a moment ago is in the
+        // preview). No reconciliation dump: an entry that ended unannounced is reported gone by kill_matching.
+        context.table.catchUp()
+        let snap = context.table.snapshot()
         let now = context.clock.now()
         let resolve = context.plugins.resolvers.isEmpty ? nil : context.resolvedFields.resolver()
         // Only what a kill_matching may take is kept (the rest is counted): a preview of a huge match costs no memory.
