@@ -17,6 +17,11 @@ public struct FlowSummary: Equatable, Sendable {
         /// A field a resolver plugin adds (`username`).
         case resolved(String)
 
+        var isResolved: Bool {
+            if case .resolved = self { return true }
+            return false
+        }
+
         /// The names `group_by` takes, in the order they are listed to clients.
         public static let builtinNames = [
             "orig_src", "orig_dst", "pair", "orig_dst_port", "orig_port_dst", "l4proto", "state", "mark", "zone",
@@ -42,7 +47,7 @@ public struct FlowSummary: Equatable, Sendable {
         }
     }
 
-    /// What the groups are ranked by (descending); ties by the group's name.
+    /// What the groups are ranked by (descending); ties by the group's key (addresses in numeric order).
     public enum Order: String, CaseIterable, Sendable {
         case count, bytes, packets
         case byteRate = "byte_rate"
@@ -110,18 +115,17 @@ public struct FlowSummary: Equatable, Sendable {
     ) -> FlowSummary {
         var sums = GroupSums(key: key, resolve: resolve)
         query.forEachMatch(on: table, now: now, resolve: resolve) { sums.add($0) }
-        var groups = sums.groups.map { Group(name: $0.key, totals: $0.value) }
-        groups.sort { a, b in
-            let va = a.totals.value(order)
-            let vb = b.totals.value(order)
-            return va != vb ? va > vb : a.name < b.name
-        }
+        let ranked = sums.top(limit: max(0, limit), order: order)
         var total = Totals()
-        for g in groups { total.add(g.totals) }
-        let top = Array(groups.prefix(max(0, limit)))
-        var other = Totals()
-        for g in groups.dropFirst(max(0, limit)) { other.add(g.totals) }
-        return FlowSummary(groups: top, other: other, total: total)
+        for t in sums.allTotals { total.add(t) }
+        var top = Totals()
+        for g in ranked { top.add(g.totals) }
+        var other = total
+        other.count -= top.count
+        other.bytes &-= top.bytes
+        other.packets &-= top.packets
+        other.byteRate -= top.byteRate
+        return FlowSummary(groups: ranked, other: other, total: total)
     }
 }
 
@@ -137,10 +141,49 @@ struct GroupSums {
         self.resolve = resolve
     }
 
-    struct NumericGroup: Hashable {
+    struct NumericGroup: Hashable, Comparable {
         var a: IPAddress
         var b: IPAddress
         var n: UInt64
+
+        static func < (x: NumericGroup, y: NumericGroup) -> Bool {
+            x.a != y.a ? x.a < y.a : x.b != y.b ? x.b < y.b : x.n < y.n
+        }
+    }
+
+    var allTotals: [FlowSummary.Totals] {
+        key.isResolved ? Array(groups.values) : sums.values.map(\.totals)
+    }
+
+    /// The `limit` groups with the largest `order` value, ties by the group's key (addresses in numeric order, then
+    /// ports and numbers): only these are named, so a summary of 250,000 distinct pairs formats ten names. Groups
+    /// of a resolved field are named first (several marks may be one user).
+    func top(limit: Int, order: FlowSummary.Order) -> [FlowSummary.Group] {
+        if key.isResolved {
+            return groups.map { FlowSummary.Group(name: $0.key, totals: $0.value) }
+                .sorted { a, b in
+                    let va = a.totals.value(order)
+                    let vb = b.totals.value(order)
+                    return va != vb ? va > vb : a.name < b.name
+                }
+                .prefix(limit).map { $0 }
+        }
+        func better(_ x: (NumericGroup, FlowSummary.Totals), _ y: (NumericGroup, FlowSummary.Totals)) -> Bool {
+            let vx = x.1.value(order)
+            let vy = y.1.value(order)
+            return vx != vy ? vx > vy : x.0 < y.0
+        }
+        // A sorted window of the best `limit` so far; most groups are rejected by one comparison with its last.
+        var best: [(NumericGroup, FlowSummary.Totals)] = []
+        best.reserveCapacity(limit + 1)
+        for (k, g) in sums {
+            let item = (k, g.totals)
+            if best.count == limit, let last = best.last, !better(item, last) { continue }
+            let i = best.firstIndex { better(item, $0) } ?? best.count
+            best.insert(item, at: i)
+            if best.count > limit { best.removeLast() }
+        }
+        return best.map { FlowSummary.Group(name: Self.name(key, sums[$0.0]!.sample, resolve: resolve), totals: $0.1) }
     }
 
     /// The sums by group name.
