@@ -112,9 +112,12 @@ class Daemon:
         roles = "".join(f'{u} = "{r}"\n' for u, r in accounts if r != "viewer")  # viewers: AuthSHA's default role
         cfg = os.path.join(workdir, "ctd.toml")
         with open(cfg, "w") as f:
+            # Every soak client comes from this one host: the per-address connection limit (64 by default, sized
+            # for many hosts) is raised to the total, which stays at its default.
             f.write(f"""[server]
 listen = "127.0.0.1"
 port = 0
+max_connections_per_address = 512
 [plugins]
 directory = "{BIN}"
 auth = "AuthSHA"
