@@ -116,7 +116,7 @@ public final class HTTPServer: @unchecked Sendable {
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                let address = channel.remoteAddress?.ipAddress ?? "unknown"
+                let address = ConnectionLimiter.key(channel.remoteAddress)
                 guard limiter.admit(address) else {
                     // Refused as it is accepted: nothing is read from it and nothing is sent.
                     channel.close(promise: nil)

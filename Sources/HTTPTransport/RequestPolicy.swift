@@ -25,6 +25,18 @@ final class ConnectionLimiter: @unchecked Sendable {
     var refused: Int { lock.withLock { refusedCount } }
 
     /// Counts the connection in, or refuses it (and counts that) when a limit is reached.
+    /// What the per-address limit counts: an IPv4 address, or an IPv6 address's /64 (a host owns its /64 and could
+    /// otherwise open `perAddress` connections from each address in it).
+    static func key(_ address: SocketAddress?) -> String {
+        guard let address, let ip = address.ipAddress else { return "unknown" }
+        guard case .v6(let v6) = address else { return ip }
+        var raw = v6.address.sin6_addr
+        let prefix = withUnsafeBytes(of: &raw) { Array($0.prefix(8)) }
+        // An IPv4-mapped address (::ffff:a.b.c.d) is that IPv4 host.
+        if prefix.allSatisfy({ $0 == 0 }) { return ip }
+        return prefix.map { String(format: "%02x", $0) }.joined() + "::/64"
+    }
+
     func admit(_ address: String) -> Bool {
         let (admitted, warn, why, count): (Bool, Bool, String, Int) = lock.withLock {
             let mine = byAddress[address, default: 0]

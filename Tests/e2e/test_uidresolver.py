@@ -216,6 +216,10 @@ def test_scopedUser_seesAndActsOnTheirOwnConnectionsOnly(uid_ctd):
     assert _ids(v["connections"]) == {e["alice1"]["id"], e["alice2"]["id"]}
     assert rpc.summary(sid, {"orig_src": TEST_NET}, "username")["total"]["count"] == 2
     assert rpc.kill_preview(sid, {"orig_src": TEST_NET})["total"] == 2
+    # Table-wide figures are not hers to see: her counts are her own, and stats is refused.
+    assert rpc.status(sid)["entries"] == 2 and rpc.refresh(sid)["entries"] == 2
+    assert admin.status(admin_sid)["entries"] >= 3
+    assert_fault(3, rpc.stats, sid)
     # bob's entry does not exist for alice: neither kill nor change reaches it.
     assert_fault(4, rpc.kill, sid, [str(e["bob"]["id"])])
     assert_fault(4, rpc.change, sid, "mark", str(e["bob"]["id"]), 1001)

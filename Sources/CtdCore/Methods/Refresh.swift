@@ -27,7 +27,7 @@ enum Refresh {
             XMLRPCStruct([
                 ("generation", .string(String(snap.generation))),
                 ("time", .double(snap.takenAt)),
-                ("entries", .int(Int64(snap.flows.count))),
+                ("entries", .int(Int64(Scoping.visibleCount(s, snap, call.context)))),
                 ("autorefresh", .bool(s.autorefresh)),
             ]))
     }

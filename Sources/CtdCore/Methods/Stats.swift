@@ -14,6 +14,10 @@ extension Procedure {
 enum Stats {
     static func run(_ call: Call) throws -> XMLRPCValue {
         let context = call.context
+        // The table's size and the kernel's counters describe everyone's connections.
+        guard call.user.identity.scope == .all else {
+            throw Fault.permissionDenied("stats describes the whole table; this user sees only their own connections")
+        }
         let mirror = context.mirror.statistics
         let settings = KernelSettings.current()
         let cpus: [CPUStatistics]

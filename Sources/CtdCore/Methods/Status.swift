@@ -30,7 +30,7 @@ enum Status {
         return .structure(
             XMLRPCStruct([
                 ("version", .string(ctdVersion)),
-                ("entries", .int(Int64(st.entries))),
+                ("entries", .int(Int64(Scoping.visibleCount(call.user, context.table.snapshot(), context)))),
                 ("generation", .string(String(st.generation))),
                 ("resyncs", .int(Int64(st.resyncs))),
                 ("events_applied", .double(Double(st.eventsApplied))),

@@ -26,6 +26,14 @@ enum Scoping {
         return q
     }
 
+    /// How many entries of `snapshot` `session` may see: all of them, or for a scoped session its own.
+    static func visibleCount(_ session: Session, _ snapshot: MirrorSnapshot, _ context: ServerContext) -> Int {
+        guard filter(for: session) != nil else { return snapshot.flows.count }
+        let query = restrict(FlowQuery(filters: [], orderField: nil, direction: .ascending, start: 0, length: 0), to: session)
+        let resolve = context.plugins.resolvers.isEmpty ? nil : context.resolvedFields.resolver()
+        return query.run(on: snapshot.flows, now: context.clock.now(), resolve: resolve).total
+    }
+
     /// Whether `session` may see and act on `flow`.
     static func allows(_ session: Session, _ flow: Flow, _ context: ServerContext) -> Bool {
         switch session.identity.scope {
