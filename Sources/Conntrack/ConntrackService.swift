@@ -66,7 +66,6 @@ public final class ConntrackService: @unchecked Sendable {
     private let dumps = NSCondition()
     private var dumpRunning = false
     private var dumpStartedAt = -Double.infinity
-    private var dumpFinishedAt = -Double.infinity
 
     /// Returns once a reconciliation dump that started after this call has finished (entries the kernel no longer
     /// has are gone from the mirror). Concurrent callers share one dump.
@@ -79,17 +78,24 @@ public final class ConntrackService: @unchecked Sendable {
                 dumps.wait()
                 continue
             }
-            dumpRunning = true
-            dumpStartedAt = clock.now()
-            dumps.unlock()
-            refreshCountersNow()
-            dumps.lock()
-            dumpRunning = false
-            dumpFinishedAt = clock.now()
-            dumps.broadcast()
+            runDumpLocked()
             break
         }
         dumps.unlock()
+    }
+
+    /// Runs one reconciliation dump; the caller holds `dumps` and no dump is running. The lock is let go during
+    /// the dump and held again when it returns.
+    @discardableResult
+    private func runDumpLocked() -> Int {
+        dumpRunning = true
+        dumpStartedAt = clock.now()
+        dumps.unlock()
+        let dropped = refreshCountersNow()
+        dumps.lock()
+        dumpRunning = false
+        dumps.broadcast()
+        return dropped
     }
 
     public func start() throws {
@@ -241,17 +247,9 @@ public final class ConntrackService: @unchecked Sendable {
     /// The counter thread's dump, through the same gate as ``reconcileNow()`` (never two dumps at once).
     private func refreshCountersShared() -> Int {
         dumps.lock()
+        defer { dumps.unlock() }
         while dumpRunning { dumps.wait() }
-        dumpRunning = true
-        dumpStartedAt = clock.now()
-        dumps.unlock()
-        let dropped = refreshCountersNow()
-        dumps.lock()
-        dumpRunning = false
-        dumpFinishedAt = clock.now()
-        dumps.broadcast()
-        dumps.unlock()
-        return dropped
+        return runDumpLocked()
     }
 
     @discardableResult

@@ -7,23 +7,12 @@ import Testing
 // The `label`, `helper` and `age` filters and the `start`/`age` orders (issue 9, sections 2 and 3), each checked
 // against a naive reference: the filter written out as a plain predicate, then a full sort.
 
-private struct Mix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 private let wallNow = 1_800_000_000.25
 private let helperNames = ["", "ftp", "sip", "tftp"]
 
 /// Flows with few distinct labels, helpers and start times (many ties), a quarter without a start time.
 private func table(count: Int, seed: UInt64) -> [Flow] {
-    var g = Mix(state: seed)
+    var g = SplitMix(state: seed)
     let bits = [0, 1, 5, 63, 64, 100, 127]
     return (0..<count).map { i in
         var low: UInt64 = 0

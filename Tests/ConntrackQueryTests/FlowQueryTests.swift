@@ -77,8 +77,8 @@ private let sample: [Flow] = [
         mark: 0x8000_0000, timeout: 60, status: 0b0110),
 ]
 
-/// Deterministic generator for the randomized tests.
-private struct SplitMix: RandomNumberGenerator {
+/// Deterministic generator for the randomized tests (FieldFilterTests uses it too).
+struct SplitMix: RandomNumberGenerator {
     var state: UInt64
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
