@@ -33,6 +33,9 @@ public final class HTTPServer: @unchecked Sendable {
         public var bodyTimeout = 30.0
         /// A connection with no request under way is closed after this long.
         public var idleTimeout = 60.0
+        /// An answer must be in the socket this long after ctd starts writing it; a client that does not read it
+        /// (its window stays shut) is closed, so that the answer's memory is not held for it.
+        public var writeTimeout = 60.0
         /// After an answer that closes the connection while the client may still be sending (the oversized-body
         /// fault), ctd shuts its side, then reads and discards for at most this long and this many bytes before it
         /// closes, so that the client reads the answer instead of a reset.

@@ -287,6 +287,8 @@ final class RequestChannelHandler: ChannelDuplexHandler, RemovableChannelHandler
         var response = HTTPResponseHead(version: head.version, status: status, headers: headers)
         response.headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         if !keepAlive { closing = true }
+        // The client must take the answer within the write deadline; a client that never reads is closed.
+        arm(context, options.writeTimeout, "its answer was not read")
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: body.count)
         buffer.writeBytes(body)

@@ -221,6 +221,46 @@ def test_pipeliningClientThatNeverReads_isNotRead_rssBounded(ctd):
     assert "login" in _call_from(c, "127.0.0.1")
 
 
+def _server_side_established(port: int, client_port: int) -> bool:
+    """Whether ctd still holds its end of the connection from `client_port` (seen by the kernel, not by reading)."""
+    out = run(["ss", "-Htn", "state", "established", f"( sport = :{port} and dport = :{client_port} )"]).stdout
+    return bool(out.strip())
+
+
+def test_clientThatNeverReadsALargeAnswer_isClosedAtTheWriteDeadline_othersServed(ctd):
+    """A client that asks for a large answer and never reads it shuts its TCP window: ctd gives up on it after
+    write_timeout and lets the answer's memory go, instead of holding the connection for ever."""
+    ct_fill("create", 300, "--base", "10.78.0.0", "--timeout", 600)
+    c = ctd(server_extra="write_timeout = 1\nidle_timeout = 600")
+    rpc, sid = c.login()
+    wait_for(lambda: rpc.view(sid, {}, "", "ASC", 0, 1)["total"] >= 300, timeout=30, what="the entries in view")
+    calls = [{"methodName": "view", "params": [sid, {}, "id", "ASC", 0, 150]} for _ in range(30)]
+    request = xmlrpc.client.dumps((calls,), "system.multicall").encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", c.port))
+    client_port = s.getsockname()[1]
+    s.sendall((b"POST /RPC2 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n"
+               % (c.port, len(request))) + request)
+    assert _server_side_established(c.port, client_port)
+    # Nothing is read: ctd's end must go (its socket leaves ESTABLISHED once ctd closes it).
+    wait_for(lambda: not _server_side_established(c.port, client_port), timeout=60,
+             what="ctd closing the connection whose answer is not read")
+    # What the client can still read is a cut answer: the declared length was never sent in full.
+    s.settimeout(30)
+    answer = b""
+    with contextlib.suppress(ConnectionResetError):
+        answer = _read_until_closed(s)
+    s.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    declared = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+    assert declared > 8_000_000 and len(body) < declared, (declared, len(body))
+    # Everyone else is served as before.
+    assert rpc.view(sid, {}, "", "ASC", 0, 10)["total"] >= 300
+    assert "login" in _call_from(c, "127.0.0.1")
+
+
 def _raw_answer(c, body: bytes, headers=None) -> bytes:
     status, reply = c.post(body, headers=headers)
     assert status == 200, (status, reply[:200])

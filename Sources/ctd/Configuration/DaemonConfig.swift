@@ -23,6 +23,7 @@ public struct DaemonConfig: Sendable {
     public var headerTimeout = 10.0
     public var bodyTimeout = 30.0
     public var connectionIdleTimeout = 60.0
+    public var writeTimeout = 60.0
     /// Origins (`scheme://host[:port]`) of web pages whose requests are served; same-origin ones always are.
     public var allowedOrigins: [String] = []
     /// Names the Host header may carry; `nil`: HTTPServer.defaultServerNames (listen address, localhost, 127.0.0.1,
@@ -141,6 +142,7 @@ public struct DaemonConfig: Sendable {
             headerTimeout = try r.double("header_timeout", 0.1...3600) ?? headerTimeout
             bodyTimeout = try r.double("body_timeout", 0.1...3600) ?? bodyTimeout
             connectionIdleTimeout = try r.double("idle_timeout", 0.1...86400) ?? connectionIdleTimeout
+            writeTimeout = try r.double("write_timeout", 0.1...3600) ?? writeTimeout
             allowedOrigins = try r.strings("allowed_origins") ?? allowedOrigins
             serverNames = try r.strings("server_names") ?? serverNames
             try r.finish()

@@ -94,6 +94,7 @@ final class Daemon {
         options.headerTimeout = config.headerTimeout
         options.bodyTimeout = config.bodyTimeout
         options.idleTimeout = config.connectionIdleTimeout
+        options.writeTimeout = config.writeTimeout
         options.allowedOrigins = config.allowedOrigins
         if let names = config.serverNames { options.serverNames = names }
         let server = HTTPServer(
