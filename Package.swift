@@ -47,6 +47,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
         .target(name: "CProcess", path: "Sources/CProcess"),
+        // libxml2's SAX2 parser (Debian's libxml2), under the XML-RPC decoder.
+        .target(
+            name: "CXML", path: "Sources/CXML", cSettings: [.unsafeFlags(["-I/usr/include/libxml2"])],
+            linkerSettings: [.linkedLibrary("xml2")]
+        ),
         .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
 
         // The host, bottom to top.
@@ -54,7 +59,7 @@ let package = Package(
         .target(
             name: "Conntrack", dependencies: ["CConntrack", "CtdRuntime", logging] + nio, path: "Sources/Conntrack"),
         .target(name: "ConntrackQuery", dependencies: ["Conntrack"], path: "Sources/ConntrackQuery"),
-        .target(name: "XMLRPC", path: "Sources/XMLRPC"),
+        .target(name: "XMLRPC", dependencies: ["CXML"], path: "Sources/XMLRPC"),
         .target(name: "PluginHost", dependencies: [api, logging] + nio, path: "Sources/PluginHost"),
         .target(
             name: "CtdCore",

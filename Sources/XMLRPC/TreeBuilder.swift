@@ -1,13 +1,10 @@
 import Foundation
 
-#if canImport(FoundationXML)
-    import FoundationXML
-#endif
-
 // MARK: - Tree building
 
-/// Receives the parser's events and builds the values. One per parse; never shared between threads.
-final class TreeBuilder: NSObject, XMLParserDelegate {
+/// Receives the parser's events (libxml2's SAX2, through CXML) and builds the values. One per parse; never shared
+/// between threads. A fault of ours stops the parse: every event handler returns whether the parser must stop.
+final class TreeBuilder {
     package enum Kind {
         case methodCall, methodName, params, param
         case methodResponse, fault
@@ -65,30 +62,48 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
 
     private var stopped: Bool { fault != nil || parserErrorLine != nil }
 
-    private func fail(_ parser: XMLParser, _ fault: Fault) {
+    private func fail(_ fault: Fault) {
         guard !stopped else { return }
         self.fault = fault
-        parser.abortParsing()
     }
 
-    private func invalid(_ parser: XMLParser, _ why: String) {
-        fail(parser, mode.invalid(why))
+    private func invalid(_ why: String) {
+        fail(mode.invalid(why))
     }
 
     // MARK: Events
 
-    package func parser(
-        _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?,
-        attributes: [String: String] = [:]
-    ) {
+    /// Returns true when the parse must stop (here and in the other handlers).
+    package func start(_ elementName: String) -> Bool {
+        startElement(elementName)
+        return stopped
+    }
+
+    package func end(_ elementName: String) -> Bool {
+        endElement(elementName)
+        return stopped
+    }
+
+    package func text(_ text: String) -> Bool {
+        addText(text)
+        return stopped
+    }
+
+    /// A well-formedness error the parser reported on `line`.
+    package func parseError(line: Int) {
+        guard !stopped else { return }
+        parserErrorLine = line
+    }
+
+    private func startElement(_ elementName: String) {
         guard !stopped else { return }
         guard let parent = stack.last else {
             if rootClosed {
-                invalid(parser, "the body holds more than one root element.")
+                invalid("the body holds more than one root element.")
             } else if elementName == mode.rootName {
                 stack.append(Frame(kind: mode == .request ? .methodCall : .methodResponse, tag: elementName))
             } else {
-                invalid(parser, "the root element is <\(Self.quoted(elementName))>, expected <\(mode.rootName)>.")
+                invalid("the root element is <\(Self.quoted(elementName))>, expected <\(mode.rootName)>.")
             }
             return
         }
@@ -109,27 +124,27 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
         case (.array, "data"): (kind, bit) = (.data, Seen.data)
         case (.value, _):
             guard let typed = Self.typedKind(elementName) else {
-                invalid(parser, "<\(Self.quoted(elementName))> is not an XML-RPC type.")
+                invalid("<\(Self.quoted(elementName))> is not an XML-RPC type.")
                 return
             }
             guard parent.seen & Seen.typed == 0 else {
-                invalid(parser, "a <value> holds more than one type element.")
+                invalid("a <value> holds more than one type element.")
                 return
             }
             (kind, bit) = (typed, Seen.typed)
             stack[stack.count - 1].typeTag = elementName
         default:
-            invalid(parser, "<\(Self.quoted(elementName))> is not allowed inside <\(parent.tag)>.")
+            invalid("<\(Self.quoted(elementName))> is not allowed inside <\(parent.tag)>.")
             return
         }
 
         if case .methodResponse = parent.kind, parent.seen != 0 {
-            invalid(parser, "<methodResponse> holds more than one of <params> and <fault>.")
+            invalid("<methodResponse> holds more than one of <params> and <fault>.")
             return
         }
         if bit != 0 {
             guard parent.seen & bit == 0 else {
-                invalid(parser, "<\(parent.tag)> holds more than one <\(elementName)>.")
+                invalid("<\(parent.tag)> holds more than one <\(elementName)>.")
                 return
             }
             stack[stack.count - 1].seen |= bit
@@ -137,51 +152,37 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
         if case .value = kind {
             valueDepth += 1
             if valueDepth > maxDepth {
-                fail(parser, Fault.nestingTooDeep(limit: maxDepth))
+                fail(Fault.nestingTooDeep(limit: maxDepth))
                 return
             }
         }
         stack.append(Frame(kind: kind, tag: elementName))
     }
 
-    package func parser(_ parser: XMLParser, foundCharacters string: String) {
-        addText(parser, string)
-    }
-
-    package func parser(_ parser: XMLParser, foundIgnorableWhitespace whitespaceString: String) {
-        addText(parser, whitespaceString)
-    }
-
-    package func parser(_ parser: XMLParser, foundCDATA cdataBlock: Data) {
-        addText(parser, String(decoding: cdataBlock, as: UTF8.self))
-    }
-
-    private func addText(_ parser: XMLParser, _ text: String) {
+    private func addText(_ text: String) {
         guard !stopped, let top = stack.last else { return }
         switch top.kind {
         case .methodName, .name, .scalar, .value:
             stack[stack.count - 1].text += text
         default:
-            if !Self.isBlank(text) { invalid(parser, "text is not allowed inside <\(top.tag)>.") }
+            if !Self.isBlank(text) { invalid("text is not allowed inside <\(top.tag)>.") }
         }
     }
 
-    package func parser(
-        _ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?
-    ) {
+    private func endElement(_ elementName: String) {
         guard !stopped, let frame = stack.popLast() else { return }
         let parentIndex = stack.count - 1
 
         switch frame.kind {
         case .methodCall:
             rootClosed = true
-            guard let name = methodName else { return invalid(parser, "<methodCall> has no <methodName>.") }
-            guard !name.isEmpty else { return invalid(parser, "<methodName> is empty.") }
+            guard let name = methodName else { return invalid("<methodCall> has no <methodName>.") }
+            guard !name.isEmpty else { return invalid("<methodName> is empty.") }
 
         case .methodResponse:
             rootClosed = true
             if responseValue == nil, responseFault == nil {
-                invalid(parser, "<methodResponse> holds neither <params> nor <fault>.")
+                invalid("<methodResponse> holds neither <params> nor <fault>.")
             }
 
         case .methodName:
@@ -190,7 +191,7 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
         case .params:
             if mode == .response {
                 guard frame.values.count == 1 else {
-                    return invalid(parser, "<methodResponse> must hold exactly one <param>, not \(frame.values.count).")
+                    return invalid("<methodResponse> must hold exactly one <param>, not \(frame.values.count).")
                 }
                 responseValue = frame.values[0]
             } else {
@@ -198,19 +199,19 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
             }
 
         case .param:
-            guard let value = frame.values.first else { return invalid(parser, "a <param> holds no <value>.") }
+            guard let value = frame.values.first else { return invalid("a <param> holds no <value>.") }
             stack[parentIndex].values.append(value)
 
         case .fault:
-            guard let value = frame.values.first else { return invalid(parser, "<fault> holds no <value>.") }
+            guard let value = frame.values.first else { return invalid("<fault> holds no <value>.") }
             guard let code = value[member: "faultCode"]?.intValue, let intCode = Int(exactly: code) else {
-                return invalid(parser, "<fault> has no integer faultCode member.")
+                return invalid("<fault> has no integer faultCode member.")
             }
             let message: String
             switch value[member: "faultString"] {
             case nil: message = ""
             case .string(let s)?: message = s
-            default: return invalid(parser, "the faultString member of <fault> is not a string.")
+            default: return invalid("the faultString member of <fault> is not a string.")
             }
             responseFault = Fault(code: intCode, message: message)
 
@@ -219,7 +220,7 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
             let value: XMLRPCValue
             if let typed = frame.values.first {
                 guard Self.isBlank(frame.text) else {
-                    return invalid(parser, "a <value> holds text next to a <\(frame.typeTag ?? "type")>.")
+                    return invalid("a <value> holds text next to a <\(frame.typeTag ?? "type")>.")
                 }
                 value = typed
             } else {
@@ -233,11 +234,11 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
             case .success(let value):
                 stack[parentIndex].values.append(value)
             case .failure(let why):
-                invalid(parser, why.message)
+                invalid(why.message)
             }
 
         case .array:
-            guard let data = frame.values.first else { return invalid(parser, "an <array> holds no <data>.") }
+            guard let data = frame.values.first else { return invalid("an <array> holds no <data>.") }
             stack[parentIndex].values.append(data)
 
         case .data:
@@ -247,9 +248,9 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
             stack[parentIndex].values.append(.structure(frame.members))
 
         case .member:
-            guard let name = frame.memberName else { return invalid(parser, "a struct <member> has no <name>.") }
+            guard let name = frame.memberName else { return invalid("a struct <member> has no <name>.") }
             guard let value = frame.values.first else {
-                return invalid(parser, "struct member '\(Self.quoted(name))' has no <value>.")
+                return invalid("struct member '\(Self.quoted(name))' has no <value>.")
             }
             // A repeated name: the last value wins.
             stack[parentIndex].members[name] = value
@@ -259,14 +260,6 @@ final class TreeBuilder: NSObject, XMLParserDelegate {
         }
     }
 
-    package func parser(_ parser: XMLParser, parseErrorOccurred parseError: Error) {
-        guard !stopped else { return }
-        // 2xx are namespace complaints (an `ex:` prefix nobody declared): the document is still well-formed XML.
-        let code = (parseError as NSError).code
-        if (200..<300).contains(code) { return }
-        parserErrorLine = parser.lineNumber
-        parser.abortParsing()
-    }
 
     // MARK: Scalars
 

@@ -1,8 +1,5 @@
+import CXML
 import Foundation
-
-#if canImport(FoundationXML)
-    import FoundationXML
-#endif
 
 /// A decoded `<methodCall>`.
 public struct XMLRPCRequest: Equatable, Sendable {
@@ -27,9 +24,10 @@ public enum XMLRPCResponse: Equatable, Sendable {
 /// `<!DOCTYPE` or `<!ENTITY` are refused before parsing, so entity expansion (billion laughs) and external entities
 /// (XXE) cannot happen; an element with an attribute (XML-RPC has none) is refused before parsing too, so the
 /// parser's pairwise duplicate-attribute check (quadratic in libxml2 2.9) never runs; so are processing
-/// instructions other than the XML declaration at the start (FoundationXML crashes on one without data); values may
+/// instructions other than the XML declaration at the start (FoundationXML crashed on one without data); values may
 /// nest at most `maxDepth` levels and parsing stops as soon as a value goes deeper.
-/// Every call uses its own parser, so the decoder may be used from any number of threads at once.
+/// The parser is libxml2's SAX2 interface (`CXML`), with no network access and no DTD. Every call uses its own
+/// parser context, so the decoder may be used from any number of threads at once.
 ///
 /// Faults: -32700 (`Fault.parseError`) when the body is not UTF-8 or not well-formed XML (the message gives the line);
 /// -32600 (`Fault.invalidRequest`) when it is XML but not XML-RPC (the message names the problem; an attribute is
@@ -88,20 +86,51 @@ public enum XMLRPCDecoder {
 
     private static func parse(_ body: [UInt8], expecting mode: Mode, maxDepth: Int) throws(Fault) -> TreeBuilder {
         let prepared = try prepare(body, mode: mode)
-        let parser = XMLParser(data: prepared)
-        parser.shouldResolveExternalEntities = false
-        parser.shouldProcessNamespaces = false
-        parser.shouldReportNamespacePrefixes = false
         let builder = TreeBuilder(mode: mode, maxDepth: max(1, maxDepth))
-        parser.delegate = builder
-        let finished = parser.parse()
-        parser.delegate = nil
+        var lastLine: Int32 = 0
+        let finished = withExtendedLifetime(builder) {
+            prepared.withUnsafeBytes { bytes -> Bool in
+                let context = Unmanaged.passUnretained(builder).toOpaque()
+                return ctd_xml_parse(
+                    bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, Self.events, context,
+                    &lastLine) == 1
+            }
+        }
         // Whichever came first — a parser error or a fault of ours — stopped the builder; it is the one to report.
         if let line = builder.parserErrorLine { throw malformed(line: line) }
         if let fault = builder.fault { throw fault }
-        if !finished { throw malformed(line: parser.lineNumber) }
+        if !finished { throw malformed(line: Int(lastLine)) }
         guard builder.rootClosed else { throw Fault.parseError("the body holds no XML element.") }
         return builder
+    }
+
+    /// libxml2's SAX2 events, handed to the parse's TreeBuilder (its context). Names and text are UTF-8. Made once
+    /// and only read (a pointer, so that concurrent parses never take an exclusive access to a global).
+    nonisolated(unsafe) private static let events: UnsafePointer<ctd_xml_events> = {
+        let pointer = UnsafeMutablePointer<ctd_xml_events>.allocate(capacity: 1)
+        pointer.initialize(to: handlers)
+        return UnsafePointer(pointer)
+    }()
+
+    private static let handlers = ctd_xml_events(
+        start_element: { context, name in
+            builder(context).start(String(cString: name!)) ? 1 : 0
+        },
+        end_element: { context, name in
+            builder(context).end(String(cString: name!)) ? 1 : 0
+        },
+        text: { context, bytes, length in
+            let text = String(
+                decoding: UnsafeRawBufferPointer(start: bytes, count: Int(length)), as: UTF8.self)
+            return builder(context).text(text) ? 1 : 0
+        },
+        error: { context, line in
+            builder(context).parseError(line: Int(line))
+        }
+    )
+
+    private static func builder(_ context: UnsafeMutableRawPointer?) -> TreeBuilder {
+        Unmanaged<TreeBuilder>.fromOpaque(context!).takeUnretainedValue()
     }
 
     private static func malformed(line: Int) -> Fault {
