@@ -7,7 +7,7 @@ PYTHON ?= python3
 
 # Debian packages the build, the tests and the daemon need.
 DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables iproute2 \
-	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev \
+	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev libxml2-dev \
 	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl libxmlrpc-core-c3-dev wrk procps gcc
 
 .PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
