@@ -47,6 +47,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
         .target(name: "CProcess", path: "Sources/CProcess"),
+        .target(name: "CSystemd", path: "Sources/CSystemd", linkerSettings: [.linkedLibrary("systemd")]),
         .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
 
         // The host, bottom to top.
@@ -75,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "ctd",
             dependencies: [
-                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", api, support, logging,
+                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "CSystemd", api, support, logging,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -219,6 +219,56 @@ public final class HTTPServer: @unchecked Sendable {
         try? group.syncShutdownGracefully()
         try? pool.syncShutdownGracefully()
     }
+
+    /// Connections open now (the service status line).
+    public var openConnections: Int { limiter.openCount }
+
+    /// A liveness probe for the watchdog: a round trip through every event loop, then `body` through the request
+    /// handler on the worker pool, as a request would go. Returns the answer, or nil when either did not come back
+    /// within `timeout` seconds (a stalled loop or a request path that hangs).
+    public func probe(body: [UInt8], client: String, timeout: Double) -> [UInt8]? {
+        let deadline = NIODeadline.now() + .milliseconds(Int64(timeout * 1000))
+        for loop in group.makeIterator() {
+            let left = deadline - .now()
+            guard left > .zero else { return nil }
+            let done = DispatchSemaphore(value: 0)
+            loop.execute { done.signal() }
+            guard done.wait(timeout: .now() + .nanoseconds(Int(left.nanoseconds))) == .success else { return nil }
+        }
+        let answer = ProbeAnswer()
+        let handler = self.handler
+        pool.submit { state in
+            guard case .active = state else { return answer.set(nil) }
+            handler(body, client) { answer.set($0) }
+        }
+        let left = deadline - .now()
+        guard left > .zero else { return nil }
+        return answer.wait(timeout: Double(left.nanoseconds) / 1e9)
+    }
+}
+
+/// The answer of a probe, handed from the worker to the waiting thread.
+private final class ProbeAnswer: @unchecked Sendable {
+    private let lock = NSLock()
+    private let ready = DispatchSemaphore(value: 0)
+    private var value: [UInt8]?
+    private var set = false
+
+    func set(_ body: [UInt8]?) {
+        lock.lock()
+        let first = !set
+        set = true
+        value = body
+        lock.unlock()
+        if first { ready.signal() }
+    }
+
+    func wait(timeout: Double) -> [UInt8]? {
+        guard ready.wait(timeout: .now() + .milliseconds(Int(timeout * 1000))) == .success else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
 }
 
 /// A transport failure, in one sentence naming what failed (an address, a file).
