@@ -141,10 +141,23 @@ public final class HTTPServer: @unchecked Sendable {
         do {
             ch = try bootstrap.bind(host: options.host, port: options.port).wait()
         } catch {
-            throw TransportError("cannot listen on \(Self.display(host: options.host, port: options.port)): \(error)")
+            throw TransportError(Self.listenFailure(host: options.host, port: options.port, error: error))
         }
         channel = ch
         return ch.localAddress?.port ?? options.port
+    }
+
+    /// One sentence naming the address and the reason a bind failed (the errno's text, not NIO's call name).
+    static func listenFailure(host: String, port: Int, error: Error) -> String {
+        let place = display(host: host, port: port)
+        guard let io = error as? IOError else { return "cannot listen on \(place): \(error)" }
+        let reason = String(cString: strerror(io.errnoCode))
+        switch io.errnoCode {
+        case EADDRINUSE: return "cannot listen on \(place): \(reason) (another process holds that port)"
+        case EACCES: return "cannot listen on \(place): \(reason) (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        case EADDRNOTAVAIL: return "cannot listen on \(place): \(reason) (no interface of this host has that address)"
+        default: return "cannot listen on \(place): \(reason)"
+        }
     }
 
     /// `host:port`, with an IPv6 address in brackets.

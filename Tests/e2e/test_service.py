@@ -118,3 +118,24 @@ def test_without_notify_socket_nothing_changes(ctd):
     c = ctd()
     rpc, sid = c.login()
     assert rpc.status(sid) is not None
+
+
+def test_port_in_use_names_the_address_and_the_reason(tmp_path):
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        pw = tmp_path / "passwd"
+        make_password_file(pw, "admin", "pw-service-test")
+        cfg = tmp_path / "ctd.toml"
+        write_config(cfg, password_file=pw)
+        r = subprocess.run([str(CTD), "serve", "--config", str(cfg), "--port", str(port)],
+                           capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use (another process holds that port)" \
+            in r.stderr, r.stderr
+        assert "bind(descriptor" not in r.stderr
+    finally:
+        holder.close()
