@@ -265,13 +265,13 @@ private final class ProbeAnswer: @unchecked Sendable {
     private let lock = NSLock()
     private let ready = DispatchSemaphore(value: 0)
     private var value: [UInt8]?
-    private var set = false
+    private var answered = false
 
     func set(_ body: [UInt8]?) {
         lock.lock()
-        let first = !set
-        set = true
-        value = body
+        let first = !answered
+        answered = true
+        if first { value = body }
         lock.unlock()
         if first { ready.signal() }
     }
