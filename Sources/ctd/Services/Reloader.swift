@@ -47,9 +47,9 @@ final class Reloader: Service, @unchecked Sendable {
         await cancelWhenGracefulShutdown {
             for await _ in hangups {
                 // RELOADING=1 carries MONOTONIC_USEC (CLOCK_MONOTONIC), as systemd 253's Type=notify-reload asks.
-                notifier?.send(SystemdNotifier.Message.reloading(monotonicMicroseconds: monotonicMicroseconds()))
+                self.notifier?.send(SystemdNotifier.Message.reloading(monotonicMicroseconds: monotonicMicroseconds()))
                 let lines = await blocking { [self] in self.reload() }
-                notifier?.send(
+                self.notifier?.send(
                     "\(SystemdNotifier.Message.ready)\n\(SystemdNotifier.Message.statusText("reloaded: " + (lines.last ?? "")))")
             }
         }
