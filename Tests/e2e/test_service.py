@@ -70,7 +70,7 @@ def start_under_manager(tmp_path: Path, watchdog_usec: int):
 
 def test_notify_protocol(tmp_path):
     for i in range(5):
-        ct_insert("tcp", "10.77.0.1", "10.77.0.2", 40000 + i, 80)
+        ct_insert("tcp", "10.77.0.1", "10.77.0.2", 40000 + i, 80, state="ESTABLISHED")
     kernel = conntrack_count()
     manager, proc, out_path, err_path = start_under_manager(tmp_path, watchdog_usec=2_000_000)
     try:
