@@ -9,6 +9,7 @@ PYTHON ?= python3
 DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables iproute2 \
 	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev libxml2-dev \
 	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl libxmlrpc-core-c3-dev wrk procps gcc
+SVC_PACKAGES := libsystemd-dev
 
 .PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
 	fuzz fuzz-build fuzz-replay
@@ -16,7 +17,7 @@ DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables i
 all: build
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES) $(SVC_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -52,6 +52,7 @@ let package = Package(
             name: "CXML", path: "Sources/CXML", cSettings: [.unsafeFlags(["-I/usr/include/libxml2"])],
             linkerSettings: [.linkedLibrary("xml2")]
         ),
+        .target(name: "CSystemd", path: "Sources/CSystemd", linkerSettings: [.linkedLibrary("systemd")]),
         .target(name: "CPAM", path: "Sources/CPAM", linkerSettings: [.linkedLibrary("pam")]),
 
         // The host, bottom to top.
@@ -80,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "ctd",
             dependencies: [
-                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", api, support, logging,
+                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "CSystemd", api, support, logging,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -144,10 +144,23 @@ public final class HTTPServer: @unchecked Sendable {
         do {
             ch = try bootstrap.bind(host: options.host, port: options.port).wait()
         } catch {
-            throw TransportError("cannot listen on \(Self.display(host: options.host, port: options.port)): \(error)")
+            throw TransportError(Self.listenFailure(host: options.host, port: options.port, error: error))
         }
         channel = ch
         return ch.localAddress?.port ?? options.port
+    }
+
+    /// One sentence naming the address and the reason a bind failed (the errno's text, not NIO's call name).
+    static func listenFailure(host: String, port: Int, error: Error) -> String {
+        let place = display(host: host, port: port)
+        guard let io = error as? IOError else { return "cannot listen on \(place): \(error)" }
+        let reason = String(cString: strerror(io.errnoCode))
+        switch io.errnoCode {
+        case EADDRINUSE: return "cannot listen on \(place): \(reason) (another process holds that port)"
+        case EACCES: return "cannot listen on \(place): \(reason) (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        case EADDRNOTAVAIL: return "cannot listen on \(place): \(reason) (no interface of this host has that address)"
+        default: return "cannot listen on \(place): \(reason)"
+        }
     }
 
     /// `host:port`, with an IPv6 address in brackets.
@@ -221,6 +234,56 @@ public final class HTTPServer: @unchecked Sendable {
         stopAccepting()
         try? group.syncShutdownGracefully()
         try? pool.syncShutdownGracefully()
+    }
+
+    /// Connections open now (the service status line).
+    public var openConnections: Int { limiter.openCount }
+
+    /// A liveness probe for the watchdog: a round trip through every event loop, then `body` through the request
+    /// handler on the worker pool, as a request would go. Returns the answer, or nil when either did not come back
+    /// within `timeout` seconds (a stalled loop or a request path that hangs).
+    public func probe(body: [UInt8], client: String, timeout: Double) -> [UInt8]? {
+        let deadline = NIODeadline.now() + .milliseconds(Int64(timeout * 1000))
+        for loop in group.makeIterator() {
+            let left = deadline - .now()
+            guard left > .zero else { return nil }
+            let done = DispatchSemaphore(value: 0)
+            loop.execute { done.signal() }
+            guard done.wait(timeout: .now() + .nanoseconds(Int(left.nanoseconds))) == .success else { return nil }
+        }
+        let answer = ProbeAnswer()
+        let handler = self.handler
+        pool.submit { state in
+            guard case .active = state else { return answer.set(nil) }
+            handler(body, client) { answer.set($0) }
+        }
+        let left = deadline - .now()
+        guard left > .zero else { return nil }
+        return answer.wait(timeout: Double(left.nanoseconds) / 1e9)
+    }
+}
+
+/// The answer of a probe, handed from the worker to the waiting thread.
+private final class ProbeAnswer: @unchecked Sendable {
+    private let lock = NSLock()
+    private let ready = DispatchSemaphore(value: 0)
+    private var value: [UInt8]?
+    private var answered = false
+
+    func set(_ body: [UInt8]?) {
+        lock.lock()
+        let first = !answered
+        answered = true
+        if first { value = body }
+        lock.unlock()
+        if first { ready.signal() }
+    }
+
+    func wait(timeout: Double) -> [UInt8]? {
+        guard ready.wait(timeout: .now() + .milliseconds(Int(timeout * 1000))) == .success else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        return value
     }
 }
 

@@ -23,6 +23,7 @@ final class ConnectionLimiter: @unchecked Sendable {
     }
 
     var refused: Int { lock.withLock { refusedCount } }
+    var openCount: Int { lock.withLock { open } }
 
     /// Counts the connection in, or refuses it (and counts that) when a limit is reached.
     /// What the per-address limit counts: an IPv4 address, or an IPv6 address's /64 (a host owns its /64 and could

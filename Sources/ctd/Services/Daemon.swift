@@ -120,9 +120,13 @@ final class Daemon {
         logger.notice(
             "ctd \(ctdVersion) serving XML-RPC on \(scheme)://\(HTTPServer.display(host: config.listen, port: port))/RPC2")
 
+        let notifier = SystemdNotifier(logger: logger)
+        // The watchdog's internal request: harmless, needs no login, goes through decoding and the dispatcher.
+        let probe = Array(
+            "<?xml version=\"1.0\"?><methodCall><methodName>system.listMethods</methodName><params/></methodCall>".utf8)
         let reloader = Reloader(
             current: config, load: reloadConfig, logLevel: logLevel, mirror: mirror, follower: follower,
-            server: server, plugins: plugins, sessions: sessions, logger: logger)
+            server: server, plugins: plugins, sessions: sessions, logger: logger, notifier: notifier)
         // Started in this order above; stopped in reverse: the reloader, then HTTP (drained), then the conntrack
         // threads, then the last housekeeping (the summaries of failed logins), then the plugins (so a kill in flight
         // and the last audit records still find the audit store open).
@@ -138,6 +142,22 @@ final class Daemon {
                             drainTimeout: config.drainTimeout, logger: logger),
                         serviceName: "http"),
                     .init(service: reloader, serviceName: "reload"),
+                    .init(
+                        service: NotifyService(
+                            notifier: notifier,
+                            status: {
+                                SystemdNotifier.Message.status(
+                                    entries: mirror.statistics.entries, limit: nil,
+                                    connections: server.openConnections, sessions: sessions.count)
+                            },
+                            alive: {
+                                guard let answer = server.probe(body: probe, client: "watchdog", timeout: 10) else {
+                                    return false
+                                }
+                                return String(decoding: answer, as: UTF8.self).contains("<methodResponse>")
+                            },
+                            statusInterval: 5),
+                        serviceName: "notify"),
                     .init(service: ReadyAnnouncer(line: "ctd: listening on \(config.listen) port \(port)"), serviceName: "ready"),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],

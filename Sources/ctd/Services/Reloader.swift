@@ -22,13 +22,15 @@ final class Reloader: Service, @unchecked Sendable {
     private let plugins: PluginRegistry
     private let sessions: SessionStore
     private let logger: Logger
+    private let notifier: SystemdNotifier?
     private let lock = NSLock()
 
     init(
         current: DaemonConfig, load: @escaping () throws -> DaemonConfig, logLevel: LogLevelSwitch,
         mirror: ConntrackMirror, follower: ConntrackService, server: HTTPServer, plugins: PluginRegistry,
-        sessions: SessionStore, logger: Logger
+        sessions: SessionStore, logger: Logger, notifier: SystemdNotifier? = nil
     ) {
+        self.notifier = notifier
         self.sessions = sessions
         self.current = current
         self.load = load
@@ -44,7 +46,11 @@ final class Reloader: Service, @unchecked Sendable {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         await cancelWhenGracefulShutdown {
             for await _ in hangups {
-                await blocking { [self] in self.reload() }
+                // RELOADING=1 carries MONOTONIC_USEC (CLOCK_MONOTONIC), as systemd 253's Type=notify-reload asks.
+                self.notifier?.send(SystemdNotifier.Message.reloading(monotonicMicroseconds: monotonicMicroseconds()))
+                let lines = await blocking { [self] in self.reload() }
+                self.notifier?.send(
+                    "\(SystemdNotifier.Message.ready)\n\(SystemdNotifier.Message.statusText("reloaded: " + (lines.last ?? "")))")
             }
         }
     }
@@ -169,4 +175,11 @@ struct SwitchedLogHandler: LogHandler {
         sink.logLevel = .trace
         sink.log(event: event)
     }
+}
+
+/// CLOCK_MONOTONIC in microseconds, for RELOADING=1's MONOTONIC_USEC.
+func monotonicMicroseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
 }

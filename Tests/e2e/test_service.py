@@ -1,0 +1,141 @@
+"""systemd service integration, with this test playing the manager's side of NOTIFY_SOCKET: an AF_UNIX datagram
+socket, WATCHDOG_USEC and WATCHDOG_PID set as systemd sets them (docs/service.md). Checks READY=1 only once the
+listener answers and the table was dumped, STATUS= lines, WATCHDOG=1 keeps coming, RELOADING=1 then READY=1
+around SIGHUP, STOPPING=1 at SIGTERM. Every wait polls with a generous deadline; no timing assumptions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from ctdtest import CTD, LISTEN_RE, conntrack_count, ct_insert, make_password_file, write_config
+
+DEADLINE = 60.0
+
+
+class NotifyManager:
+    """The manager's end: a bound AF_UNIX SOCK_DGRAM socket; every datagram is one sd_notify message."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[dict[str, str]] = []
+
+    def poll(self):
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append(fields)
+
+    def wait_for(self, key: str, value: str | None = None, after: int = 0, what: str = "") -> int:
+        """Index of the first message at or after `after` carrying key (= value); polls until DEADLINE."""
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            for i in range(after, len(self.messages)):
+                m = self.messages[i]
+                if key in m and (value is None or m[key] == value):
+                    return i
+            self.poll()
+        raise AssertionError(f"no {key}={value or '*'} {what} within {DEADLINE} s; got {self.messages}")
+
+    def close(self):
+        self.sock.close()
+
+
+def start_under_manager(tmp_path: Path, watchdog_usec: int):
+    manager = NotifyManager(tmp_path / "notify.sock")
+    pw = tmp_path / "passwd"
+    make_password_file(pw, "admin", "pw-service-test")
+    cfg = tmp_path / "ctd.toml"
+    write_config(cfg, password_file=pw)
+    env = dict(os.environ, NOTIFY_SOCKET=str(manager.path), WATCHDOG_USEC=str(watchdog_usec))
+    out = open(tmp_path / "ctd.stdout", "wb")
+    err = open(tmp_path / "ctd.stderr", "wb")
+    # WATCHDOG_PID names the main process, as systemd sets it: the shell's pid, which exec hands to ctd.
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"', str(CTD), "serve", "--config", str(cfg), "--port", "0"],
+        env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    return manager, proc, tmp_path / "ctd.stdout", tmp_path / "ctd.stderr"
+
+
+def test_notify_protocol(tmp_path):
+    for i in range(5):
+        ct_insert("tcp", "10.77.0.1", "10.77.0.2", 40000 + i, 80, state="ESTABLISHED")
+    kernel = conntrack_count()
+    manager, proc, out_path, err_path = start_under_manager(tmp_path, watchdog_usec=2_000_000)
+    try:
+        ready = manager.wait_for("READY", "1", what="at start")
+        # READY=1 came after the listener was open: the listening line is printed before the group (and the
+        # notifier) starts, and the port answers.
+        m = LISTEN_RE.search(out_path.read_text())
+        assert m, "READY=1 before the listener was announced"
+        port = int(m.group(2))
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass
+        # The first dump is done: the status sent with READY=1 counts the kernel's entries.
+        status = manager.messages[ready]["STATUS"]
+        entries = int(status.split(" entries")[0])
+        assert entries >= kernel - 1, f"status {status!r} vs conntrack -C {kernel}"
+        assert "client connections" in status and "sessions" in status
+
+        # WATCHDOG=1 keeps coming (at half of WATCHDOG_USEC), each after the internal request answered.
+        w1 = manager.wait_for("WATCHDOG", "1", after=ready, what="first ping")
+        w2 = manager.wait_for("WATCHDOG", "1", after=w1 + 1, what="second ping")
+        manager.wait_for("WATCHDOG", "1", after=w2 + 1, what="third ping")
+        manager.wait_for("STATUS", after=ready + 1, what="periodic status")
+
+        # SIGHUP: RELOADING=1 (with MONOTONIC_USEC) then READY=1.
+        mark = len(manager.messages)
+        proc.send_signal(signal.SIGHUP)
+        r = manager.wait_for("RELOADING", "1", after=mark, what="at SIGHUP")
+        assert int(manager.messages[r]["MONOTONIC_USEC"]) > 0
+        manager.wait_for("READY", "1", after=r + 1, what="after the reload")
+
+        # SIGTERM: STOPPING=1, then a clean exit.
+        mark = len(manager.messages)
+        proc.send_signal(signal.SIGTERM)
+        manager.wait_for("STOPPING", "1", after=mark, what="at SIGTERM")
+        assert proc.wait(timeout=DEADLINE) == 0, err_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        manager.close()
+
+
+def test_without_notify_socket_nothing_changes(ctd):
+    """Started by hand (no NOTIFY_SOCKET), ctd serves as before and stops cleanly (checked by the fixture)."""
+    c = ctd()
+    rpc, sid = c.login()
+    assert rpc.status(sid) is not None
+
+
+def test_port_in_use_names_the_address_and_the_reason(tmp_path):
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        pw = tmp_path / "passwd"
+        make_password_file(pw, "admin", "pw-service-test")
+        cfg = tmp_path / "ctd.toml"
+        write_config(cfg, password_file=pw)
+        r = subprocess.run([str(CTD), "serve", "--config", str(cfg), "--port", str(port)],
+                           capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use (another process holds that port)" \
+            in r.stderr, r.stderr
+        assert "bind(descriptor" not in r.stderr
+    finally:
+        holder.close()
