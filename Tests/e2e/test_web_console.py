@@ -103,7 +103,19 @@ def login(driver, c, user="admin", password=None, expect_ok=True):
 
 
 def table_ids(driver) -> list[str]:
-    return [tr.get_attribute("data-id") for tr in driver.find_elements(By.CSS_SELECTOR, "#rows tr")]
+    # One script call: the rows may be replaced between two WebDriver calls (live updates).
+    return driver.execute_script("return [...document.querySelectorAll('#rows tr')].map(r => r.dataset.id)")
+
+
+def cell_text(driver, row_id, col) -> str | None:
+    return driver.execute_script(
+        "const c = document.querySelector(`#rows tr[data-id='${arguments[0]}'] td[data-col=${arguments[1]}]`);"
+        "return c ? c.textContent : null;", str(row_id), col)
+
+
+def click_in_row(driver, row_id, css):
+    driver.execute_script(
+        "document.querySelector(`#rows tr[data-id='${arguments[0]}'] ${arguments[1]}`).click()", str(row_id), css)
 
 
 def add_filter(driver, key, value):
@@ -230,7 +242,7 @@ def test_filter_sort_page_live_kill_change_audit(ctd, tmp_path, browser):
     wait(browser).until(lambda d: str(new["id"]) not in table_ids(d))
     # Kill one row.
     victim = ct_find("udp", "10.63.1.1", "10.64.0.9", 30001, 53)
-    browser.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{victim['id']}'] input.sel").click()
+    click_in_row(browser, victim["id"], "input.sel")
     browser.find_element(By.ID, "kill-sel").click()
     visible(browser, "#confirm")
     assert "1" in browser.find_element(By.ID, "confirm-text").text
@@ -239,15 +251,16 @@ def test_filter_sort_page_live_kill_change_audit(ctd, tmp_path, browser):
     assert ct_find("udp", "10.63.1.1", "10.64.0.9", 30001, 53) is None
     # Change a mark.
     target = ct_find("udp", "10.63.1.2", "10.64.0.9", 30002, 53)
-    browser.find_element(By.CSS_SELECTOR, f"#rows tr[data-id='{target['id']}'] button.change").click()
+    click_in_row(browser, target["id"], "button.change")
     visible(browser, "#change")
     box = browser.find_element(By.ID, "c-value")
     box.clear()
     box.send_keys("3000000001")
     browser.find_element(By.ID, "c-ok").click()
-    wait(browser).until(lambda _: (ct_find("udp", "10.63.1.2", "10.64.0.9", 30002, 53) or {}).get("mark") == 3000000001)
-    wait(browser).until(lambda d: d.find_element(
-        By.CSS_SELECTOR, f"#rows tr[data-id='{target['id']}'] td[data-col=mark]").text == "3000000001")
+    wait(browser).until(lambda _: (ct_find("udp", "10.63.1.2", "10.64.0.9", 30002, 53) or {}).get("mark") == 3000000001,
+                        message=f"mark not changed; the page says: {browser.find_element(By.ID, 'msg').text!r}")
+    wait(browser).until(lambda d: cell_text(d, target["id"], "mark") == "3000000001",
+                        message=f"{cell_text(browser, target['id'], 'mark')!r} {table_ids(browser)} {target['id']}")
     # Kill by filter through the preview: the dialog shows the count that is killed.
     remaining = conntrack_list("-d", "10.64.0.9")
     assert len(remaining) == 4

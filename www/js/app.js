@@ -176,6 +176,7 @@ function cell(row, c) {
   if (c === 'labels') return (v || []).join(', ');
   if (c === 'status') return (row.status_flags || []).join ? (row.status_flags || []).join(' ') : String(v ?? '');
   if (v === undefined || v === null) return '';
+  if (c === 'mark' && typeof v === 'number' && v < 0) return String(v + 2 ** 32); // an i4 carries the u32 signed
   return NUMERIC.has(c) ? fmtNum(v) : String(v);
 }
 function renderRows(fresh = new Set(), ending = new Set()) {
@@ -291,7 +292,7 @@ $('kill-filter').addEventListener('click', async () => {
 let changing = null;
 function openChange(row) {
   changing = row;
-  $('c-field').value = 'mark'; $('c-value').value = row.mark ?? '';
+  $('c-field').value = 'mark'; $('c-value').value = cell(row, 'mark');
   $('change').showModal(); $('c-value').focus();
 }
 $('change').addEventListener('close', async () => {
