@@ -11,7 +11,7 @@ const COLUMNS = ['id', 'l4proto', 'orig_src', 'orig_port_src', 'orig_dst', 'orig
   'bytes', 'packets', 'age', 'labels', 'username', 'zone', 'repl_src', 'repl_dst', 'status', 'helper'];
 const SORTABLE = new Set(['id', 'l4proto', 'orig_src', 'orig_port_src', 'orig_dst', 'orig_port_dst', 'state', 'mark',
   'timeout', 'bytes', 'packets', 'age', 'username', 'zone', 'repl_src', 'repl_dst', 'status']);
-const NUMERIC = new Set(['bytes', 'packets', 'timeout', 'age', 'orig_port_src', 'orig_port_dst', 'zone']);
+const NUMERIC = new Set(['bytes', 'packets', 'timeout', 'age']); // grouped digits; ports, ids and zones are not
 const DEFAULT_COLS = ['id', 'l4proto', 'orig_src', 'orig_port_src', 'orig_dst', 'orig_port_dst', 'state', 'mark',
   'timeout', 'bytes', 'age', 'labels', 'username'];
 const GROUPS = ['orig_src', 'orig_dst', 'orig_dst_port', 'username', 'state'];
