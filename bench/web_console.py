@@ -86,8 +86,8 @@ def main():
             return next(x["value"] for x in m if x["name"] == "JSHeapUsedSize") / 1e6
         heap0 = heap()
         churn = subprocess.Popen(
-            ["sh", "-c", f"while :; do {BIN}/ctd-fill create 200 --base 10.200.0.1 --timeout 3600 >/dev/null;"
-                         f" {BIN}/ctd-fill delete 200 --base 10.200.0.1 >/dev/null; sleep 1; done"])
+            ["sh", "-c", f"while :; do {BIN}/ctd-fill create 200 --base 10.200.0.1 --timeout 3600 >/dev/null 2>&1;"
+                         f" {BIN}/ctd-fill delete 200 --base 10.200.0.1 >/dev/null 2>&1; sleep 1; done"])
         end = time.monotonic() + SECONDS
         samples = []
         while time.monotonic() < end:
