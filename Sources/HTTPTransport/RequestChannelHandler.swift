@@ -220,7 +220,7 @@ final class RequestChannelHandler: ChannelDuplexHandler, RemovableChannelHandler
         let early = tooLarge
         let keepAlive = head.isKeepAlive && !early
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        if let web = options.web, head.method == .GET || head.method == .HEAD {
+        if let web = options.web, path != "/RPC2", head.method == .GET || head.method == .HEAD {
             serveStatic(context: context, head: head, path: path, web: web, keepAlive: keepAlive)
             return
         }
