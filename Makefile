@@ -10,19 +10,24 @@ DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables i
 	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev libxml2-dev \
 	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl libxmlrpc-core-c3-dev wrk procps gcc
 SVC_PACKAGES := libsystemd-dev
+# The web console's browser suite (Tests/e2e/test_web_console.py): headless Chromium driven by Selenium.
+WEB_TEST_PACKAGES := chromium chromium-driver
 
+.PHONY: web-e2e bench-web
 .PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
 	fuzz fuzz-build fuzz-replay
 
 all: build
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES) $(SVC_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES) $(SVC_PACKAGES) $(WEB_TEST_PACKAGES); do dpkg-query -W -f='$${Status}
+' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@$(PYTHON) -c 'import selenium' 2>/dev/null || $(PYTHON) -m pip install -q selenium
 
 build: deps
 	$(SWIFT) build -c $(CONFIG)
@@ -59,6 +64,14 @@ integration: build
 # the built ctd with its dlopen'ed plugins, real XML-RPC clients. They fail, never skip, if that is impossible.
 e2e: build
 	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e
+
+# The web console alone, in headless Chromium (also part of e2e).
+web-e2e: build
+	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e/test_web_console.py
+
+# The web console's figures (docs/web-console.md): first paint at 250,000 entries, JS heap after live updates.
+bench-web: build
+	unshare -n -- $(PYTHON) bench/web_console.py
 
 test: unit docs integration e2e fuzz-replay
 
@@ -120,6 +133,10 @@ install: release
 	for p in .build/release/libAuth*.so .build/release/libUIDResolver.so .build/release/libAuditSQLite.so; do \
 		[ -f "$$p" ] && install -m 0644 "$$p" $(DESTDIR)$(PREFIX)/lib/ctd/plugins/ || true; done
 	install -m 0644 ctd.sample.toml Plugins/*/*.sample.toml $(DESTDIR)$(PREFIX)/share/ctd/
+	install -d $(DESTDIR)$(PREFIX)/share/ctd/www/js $(DESTDIR)$(PREFIX)/share/ctd/www/css
+	install -m 0644 www/index.html $(DESTDIR)$(PREFIX)/share/ctd/www/
+	install -m 0644 www/js/*.js $(DESTDIR)$(PREFIX)/share/ctd/www/js/
+	install -m 0644 www/css/*.css $(DESTDIR)$(PREFIX)/share/ctd/www/css/
 	install -d $(DESTDIR)$(PREFIX)/share/ctd/pam.d && install -m 0644 Plugins/AuthPAM/pam.d/ctd $(DESTDIR)$(PREFIX)/share/ctd/pam.d/ctd
 	[ -f $(DESTDIR)/etc/ctd/ctd.toml ] || sed 's#@PREFIX@#$(PREFIX)#g' ctd.sample.toml > $(DESTDIR)/etc/ctd/ctd.toml
 	sed 's#@PREFIX@#$(PREFIX)#g' dist/ctd.service > $(DESTDIR)/lib/systemd/system/ctd.service

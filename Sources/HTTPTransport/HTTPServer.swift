@@ -47,6 +47,8 @@ public final class HTTPServer: @unchecked Sendable {
         /// Names a request's `Host` may carry (with ctd's port, or `name:port`); any other gets 421, which stops DNS
         /// rebinding. The address a connection came in on is always accepted.
         public var serverNames: [String]
+        /// The web console's files, served on GET and HEAD (nil: GET answers 405 as before).
+        public var web: StaticFiles?
 
         public init(
             host: String, port: Int, maxBodyBytes: Int, tlsCertificate: String?, tlsKey: String?, workerThreads: Int

@@ -220,6 +220,10 @@ final class RequestChannelHandler: ChannelDuplexHandler, RemovableChannelHandler
         let early = tooLarge
         let keepAlive = head.isKeepAlive && !early
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if let web = options.web, path != "/RPC2", head.method == .GET || head.method == .HEAD {
+            serveStatic(context: context, head: head, path: path, web: web, keepAlive: keepAlive)
+            return
+        }
         guard path == "/" || path == "/RPC2" else {
             write(
                 context: context, head: head, status: .notFound, contentType: "text/plain; charset=utf-8",
@@ -275,13 +279,38 @@ final class RequestChannelHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
+    private func serveStatic(
+        context: ChannelHandlerContext, head: HTTPRequestHead, path: String, web: StaticFiles, keepAlive: Bool
+    ) {
+        var extra = StaticFiles.securityHeaders
+        if options.tlsCertificate != nil { extra.append(("Strict-Transport-Security", "max-age=31536000")) }
+        guard let file = web.lookup(path) else {
+            write(
+                context: context, head: head, status: .notFound, contentType: "text/plain; charset=utf-8",
+                body: Array("not found\n".utf8), keepAlive: keepAlive, extra: extra)
+            return
+        }
+        extra.append(("ETag", file.etag))
+        extra.append(("Cache-Control", "no-cache"))
+        if head.headers["if-none-match"].contains(where: { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == file.etag } }) {
+            write(
+                context: context, head: head, status: .notModified, contentType: file.contentType, body: [],
+                keepAlive: keepAlive, extra: extra)
+            return
+        }
+        write(
+            context: context, head: head, status: .ok, contentType: file.contentType,
+            body: head.method == .HEAD ? [] : file.body, keepAlive: keepAlive, extra: extra,
+            length: file.body.count)
+    }
+
     private func write(
         context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String,
-        body: [UInt8], keepAlive: Bool, extra: [(String, String)] = []
+        body: [UInt8], keepAlive: Bool, extra: [(String, String)] = [], length: Int? = nil
     ) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Content-Length", value: String(length ?? body.count))
         headers.add(name: "Server", value: "ctd")
         for (k, v) in extra { headers.add(name: k, value: v) }
         var response = HTTPResponseHead(version: head.version, status: status, headers: headers)

@@ -47,6 +47,12 @@ public struct DaemonConfig: Sendable {
     public var authenticator = "AuthSHA"
     public var plugins: [String] = []
     public var pluginSections: [String: [String: ConfigValue]] = [:]
+    // [web]
+    /// The web console on GET / (see docs/web-console.md); `webRoot` empty: found beside the executable.
+    public var webEnabled = true
+    public var webRoot = ""
+    /// Shown on the console's login page (as Cockpit's Banner); not secret, served before login.
+    public var webBanner = ""
     // [log]
     public var logLevel = "info"
 
@@ -117,7 +123,7 @@ public struct DaemonConfig: Sendable {
     }
 
     private mutating func apply(_ root: [String: ConfigValue], source: String) throws {
-        let sections = ["server", "sessions", "conntrack", "plugins", "plugin", "log"]
+        let sections = ["server", "sessions", "conntrack", "plugins", "plugin", "log", "web"]
         for key in root.keys.sorted() where !sections.contains(key) {
             throw Error(
                 message: "\(source): unknown section or key '\(key)' (known: \(sections.joined(separator: ", ")))")
@@ -186,6 +192,13 @@ public struct DaemonConfig: Sendable {
                 }
                 pluginSections[name] = t
             }
+        }
+        if let s = try section(root, "web", source) {
+            var r = StrictReader(values: s, section: "web", source: source)
+            webEnabled = try r.bool("enabled") ?? webEnabled
+            webRoot = try r.string("root") ?? webRoot
+            webBanner = try r.string("banner") ?? webBanner
+            try r.finish()
         }
         if let s = try section(root, "log", source) {
             var r = StrictReader(values: s, section: "log", source: source)

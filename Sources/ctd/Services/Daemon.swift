@@ -97,6 +97,17 @@ final class Daemon {
         options.writeTimeout = config.writeTimeout
         options.allowedOrigins = config.allowedOrigins
         if let names = config.serverNames { options.serverNames = names }
+        if config.webEnabled {
+            let root =
+                config.webRoot.isEmpty
+                ? StaticFiles.defaultRoot(executable: CommandLine.arguments[0]) : config.webRoot
+            if let root, let web = try? StaticFiles(root: root, banner: config.webBanner) {
+                options.web = web
+                logger.info("web console served on GET / from \(root)")
+            } else {
+                logger.warning("web console not served: no index.html under \(root ?? "share/ctd/www or www/")")
+            }
+        }
         let server = HTTPServer(
             options: options,
             handler: { body, client, respond in dispatcher.handle(body: body, client: client, respond: respond) },
