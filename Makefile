@@ -20,8 +20,7 @@ WEB_TEST_PACKAGES := chromium chromium-driver
 all: build
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES) $(SVC_PACKAGES) $(WEB_TEST_PACKAGES); do dpkg-query -W -f='$${Status}
-' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES) $(SVC_PACKAGES) $(WEB_TEST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
