@@ -28,7 +28,7 @@ patchelf --set-rpath /usr/lib/ctd "$ST/usr/bin/ctd"
 for l in "$ST"/usr/lib/ctd/*.so; do patchelf --set-rpath '$ORIGIN' "$l"; done
 for l in "$ST"/usr/lib/ctd/plugins/*.so; do patchelf --set-rpath '$ORIGIN/..' "$l"; done
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$ST/usr/bin/ctd" \
-    "$ST"/usr/lib/ctd/plugins/*.so "$ST/usr/lib/ctd/libCtdPluginAPI.so" "$ST/usr/lib/ctd/libCtdSupport.so"
+    "$ST"/usr/lib/ctd/plugins/*.so "$ST"/usr/lib/ctd/*.so
 
 # Configuration: conffiles. The plugins' samples sit beside ctd.toml, every key explained.
 sed 's#@PREFIX@#/usr#g' ctd.sample.toml > "$ST/etc/ctd/ctd.toml"
@@ -44,13 +44,13 @@ rmdir "$ST/usr/share/ctd" 2>/dev/null || true
 gzip -9n -c man/ctd.8 > "$ST/usr/share/man/man8/ctd.8.gz"
 gzip -9n -c man/ctd.toml.5 > "$ST/usr/share/man/man5/ctd.toml.5.gz"
 gzip -9n -c man/ctd-xmlrpc.7 > "$ST/usr/share/man/man7/ctd-xmlrpc.7.gz"
-"$BIN/ctd" --generate-completion-script bash > "$ST/usr/share/bash-completion/completions/ctd"
+"$BIN/ctd" --generate-completion-script bash | sed '1{/^#!/d}' > "$ST/usr/share/bash-completion/completions/ctd"
 "$BIN/ctd" --generate-completion-script zsh > "$ST/usr/share/zsh/vendor-completions/_ctd"
 chmod 0644 "$ST/usr/share/bash-completion/completions/ctd" "$ST/usr/share/zsh/vendor-completions/_ctd"
 install -m 0644 dist/debian/copyright "$ST/usr/share/doc/ctd/copyright"
 DATE=$(date -R -d "@$(git log -1 --format=%ct 2>/dev/null || date +%s)")
 printf 'ctd (%s) bookworm; urgency=medium\n\n  * Release %s (see the git log).\n\n -- ctd maintainers <ctd@localhost>  %s\n' \
-    "$VERSION" "$VERSION" "$DATE" | gzip -9n > "$ST/usr/share/doc/ctd/changelog.Debian.gz"
+    "$VERSION" "$VERSION" "$DATE" | gzip -9n > "$ST/usr/share/doc/ctd/changelog.gz"
 
 # Maintainer scripts, conffiles, Depends from dpkg-shlibdeps (the private libraries found in the staged tree).
 for s in postinst postrm prerm; do sed '/^#DEBHELPER#$/d' "dist/debian/$s" > "$ST/DEBIAN/$s"; chmod 0755 "$ST/DEBIAN/$s"; done
