@@ -7,4 +7,4 @@ r = libc.prctl(65, 1, 0, 0, 0)  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
 if r != 0:
     print("PR_SET_MDWE failed errno", ctypes.get_errno()); sys.exit(2)
 print("MDWE set, get =", libc.prctl(66, 0, 0, 0, 0), flush=True)
-os.execv(sys.argv[1], sys.argv[1:])
+os.execvp(sys.argv[1], sys.argv[1:])
