@@ -32,7 +32,7 @@ try:
 except xmlrpc.client.Fault as f:
     assert f.faultCode == 1, f
 page = s.view(sid, {"orig_port_dst": 443}, "orig_src", "ASC", 0, 100)
-rows = page["rows"] if isinstance(page, dict) and "rows" in page else page
+rows = page["connections"]
 srcs = sorted(r["orig_src"] for r in rows)
 assert srcs == table() == ["192.0.2.1", "192.0.2.2", "192.0.2.3"], (srcs, table())
 victim = next(r for r in rows if r["orig_src"] == "192.0.2.2")
