@@ -25,7 +25,7 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 mount -t proc proc "$ROOT/proc"
 mount --bind /dev "$ROOT/dev"
 in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
-# Depends first (they stay after the purge), then a snapshot of the root's files, then ctd.
+# Depends first (they stay after the purge; Recommends are not installed, so every new file is ctd's), then a snapshot of the root's files, then ctd.
 DEPS=$(dpkg-deb -f "$DEB" Depends | sed 's/([^)]*)//g; s/,/ /g')
 in_root apt-get update -qq >/dev/null
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends man-db $DEPS > "$WORK/apt.log" 2>&1 \
@@ -35,7 +35,7 @@ snapshot() { (cd "$ROOT" && find . -xdev \( -path ./proc -o -path ./dev -o -path
     -o -print | grep -v -x -e './etc/passwd-' -e './etc/group-' -e './etc/shadow-' -e './etc/gshadow-' | sort); }
 snapshot > "$WORK/before.txt"
 cp "$DEB" "$ROOT/tmp/ctd.deb"
-in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/ctd.deb > "$WORK/install.log" 2>&1 \
+in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends /tmp/ctd.deb > "$WORK/install.log" 2>&1 \
     || fail "apt-get install ctd.deb (see $WORK/install.log)"
 grep -q "no account yet" "$WORK/install.log" || fail "postinst did not tell how to create the first admin"
 # No toolchain: the runtime comes from /usr/lib/ctd only.
