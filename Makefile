@@ -5,26 +5,39 @@ CONFIG ?= debug
 BIN := .build/$(CONFIG)
 PYTHON ?= python3
 
-# Debian packages the build, the tests and the daemon need.
-DEB_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev conntrack nftables iproute2 \
-	libpam0g-dev libpam-wrapper libnss-wrapper pamtester libsqlite3-dev sqlite3 libssl-dev libcrypt-dev libxml2-dev \
-	pkg-config openssl whois apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl libxmlrpc-core-c3-dev wrk procps gcc
-SVC_PACKAGES := libsystemd-dev
+# Debian packages: what building needs (make deps), what testing needs on top (make test-deps), what the package
+# test and man page lint need. One variable a line, so that each suite adds its own.
+BUILD_PACKAGES := libnetfilter-conntrack-dev libnfnetlink-dev libpam0g-dev libsqlite3-dev libssl-dev libcrypt-dev \
+	libxml2-dev libsystemd-dev libxmlrpc-core-c3-dev pkg-config gcc
+TEST_PACKAGES := conntrack nftables iproute2 libpam-wrapper libnss-wrapper pamtester sqlite3 openssl whois \
+	apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl wrk procps
 # The web console's browser suite (Tests/e2e/test_web_console.py): headless Chromium driven by Selenium.
 WEB_TEST_PACKAGES := chromium chromium-driver
+PACKAGE_TEST_PACKAGES := dpkg-dev patchelf lintian mandoc debootstrap
+DEB_PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES)
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
 
 .PHONY: web-e2e bench-web
 .PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
-	fuzz fuzz-build fuzz-replay
+	fuzz fuzz-build fuzz-replay test-deps deb package-test man-lint uninstall
 
 all: build
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES) $(SVC_PACKAGES) $(WEB_TEST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+# apt-get install of the missing ones among $(1).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(BUILD_PACKAGES))
+
+test-deps: deps
+	$(call apt_install,$(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES))
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
 	@$(PYTHON) -c 'import selenium' 2>/dev/null || $(PYTHON) -m pip install -q selenium
 
@@ -65,14 +78,14 @@ e2e: build
 	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e
 
 # The web console alone, in headless Chromium (also part of e2e).
-web-e2e: build
+web-e2e: test-deps build
 	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e/test_web_console.py
 
 # The web console's figures (docs/web-console.md): first paint at 250,000 entries, JS heap after live updates.
-bench-web: build
+bench-web: test-deps build
 	unshare -n -- $(PYTHON) bench/web_console.py
 
-test: unit docs integration e2e fuzz-replay
+test: test-deps unit docs integration e2e fuzz-replay man-lint package-test
 
 # libFuzzer targets (Fuzz/README.md), built with the toolchain's own libFuzzer runtime (-sanitize=fuzzer) in a
 # scratch path of their own. The targets exist only when CTD_FUZZ=1, so a plain `swift build` never sees them.
@@ -114,31 +127,56 @@ fuzz-replay:
 	$(FUZZ_NS_RequestPathFuzz) env $(FUZZ_ENV) $(FUZZ_SCRATCH)/$(FUZZ_REPLAY_CONFIG)/RequestPathFuzz $(FUZZ_FLAGS) \
 		-runs=0 Fuzz/corpus/RequestPathFuzz
 
-bench: deps
+bench: test-deps
 	$(MAKE) build CONFIG=release
 	CTD_BIN=.build/release scripts/bench.sh
 
 # 100 concurrent clients (logins good and bad, views, kills of their own entries, multicalls, malformed bodies, slow
 # and non-reading clients) for 60 s against a 250,000-entry table; appends its table to docs/benchmark.md.
-soak: deps
+soak: test-deps
 	$(MAKE) build CONFIG=release
 	CTD_BIN=.build/release scripts/soak.sh
 
-install: release
+# Installs the release build only (nothing from apt). The Swift runtime is not copied: a machine without the
+# toolchain wants the Debian package (make deb).
+install:
+	@[ -x .build/release/ctd ] || { echo "make release first (make install builds nothing)"; exit 1; }
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/ctd/plugins $(DESTDIR)$(PREFIX)/share/ctd \
-		$(DESTDIR)/etc/ctd $(DESTDIR)/lib/systemd/system
+		$(DESTDIR)$(SYSCONFDIR)/ctd $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 .build/release/ctd $(DESTDIR)$(PREFIX)/bin/ctd
-	install -m 0644 .build/release/libCtdPluginAPI.so $(DESTDIR)$(PREFIX)/lib/ctd/
-	for p in .build/release/libAuth*.so .build/release/libUIDResolver.so .build/release/libAuditSQLite.so; do \
-		[ -f "$$p" ] && install -m 0644 "$$p" $(DESTDIR)$(PREFIX)/lib/ctd/plugins/ || true; done
+	install -m 0644 .build/release/libCtdPluginAPI.so .build/release/libCtdSupport.so $(DESTDIR)$(PREFIX)/lib/ctd/
+	for p in AuthSHA AuthPAM UIDResolver AuditSQLite; do \
+		install -m 0644 .build/release/lib$$p.so $(DESTDIR)$(PREFIX)/lib/ctd/plugins/ || exit 1; done
 	install -m 0644 ctd.sample.toml Plugins/*/*.sample.toml $(DESTDIR)$(PREFIX)/share/ctd/
 	install -d $(DESTDIR)$(PREFIX)/share/ctd/www/js $(DESTDIR)$(PREFIX)/share/ctd/www/css
 	install -m 0644 www/index.html $(DESTDIR)$(PREFIX)/share/ctd/www/
 	install -m 0644 www/js/*.js $(DESTDIR)$(PREFIX)/share/ctd/www/js/
 	install -m 0644 www/css/*.css $(DESTDIR)$(PREFIX)/share/ctd/www/css/
 	install -d $(DESTDIR)$(PREFIX)/share/ctd/pam.d && install -m 0644 Plugins/AuthPAM/pam.d/ctd $(DESTDIR)$(PREFIX)/share/ctd/pam.d/ctd
-	[ -f $(DESTDIR)/etc/ctd/ctd.toml ] || sed 's#@PREFIX@#$(PREFIX)#g' ctd.sample.toml > $(DESTDIR)/etc/ctd/ctd.toml
-	sed 's#@PREFIX@#$(PREFIX)#g' dist/ctd.service > $(DESTDIR)/lib/systemd/system/ctd.service
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 0644 man/ctd.8 $(DESTDIR)$(PREFIX)/share/man/man8/ && install -m 0644 man/ctd.toml.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 0644 man/ctd-xmlrpc.7 $(DESTDIR)$(PREFIX)/share/man/man7/
+	[ -f $(DESTDIR)$(SYSCONFDIR)/ctd/ctd.toml ] || sed 's#@PREFIX@#$(PREFIX)#g' ctd.sample.toml > $(DESTDIR)$(SYSCONFDIR)/ctd/ctd.toml
+	[ -f $(DESTDIR)$(SYSCONFDIR)/ctd/passwd ] || install -m 0600 /dev/null $(DESTDIR)$(SYSCONFDIR)/ctd/passwd
+	sed 's#@BINDIR@#$(PREFIX)/bin#g' dist/ctd.service > $(DESTDIR)$(SYSTEMDUNITDIR)/ctd.service
+
+# Removes what install put there, except the configuration and the password file in $(SYSCONFDIR)/ctd.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/ctd $(DESTDIR)$(SYSTEMDUNITDIR)/ctd.service
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/ctd.8 $(DESTDIR)$(PREFIX)/share/man/man5/ctd.toml.5 $(DESTDIR)$(PREFIX)/share/man/man7/ctd-xmlrpc.7
+	rm -rf $(DESTDIR)$(PREFIX)/lib/ctd $(DESTDIR)$(PREFIX)/share/ctd
+
+# ctd_<version>_<arch>.deb in .build-deb (docs/packaging.md).
+deb: release
+	$(MAKE) test-deps
+	scripts/mkdeb.sh
+
+# The .deb in a fresh debootstrap'ed Debian 12 root, run in a private namespace, then purged (docs/packaging.md).
+package-test: deb
+	scripts/package_test.sh
+
+man-lint:
+	mandoc -T lint -W warning man/ctd.8 man/ctd.toml.5 man/ctd-xmlrpc.7
 
 clean:
 	rm -rf .build .build-fuzz run

@@ -13,9 +13,10 @@ nft -f - <<NFT
 table inet ctddemo {
     chain out {
         type filter hook output priority 0;
-        ct state new,established accept
+        # The marks first: an accept ends the chain, so rules after it never run.
         tcp dport 9001 ct mark set 1000
         tcp dport 9002 ct mark set 1001
+        ct state new,established accept
     }
 }
 NFT
