@@ -79,6 +79,15 @@ extension AuditStore {
         ).integer == 1
     }
 
+    /// Whether the database at `path` is in WAL mode (header bytes 18 and 19 are 2) and has no -wal file beside it.
+    /// Call it before opening the file.
+    public static func walIsMissing(path: String) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        guard let header = try? h.read(upToCount: 20), header.count == 20 else { return false }
+        return header[18] == 2 && header[19] == 2 && !FileManager.default.fileExists(atPath: path + "-wal")
+    }
+
     /// What an anchored verification found (``verify(publicKey:expectCheckpoint:)``).
     public struct AnchorReport: Sendable {
         public var chain: VerifyReport
@@ -109,14 +118,15 @@ extension AuditStore {
 
     /// ``verify()`` and then the checkpoints against `publicKey`: numbered 1... without gaps, each signed by this
     /// key, each naming a row that exists with that hash. With `expectCheckpoint` (the number of the last
-    /// checkpoint the log shows), a trail whose checkpoints stop earlier was truncated.
-    public func verify(publicKey: [UInt8]?, expectCheckpoint: Int64? = nil, walPath: String? = nil) throws -> AnchorReport {
+    /// checkpoint the log shows), a trail whose checkpoints stop earlier was truncated. `walMissing`: whether the
+    /// file's -wal was absent before this store opened it (SQLite creates an empty one at open, so the caller looks
+    /// first: ``walIsMissing(path:)``).
+    public func verify(publicKey: [UInt8]?, expectCheckpoint: Int64? = nil, walMissing: Bool = false) throws -> AnchorReport {
         let chain = try verify()
         var report = AnchorReport(chain: chain, lastCheckpoint: nil, unanchoredRows: 0, failure: nil, notes: [])
         try withConnection { db in
             try db.execute("BEGIN", doing: "start a read")
             defer { try? db.execute("COMMIT", doing: "end a read") }
-            let walMissing = walPath.map { !FileManager.default.fileExists(atPath: $0) } ?? false
             if try Self.hasTable(db, "writer_session"), walMissing {
                 let open = try db.scalar(
                     "SELECT count(*) FROM writer_session WHERE closed_ms IS NULL", doing: "read the writer sessions")

@@ -37,8 +37,9 @@ struct AuditCommand: ParsableCommand {
             if expectCheckpoint != nil && key == nil {
                 throw ValidationError("--expect-checkpoint needs --pubkey")
             }
+            let walMissing = AuditStore.walIsMissing(path: path)
             let report = try AuditCommand.open(path) {
-                try $0.verify(publicKey: key, expectCheckpoint: expectCheckpoint, walPath: path + "-wal")
+                try $0.verify(publicKey: key, expectCheckpoint: expectCheckpoint, walMissing: walMissing)
             }
             for warning in report.chain.warnings { AuditCommand.standardError("warning: \(warning)") }
             print(report.description)
