@@ -97,9 +97,14 @@ public final class AuditSQLitePlugin: ActionHook {
         let store: AuditStore
         let key: AuditSigningKey
         do {
-            key = try AuditSigningKey.loadOrCreate(path: keyPath)
             store = try AuditStore(path: path, synchronous: sync, busyTimeout: busyTimeout)
-            try store.markOpened()
+            do {
+                key = try AuditSigningKey.loadOrCreate(path: keyPath)
+                try store.markOpened()
+            } catch {
+                store.close()
+                throw error
+            }
         } catch {
             throw PluginError("plugin \(name): \(error)")
         }
