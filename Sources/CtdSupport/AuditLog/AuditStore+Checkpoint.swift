@@ -39,6 +39,7 @@ extension AuditStore {
             try db.execute(
                 "INSERT INTO writer_session (opened_ms) VALUES (\(Int64(AuditTime.now() * 1000)))",
                 doing: "record the writer session")
+            self.sessionOpen.withLock { $0 = true }
             try db.execute("PRAGMA wal_checkpoint(TRUNCATE)", doing: "copy the WAL into the database file")
         }
     }
