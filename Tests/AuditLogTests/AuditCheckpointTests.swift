@@ -146,7 +146,8 @@ private func verify(_ path: String, _ key: [UInt8]?, expect: Int64? = nil) throw
     // The real key on a checkpoint whose head was edited.
     let dir2 = try Scratch()
     let (key2, _) = try trail(dir2, rows: 4, anchoredAt: 4)
-    try tamper(dir2.file("audit.db"), "DROP TRIGGER checkpoint_no_update; UPDATE checkpoint SET head_seq = 3 WHERE number = 2")
+    try tamper(
+        dir2.file("audit.db"), "DROP TRIGGER checkpoint_no_update; UPDATE checkpoint SET head_seq = 3 WHERE number = 2")
     let r2 = try verify(dir2.file("audit.db"), key2.publicKey)
     #expect(!r2.isIntact)
     #expect(r2.description.contains("not valid for the given public key"), "\(r2.description)")

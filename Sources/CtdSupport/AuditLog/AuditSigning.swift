@@ -58,11 +58,13 @@ public struct AuditSigningKey: Sendable {
     public static func load(path: String) throws -> AuditSigningKey {
         var st = stat()
         guard stat(path, &st) == 0 else {
-            throw AuditError.invalidArgument("cannot read the audit signing key \(path): \(String(cString: strerror(errno)))")
+            throw AuditError.invalidArgument(
+                "cannot read the audit signing key \(path): \(String(cString: strerror(errno)))")
         }
         guard st.st_mode & 0o077 == 0 else {
             throw AuditError.invalidArgument(
-                "the audit signing key \(path) may be read by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it")
+                "the audit signing key \(path) may be read by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it"
+            )
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw AuditError.invalidArgument("cannot read the audit signing key \(path)")
@@ -81,7 +83,13 @@ public struct AuditSigningKey: Sendable {
         }
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         let hexPart: Substring?
-        if parts.count == 2 && parts[0] == publicTag { hexPart = parts[1] } else if parts.count == 1 { hexPart = parts[0] } else { hexPart = nil }
+        if parts.count == 2 && parts[0] == publicTag {
+            hexPart = parts[1]
+        } else if parts.count == 1 {
+            hexPart = parts[0]
+        } else {
+            hexPart = nil
+        }
         guard let hexPart, let key = unhex(String(hexPart)), key.count == 32 else {
             throw AuditError.invalidArgument("\(path) is not a ctd audit public key (\(publicTag) <64 hex digits>)")
         }
@@ -102,7 +110,10 @@ public struct AuditSigningKey: Sendable {
     }
 
     static func hex(_ bytes: [UInt8]) -> String {
-        String(bytes.flatMap { [AuditChain.hexDigits[Int($0 >> 4)], AuditChain.hexDigits[Int($0 & 0xF)]] }.map { Character(Unicode.Scalar($0)) })
+        String(
+            bytes.flatMap { [AuditChain.hexDigits[Int($0 >> 4)], AuditChain.hexDigits[Int($0 & 0xF)]] }.map {
+                Character(Unicode.Scalar($0))
+            })
     }
 
     static func unhex(_ s: String) -> [UInt8]? {

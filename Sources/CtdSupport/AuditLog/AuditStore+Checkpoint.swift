@@ -11,7 +11,8 @@ extension AuditStore {
                 let head = try Self.head(db)
                 let last = try db.scalar("SELECT max(number) FROM checkpoint", doing: "read the last checkpoint")
                 var c = AuditCheckpoint(
-                    number: (last.integer ?? 0) + 1, timeMilliseconds: Int64(((time ?? AuditTime.now()) * 1000).rounded()),
+                    number: (last.integer ?? 0) + 1,
+                    timeMilliseconds: Int64(((time ?? AuditTime.now()) * 1000).rounded()),
                     kind: kind, headSeq: head?.seq ?? 0, headHash: head?.hash ?? AuditChain.genesis,
                     publicKey: key.publicKeyHex, signature: "")
                 c.signature = AuditSigningKey.hex(try key.sign(c.message))
@@ -19,8 +20,10 @@ extension AuditStore {
                     "INSERT INTO checkpoint (number, time_ms, kind, head_seq, head_hash, public_key, signature) "
                         + "VALUES (?, ?, ?, ?, ?, ?, ?)", doing: "prepare the checkpoint")
                 try insert.bind(
-                    [.integer(c.number), .integer(c.timeMilliseconds), .text(c.kind), .integer(c.headSeq),
-                     .text(c.headHash), .text(c.publicKey), .text(c.signature)], doing: "write a checkpoint")
+                    [
+                        .integer(c.number), .integer(c.timeMilliseconds), .text(c.kind), .integer(c.headSeq),
+                        .text(c.headHash), .text(c.publicKey), .text(c.signature),
+                    ], doing: "write a checkpoint")
                 _ = try insert.step(doing: "write a checkpoint")
                 insert.reset()
                 try db.execute("COMMIT", doing: "commit the checkpoint")
@@ -122,7 +125,9 @@ extension AuditStore {
     /// checkpoint the log shows), a trail whose checkpoints stop earlier was truncated. `walMissing`: whether the
     /// file's -wal was absent before this store opened it (SQLite creates an empty one at open, so the caller looks
     /// first: ``walIsMissing(path:)``).
-    public func verify(publicKey: [UInt8]?, expectCheckpoint: Int64? = nil, walMissing: Bool = false) throws -> AnchorReport {
+    public func verify(publicKey: [UInt8]?, expectCheckpoint: Int64? = nil, walMissing: Bool = false) throws
+        -> AnchorReport
+    {
         let chain = try verify()
         var report = AnchorReport(chain: chain, lastCheckpoint: nil, unanchoredRows: 0, failure: nil, notes: [])
         try withConnection { db in
@@ -149,7 +154,8 @@ extension AuditStore {
             let rowHash = try db.prepare("SELECT hash FROM audit WHERE seq = ?", doing: "read a row's hash")
             for c in all {
                 if c.number != expected {
-                    report.failure = "checkpoint \(expected) is missing (the next one is \(c.number)): checkpoints were deleted"
+                    report.failure =
+                        "checkpoint \(expected) is missing (the next one is \(c.number)): checkpoints were deleted"
                     return
                 }
                 guard let signature = AuditSigningKey.unhex(c.signature),

@@ -19,11 +19,15 @@ struct AuditCommand: ParsableCommand {
         @OptionGroup var location: Location
         @Option(
             name: .long,
-            help: "The public key (`ctd audit pubkey`'s output): check every signed checkpoint; rows after the last are reported as not yet anchored.")
+            help:
+                "The public key (`ctd audit pubkey`'s output): check every signed checkpoint; rows after the last are reported as not yet anchored."
+        )
         var pubkey: String?
         @Option(
             name: .long,
-            help: "The number of the last checkpoint the log (or syslog collector) shows: fewer in the file means a truncated tail.")
+            help:
+                "The number of the last checkpoint the log (or syslog collector) shows: fewer in the file means a truncated tail."
+        )
         var expectCheckpoint: Int64?
 
         func run() throws {
@@ -50,14 +54,17 @@ struct AuditCommand: ParsableCommand {
     struct PublicKey: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "pubkey",
-            abstract: "Print the public half of the key that signs the trail's checkpoints (give it to verify --pubkey).")
+            abstract:
+                "Print the public half of the key that signs the trail's checkpoints (give it to verify --pubkey).")
         @OptionGroup var location: Location
         @Option(name: .long, help: "The private key file (default: audit-signing.key beside the database).")
         var key: String?
 
         func run() throws {
             let db = try location.path()
-            let path = key ?? ((db as NSString).deletingLastPathComponent as NSString).appendingPathComponent("audit-signing.key")
+            let path =
+                key
+                ?? ((db as NSString).deletingLastPathComponent as NSString).appendingPathComponent("audit-signing.key")
             do {
                 print(try AuditSigningKey.load(path: path).publicKeyLine)
             } catch let e as AuditError {
