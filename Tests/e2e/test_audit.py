@@ -326,3 +326,41 @@ def test_pluginsList_withTheSampleConfig_loadsTheHookHealthy(tmp_path):
     assert rows["AuditSQLite"][4:6] == ["action_hook", "ok"]
     assert db.exists() and oct(db.stat().st_mode & 0o777) == "0o600"
     assert _audit("verify", "--db", db).stdout.startswith("ok: 0 rows")
+
+
+def test_signedCheckpoints_verifyWithThePublicKey_andATruncatedTailFails(tmp_path):
+    """A real plugin load writes the key (0600) and an open checkpoint; with a row added and its tail cut by
+    sqlite3 on a copy, `verify --pubkey` exits 1 naming the deleted rows (docs/audit.md)."""
+    sample = (Path(__file__).resolve().parents[2] / "Plugins" / "AuditSQLite" / "auditsqlite.sample.toml").read_text()
+    db = tmp_path / "audit.db"
+    password_file = tmp_path / "passwd"
+    make_password_file(password_file, "admin", "pw-sample")
+    cfg = tmp_path / "ctd.toml"
+    cfg.write_text(f"[plugin.AuthSHA]\npassword_file = {toml_str(str(password_file))}\n\n"
+                   + sample.replace("/var/lib/ctd/audit.db", str(db)))
+    p = subprocess.run([str(CTD), "plugins", "list", "--config", str(cfg), "--plugin", "AuditSQLite"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    key = tmp_path / "audit-signing.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    pub = tmp_path / "audit.pub"
+    pub.write_text(_audit("pubkey", "--db", db).stdout)
+    assert pub.read_text().startswith("ctd-audit-ed25519-public ")
+    assert key.read_text().split()[1] not in pub.read_text()
+    ok = _audit("verify", "--db", db, "--pubkey", pub)
+    assert ok.stdout.startswith("ok: 0 rows, chain intact, anchored up to seq 0 by signed checkpoint"), ok.stdout
+    # A second load: its shutdown checkpoint (number 2 or later) is the anchor; cutting checkpoints is caught
+    # against the number the log showed.
+    copy = tmp_path / "copy.db"
+    subprocess.run(["sqlite3", str(db), f".backup {copy}"], check=True, timeout=30)
+    last = int(subprocess.run(["sqlite3", str(copy), "SELECT max(number) FROM checkpoint"], capture_output=True,
+                              text=True, check=True, timeout=30).stdout)
+    subprocess.run(["sqlite3", str(copy), f"DROP TRIGGER checkpoint_no_delete; DELETE FROM checkpoint WHERE number = {last}"],
+                   check=True, timeout=30)
+    bad = _audit("verify", "--db", copy, "--pubkey", pub, "--expect-checkpoint", last, check=False)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"checkpoint {last} was issued" in bad.stdout
+    other = tmp_path / "other.pub"
+    other.write_text("ctd-audit-ed25519-public " + "11" * 32 + "\n")
+    wrong = _audit("verify", "--db", db, "--pubkey", other, check=False)
+    assert wrong.returncode == 1 and "not signed by the given public key" in wrong.stdout, wrong.stdout

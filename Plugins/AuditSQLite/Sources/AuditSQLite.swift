@@ -11,6 +11,10 @@ import Synchronization
 ///   0600; a missing parent directory is created with mode 0700).
 /// - `sync` (string, default `"full"`): `"full"` or `"extra"`, SQLite's `synchronous` setting.
 /// - `busy_timeout` (number of seconds, default 5): how long an append waits for another writer.
+/// - `signing_key` (string, default `audit-signing.key` beside the database): the Ed25519 private key that signs
+///   checkpoints; generated (mode 0600) when missing. `ctd audit pubkey` prints its public half.
+/// - `checkpoint_rows` (integer, default 1000, 1 to 1,000,000): a signed checkpoint after this many rows.
+/// - `checkpoint_seconds` (number, default 60, 1 to 86400): and at least this often while rows are written.
 ///
 /// Policy: ``failureStopsAction`` is `true`. The action row is durable before ``before(_:)`` returns; if it cannot
 /// be written the host refuses the action (fault 7), so nothing reaches the kernel unaudited.
@@ -25,13 +29,22 @@ public final class AuditSQLitePlugin: ActionHook {
 
     public let failureStopsAction = true
 
-    static let configurationKeys: Set<String> = ["database", "sync", "busy_timeout"]
+    static let configurationKeys: Set<String> = [
+        "database", "sync", "busy_timeout", "signing_key", "checkpoint_rows", "checkpoint_seconds",
+    ]
     static let defaultDatabase = AuditStore.defaultPath
 
     struct State: Sendable {
         let store: AuditStore
         let log: @Sendable (PluginLogLevel, String) -> Void
+        let key: AuditSigningKey
+        let checkpointRows: Int64
+        let checkpointSeconds: Double
     }
+
+    /// The head seq the last checkpoint signed and when it was written.
+    private let anchored = Mutex<(seq: Int64, time: Double)>((0, 0))
+    private let timer = Mutex<DispatchSourceTimer?>(nil)
 
     let state = Mutex<State?>(nil)
     /// The last write failure, until a write succeeds again.
@@ -67,9 +80,31 @@ public final class AuditSQLitePlugin: ActionHook {
         guard busyTimeout >= 0 && busyTimeout <= 60 else {
             throw PluginError("'busy_timeout' of plugin \(name) must be 0 to 60 seconds")
         }
+        let keyPath =
+            try configuration.string("signing_key", default: nil)
+            ?? ((directory as NSString).appendingPathComponent("audit-signing.key"))
+        guard keyPath.hasPrefix("/") else {
+            throw PluginError("'signing_key' of plugin \(name) must be an absolute path, not '\(keyPath)'")
+        }
+        let rows = try configuration.integer("checkpoint_rows", default: 1000) ?? 1000
+        guard rows >= 1 && rows <= 1_000_000 else {
+            throw PluginError("'checkpoint_rows' of plugin \(name) must be 1 to 1000000")
+        }
+        let seconds = try configuration.double("checkpoint_seconds", default: 60) ?? 60
+        guard seconds >= 1 && seconds <= 86400 else {
+            throw PluginError("'checkpoint_seconds' of plugin \(name) must be 1 to 86400 seconds")
+        }
         let store: AuditStore
+        let key: AuditSigningKey
         do {
             store = try AuditStore(path: path, synchronous: sync, busyTimeout: busyTimeout)
+            do {
+                key = try AuditSigningKey.loadOrCreate(path: keyPath)
+                try store.markOpened()
+            } catch {
+                store.close()
+                throw error
+            }
         } catch {
             throw PluginError("plugin \(name): \(error)")
         }
@@ -79,7 +114,38 @@ public final class AuditSQLitePlugin: ActionHook {
         } else {
             context.log(.info, "AuditSQLite: \(path) opened, empty")
         }
-        state.withLock { $0 = State(store: store, log: context.log) }
+        let s = State(
+            store: store, log: context.log, key: key, checkpointRows: Int64(rows), checkpointSeconds: seconds)
+        state.withLock { $0 = s }
+        try? checkpoint(s, kind: "open")
+        let t = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "ctd.audit.checkpoint-timer"))
+        t.schedule(deadline: .now() + seconds, repeating: seconds)
+        t.setEventHandler { [weak self] in
+            guard let self, let s = self.state.withLock({ $0 }) else { return }
+            if let head = try? s.store.head(), head.seq > self.anchored.withLock({ $0.seq }) {
+                try? self.checkpoint(s, kind: "periodic")
+            }
+        }
+        t.resume()
+        timer.withLock { $0 = t }
+    }
+
+    /// Signs the head, logs the checkpoint (an anchor outside the file) and remembers what it covers.
+    private func checkpoint(_ s: State, kind: String) throws {
+        do {
+            let c = try s.store.writeCheckpoint(kind: kind, key: s.key)
+            anchored.withLock { $0 = (c.headSeq, AuditTime.now()) }
+            s.log(.info, "AuditSQLite: \(c)")
+        } catch {
+            s.log(.error, "AuditSQLite: cannot write a signed checkpoint: \(error)")
+            throw error
+        }
+    }
+
+    /// A checkpoint when `checkpoint_rows` rows were written since the last one. A failed checkpoint does not
+    /// refuse the action (its rows are durable); it is logged and the next write tries again.
+    private func checkpointIfDue(_ s: State, head: Int64) {
+        if head - anchored.withLock({ $0.seq }) >= s.checkpointRows { try? checkpoint(s, kind: "periodic") }
     }
 
     public func before(_ event: ActionEvent) throws -> (decision: HookDecision, token: Int64) {
@@ -125,9 +191,15 @@ public final class AuditSQLitePlugin: ActionHook {
 
     public func shutdown() {
         guard let s = state.withLock({ $0 }) else { return }
+        timer.withLock {
+            $0?.cancel()
+            $0 = nil
+        }
+        try? checkpoint(s, kind: "shutdown")
         if let head = try? s.store.head() {
             s.log(.info, "AuditSQLite: closing \(s.store.path), head seq \(head.seq) hash \(head.hash)")
         }
+        try? s.store.markClosed()
         s.store.close()
     }
 
@@ -138,6 +210,7 @@ public final class AuditSQLitePlugin: ActionHook {
         do {
             let seq = try s.store.append(entry)
             lastFailure.withLock { $0 = nil }
+            checkpointIfDue(s, head: seq)
             return seq
         } catch {
             // The host logs the error and shows it in `plugins list`; healthProblem keeps it until a write succeeds.
@@ -151,6 +224,7 @@ public final class AuditSQLitePlugin: ActionHook {
         do {
             let seqs = try s.store.append(batch: entries)
             lastFailure.withLock { $0 = nil }
+            if let last = seqs.last { checkpointIfDue(s, head: last) }
             return seqs
         } catch {
             lastFailure.withLock { $0 = "last write failed: \(error)" }

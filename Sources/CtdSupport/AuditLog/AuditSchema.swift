@@ -65,9 +65,39 @@ enum AuditSchema {
                 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
                 BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END
                 """,
-            ])
-        // Version 2 goes here, e.g.:
-        // Migration(version: 2, statements: ["ALTER TABLE audit ADD COLUMN session TEXT"]),
+            ]),
+        // Version 2: signed checkpoints of the chain's head (docs/audit.md) and the writer sessions that let
+        // `verify` tell a copy made without its -wal file.
+        Migration(
+            version: 2,
+            statements: [
+                """
+                CREATE TABLE checkpoint (
+                    number INTEGER PRIMARY KEY,
+                    time_ms INTEGER NOT NULL,
+                    kind TEXT NOT NULL,
+                    head_seq INTEGER NOT NULL,
+                    head_hash TEXT NOT NULL,
+                    public_key TEXT NOT NULL,
+                    signature TEXT NOT NULL
+                ) STRICT
+                """,
+                """
+                CREATE TRIGGER checkpoint_no_update BEFORE UPDATE ON checkpoint
+                BEGIN SELECT RAISE(ABORT, 'the checkpoint table is append-only'); END
+                """,
+                """
+                CREATE TRIGGER checkpoint_no_delete BEFORE DELETE ON checkpoint
+                BEGIN SELECT RAISE(ABORT, 'the checkpoint table is append-only'); END
+                """,
+                """
+                CREATE TABLE writer_session (
+                    id INTEGER PRIMARY KEY,
+                    opened_ms INTEGER NOT NULL,
+                    closed_ms INTEGER
+                ) STRICT
+                """,
+            ]),
     ]
 
     /// The version this code writes.

@@ -25,6 +25,8 @@ public final class AuditStore: Sendable {
     /// Whether the store was opened with ``init(readingFrom:busyTimeout:)``.
     public let isReadOnly: Bool
     private let connection: Mutex<SQLiteConnection?>
+    /// Whether ``markOpened()`` recorded a writer session that ``close()`` must end.
+    let sessionOpen = Mutex(false)
     /// Copies the WAL into the database file off the appending thread (writers only).
     private let checkpointer: WALCheckpointer?
 
@@ -86,6 +88,13 @@ public final class AuditStore: Sendable {
     public func close() {
         checkpointer?.close()
         connection.withLock {
+            // A writer session (``markOpened()``) ends with the connection, whoever closes it.
+            if let db = $0, !isReadOnly, sessionOpen.withLock({ $0 }) {
+                try? db.execute(
+                    "UPDATE writer_session SET closed_ms = \(Int64(AuditTime.now() * 1000)) WHERE closed_ms IS NULL",
+                    doing: "record the end of the writer session")
+                sessionOpen.withLock { $0 = false }
+            }
             $0?.close()
             $0 = nil
         }

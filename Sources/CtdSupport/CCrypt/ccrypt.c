@@ -97,3 +97,60 @@ int ccrypt_equal(const void *a, const void *b, size_t length) {
 void ccrypt_wipe(void *pointer, size_t length) {
     if (pointer != NULL && length != 0) OPENSSL_cleanse(pointer, length);
 }
+
+int ccrypt_ed25519_public(const unsigned char private_key[32], unsigned char public_key[32]) {
+    if (private_key == NULL || public_key == NULL) return CCRYPT_ERR_ARGUMENT;
+    EVP_PKEY *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, private_key, 32);
+    if (key == NULL) return CCRYPT_ERR_FAILED;
+    size_t n = 32;
+    int ok = EVP_PKEY_get_raw_public_key(key, public_key, &n) == 1 && n == 32;
+    EVP_PKEY_free(key);
+    return ok ? CCRYPT_OK : CCRYPT_ERR_FAILED;
+}
+
+int ccrypt_ed25519_generate(unsigned char private_key[32], unsigned char public_key[32]) {
+    if (private_key == NULL || public_key == NULL) return CCRYPT_ERR_ARGUMENT;
+    EVP_PKEY *key = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+    if (ctx == NULL) return CCRYPT_ERR_NOMEM;
+    int ok = EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_keygen(ctx, &key) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    if (!ok || key == NULL) return CCRYPT_ERR_FAILED;
+    size_t np = 32, nq = 32;
+    ok = EVP_PKEY_get_raw_private_key(key, private_key, &np) == 1 && np == 32
+        && EVP_PKEY_get_raw_public_key(key, public_key, &nq) == 1 && nq == 32;
+    EVP_PKEY_free(key);
+    if (!ok) OPENSSL_cleanse(private_key, 32);
+    return ok ? CCRYPT_OK : CCRYPT_ERR_FAILED;
+}
+
+int ccrypt_ed25519_sign(const unsigned char private_key[32], const void *message, size_t length,
+                        unsigned char signature[64]) {
+    if (private_key == NULL || signature == NULL || (message == NULL && length != 0)) return CCRYPT_ERR_ARGUMENT;
+    static const unsigned char empty = 0;
+    if (message == NULL) message = &empty;
+    EVP_PKEY *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, private_key, 32);
+    if (key == NULL) return CCRYPT_ERR_FAILED;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    size_t n = 64;
+    int ok = md != NULL && EVP_DigestSignInit(md, NULL, NULL, NULL, key) == 1
+        && EVP_DigestSign(md, signature, &n, message, length) == 1 && n == 64;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(key);
+    return ok ? CCRYPT_OK : CCRYPT_ERR_FAILED;
+}
+
+int ccrypt_ed25519_verify(const unsigned char public_key[32], const void *message, size_t length,
+                          const unsigned char signature[64]) {
+    if (public_key == NULL || signature == NULL || (message == NULL && length != 0)) return 0;
+    static const unsigned char empty = 0;
+    if (message == NULL) message = &empty;
+    EVP_PKEY *key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, public_key, 32);
+    if (key == NULL) return 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md != NULL && EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) == 1
+        && EVP_DigestVerify(md, signature, 64, message, length) == 1;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(key);
+    return ok ? 1 : 0;
+}

@@ -11,18 +11,66 @@ import PluginHost
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Check and read an AuditSQLite audit trail.",
-        subcommands: [Verify.self, List.self, Export.self])
+        subcommands: [Verify.self, List.self, Export.self, PublicKey.self])
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check the hash chain: exit 0 if intact, 1 naming the first bad row (edited, deleted, relinked).")
         @OptionGroup var location: Location
+        @Option(
+            name: .long,
+            help:
+                "The public key (`ctd audit pubkey`'s output): check every signed checkpoint; rows after the last are reported as not yet anchored."
+        )
+        var pubkey: String?
+        @Option(
+            name: .long,
+            help:
+                "The number of the last checkpoint the log (or syslog collector) shows: fewer in the file means a truncated tail."
+        )
+        var expectCheckpoint: Int64?
 
         func run() throws {
-            let report = try AuditCommand.open(location.path()) { try $0.verify() }
-            for warning in report.warnings { AuditCommand.standardError("warning: \(warning)") }
+            let path = try location.path()
+            let key: [UInt8]?
+            do {
+                key = try pubkey.map { try AuditSigningKey.loadPublicKey(path: $0) }
+            } catch let e as AuditError {
+                throw ValidationError(e.message)
+            }
+            if expectCheckpoint != nil && key == nil {
+                throw ValidationError("--expect-checkpoint needs --pubkey")
+            }
+            let walMissing = AuditStore.walIsMissing(path: path)
+            let report = try AuditCommand.open(path) {
+                try $0.verify(publicKey: key, expectCheckpoint: expectCheckpoint, walMissing: walMissing)
+            }
+            for warning in report.chain.warnings { AuditCommand.standardError("warning: \(warning)") }
             print(report.description)
             if !report.isIntact { throw ExitCode(1) }
+        }
+    }
+
+    struct PublicKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pubkey",
+            abstract:
+                "Print the public half of the key that signs the trail's checkpoints (give it to verify --pubkey).")
+        @OptionGroup var location: Location
+        @Option(name: .long, help: "The private key file (default: audit-signing.key beside the database).")
+        var key: String?
+
+        func run() throws {
+            let db = try location.path()
+            let path =
+                key
+                ?? ((db as NSString).deletingLastPathComponent as NSString).appendingPathComponent("audit-signing.key")
+            do {
+                print(try AuditSigningKey.load(path: path).publicKeyLine)
+            } catch let e as AuditError {
+                AuditCommand.standardError("ctd audit pubkey: \(e.message)")
+                throw ExitCode(2)
+            }
         }
     }
 

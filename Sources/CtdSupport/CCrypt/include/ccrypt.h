@@ -71,6 +71,18 @@ int ccrypt_equal(const void *a, const void *b, size_t length);
 /* Overwrites `length` bytes at `pointer` with zeros in a way the compiler cannot remove (OPENSSL_cleanse). */
 void ccrypt_wipe(void *pointer, size_t length);
 
+/*
+ * Ed25519 (RFC 8032) through OpenSSL's EVP_PKEY, for the audit trail's signed checkpoints. Keys are the raw 32-byte
+ * forms, signatures 64 bytes. Each returns CCRYPT_OK or an error; ccrypt_ed25519_verify returns 1 for a valid
+ * signature and 0 for anything else.
+ */
+int ccrypt_ed25519_generate(unsigned char private_key[32], unsigned char public_key[32]);
+int ccrypt_ed25519_public(const unsigned char private_key[32], unsigned char public_key[32]);
+int ccrypt_ed25519_sign(const unsigned char private_key[32], const void *message, size_t length,
+                        unsigned char signature[64]);
+int ccrypt_ed25519_verify(const unsigned char public_key[32], const void *message, size_t length,
+                          const unsigned char signature[64]);
+
 #ifdef __cplusplus
 }
 #endif
