@@ -139,3 +139,55 @@ def test_port_in_use_names_the_address_and_the_reason(tmp_path):
         assert "bind(descriptor" not in r.stderr
     finally:
         holder.close()
+
+
+def test_unreadable_config_file_says_why(tmp_path):
+    """Each way a config file can be unreadable gets the file's name and the system's reason, in one sentence."""
+    (tmp_path / "latin1.toml").write_bytes(b"\xff\xfe[server]\n")
+    secret = tmp_path / "secret.toml"
+    secret.write_text("[server]\n")
+    secret.chmod(0o600)
+    cases = [
+        ([str(CTD), "serve", "--config", str(tmp_path / "missing.toml")], "No such file or directory"),
+        ([str(CTD), "serve", "--config", str(tmp_path)], "it is a directory"),
+        ([str(CTD), "serve", "--config", str(tmp_path / "latin1.toml")], "it is not UTF-8 text"),
+        # Another user than the file's owner (root's bypass would hide the permission).
+        (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(CTD), "serve", "--config",
+          str(secret)], "Permission denied"),
+    ]
+    tmp_path.chmod(0o755)
+    for cmd, reason in cases:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+        path = cmd[cmd.index("--config") + 1]
+        assert r.returncode != 0, (cmd, r.stderr)
+        assert f"cannot read config file {path}: {reason}" in r.stderr, r.stderr
+        assert "NSCocoaErrorDomain" not in r.stderr
+
+
+def test_plaintext_listener_beyond_loopback_warns_loopback_does_not(tmp_path):
+    """Listening beyond loopback without TLS logs a warning that passwords travel in the clear (the private
+    namespace has only its loopback interface, so nothing outside it can reach this listener)."""
+    pw = tmp_path / "passwd"
+    make_password_file(pw, "admin", "pw-service-test")
+    cfg = tmp_path / "ctd.toml"
+    write_config(cfg, password_file=pw)
+    for listen, warned in (("0.0.0.0", True), ("127.0.0.1", False)):
+        err = tmp_path / f"ctd-{listen}.stderr"
+        out = tmp_path / f"ctd-{listen}.stdout"
+        with open(out, "wb") as o, open(err, "wb") as e:
+            proc = subprocess.Popen([str(CTD), "serve", "--config", str(cfg), "--listen", listen, "--port", "0"],
+                                    stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + DEADLINE
+            while "serving XML-RPC on" not in out.read_text(errors="replace") + err.read_text(errors="replace"):
+                assert proc.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, "ctd did not start"
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=DEADLINE)
+        logs = out.read_text(errors="replace") + err.read_text(errors="replace")
+        sentence = "without TLS: passwords and session ids travel in the clear"
+        assert (sentence in logs) == warned, logs[-2000:]
+        if warned:
+            assert f"listening on 0.0.0.0:" in logs

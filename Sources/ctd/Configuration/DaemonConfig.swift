@@ -83,14 +83,34 @@ public struct DaemonConfig: Sendable {
 
     /// Reads a config file strictly: an unknown section or key is an error naming it.
     public static func load(path: String) throws -> DaemonConfig {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            let reason = (error as NSError).localizedFailureReason ?? (error as NSError).localizedDescription
-            throw Error(message: "cannot read config file \(path): \(reason)")
+        return try parse(try readText(path), source: path)
+    }
+
+    /// The file's text, or an error that names the file and the system's reason (errno's sentence).
+    static func readText(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Error(message: "cannot read config file \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+            throw Error(message: "cannot read config file \(path): it is a directory")
         }
-        return try parse(text, source: path)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Error(message: "cannot read config file \(path): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+            if bytes.count > 16 << 20 { throw Error(message: "cannot read config file \(path): larger than 16 MiB") }
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw Error(message: "cannot read config file \(path): it is not UTF-8 text")
+        }
+        return text
     }
 
     public static func parse(_ text: String, source: String = "config") throws -> DaemonConfig {

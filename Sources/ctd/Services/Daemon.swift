@@ -130,6 +130,10 @@ final class Daemon {
         let scheme = config.tlsCertificate == nil ? "http" : "https"
         logger.notice(
             "ctd \(ctdVersion) serving XML-RPC on \(scheme)://\(HTTPServer.display(host: config.listen, port: port))/RPC2")
+        if config.tlsCertificate == nil, !Self.isLoopback(config.listen) {
+            logger.warning(
+                "listening on \(HTTPServer.display(host: config.listen, port: port)) without TLS: passwords and session ids travel in the clear; set tls_certificate and tls_key, or listen on 127.0.0.1")
+        }
 
         let notifier = SystemdNotifier(logger: logger)
         // The watchdog's internal request: harmless, needs no login, goes through decoding and the dispatcher.
@@ -175,5 +179,11 @@ final class Daemon {
                 logger: logger))
         try await group.run()
         logger.notice("ctd stopped")
+    }
+
+    /// Whether a listen address reaches only this machine (127.0.0.0/8, ::1, localhost).
+    static func isLoopback(_ host: String) -> Bool {
+        let h = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
+        return h == "localhost" || h == "::1" || h.hasPrefix("127.") || h == "::ffff:127.0.0.1"
     }
 }
