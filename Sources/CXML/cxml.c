@@ -22,33 +22,32 @@ static void stop(parse_state *s) {
     xmlStopParser(s->parser);
 }
 
+/// Hands an element's name to `callback`. Namespaces are not processed: a prefixed name is reported whole
+/// (`prefix:local`), as XML-RPC sees it.
+static void report_element(parse_state *s, int (*callback)(void *, const char *), const xmlChar *localname,
+                           const xmlChar *prefix) {
+    if (s->failed) return;
+    char name[512];
+    const char *n = (const char *)localname;
+    if (prefix != NULL) {
+        snprintf(name, sizeof name, "%s:%s", (const char *)prefix, (const char *)localname);
+        n = name;
+    }
+    if (callback(s->context, n)) stop(s);
+}
+
 static void on_start(void *data, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri,
                      int nb_namespaces, const xmlChar **namespaces, int nb_attributes, int nb_defaulted,
                      const xmlChar **attributes) {
     (void)uri; (void)nb_namespaces; (void)namespaces; (void)nb_attributes; (void)nb_defaulted; (void)attributes;
     parse_state *s = data;
-    if (s->failed) return;
-    char name[512];
-    const char *n = (const char *)localname;
-    if (prefix != NULL) {
-        // Namespaces are not processed: a prefixed name is reported whole, as XML-RPC sees it.
-        snprintf(name, sizeof name, "%s:%s", (const char *)prefix, (const char *)localname);
-        n = name;
-    }
-    if (s->events->start_element(s->context, n)) stop(s);
+    report_element(s, s->events->start_element, localname, prefix);
 }
 
 static void on_end(void *data, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri) {
     (void)uri;
     parse_state *s = data;
-    if (s->failed) return;
-    char name[512];
-    const char *n = (const char *)localname;
-    if (prefix != NULL) {
-        snprintf(name, sizeof name, "%s:%s", (const char *)prefix, (const char *)localname);
-        n = name;
-    }
-    if (s->events->end_element(s->context, n)) stop(s);
+    report_element(s, s->events->end_element, localname, prefix);
 }
 
 static void on_text(void *data, const xmlChar *chars, int length) {
