@@ -33,6 +33,8 @@ extension Flow {
 /// An immutable view of the table at one moment; queries run on it without locks.
 public struct MirrorSnapshot: Sendable {
     public let flows: FlowTable
+    /// The ordered indexes of exactly `flows` (the same generation).
+    public let indexes: FlowIndexes
     public let generation: UInt64
     /// Wall-clock time (epoch seconds) and monotonic time the snapshot was taken.
     public let takenAt: Double
@@ -84,6 +86,8 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     private let lock = NIOLock()
     private var flows = FlowTable()
+    /// Ordered indexes of `flows`, changed with it (every write below goes through both).
+    private var indexes = FlowIndexes()
     /// Parallel to `flows`: the reconciliation epoch in which the kernel last listed the entry.
     private var lastSeen: [UInt32] = []
     /// Parallel to `flows`: the entry came from a dump and no event has been heard of it since. Such an entry may
@@ -134,7 +138,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             lastViewAt = now
             if let p = published, p.generation == generation { return p }
             let s = MirrorSnapshot(
-                flows: flows, generation: generation, takenAt: Date().timeIntervalSince1970, monotonic: now)
+                flows: flows, indexes: indexes, generation: generation, takenAt: Date().timeIntervalSince1970, monotonic: now)
             published = s
             return s
         }
@@ -188,6 +192,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             let old = flows[i]
             flows[i].merge(flow, present: present)
             let new = flows[i]
+            indexes.update(old, new, at: i)
             if new.mark != old.mark || new.status != old.status || new.tcpState != old.tcpState {
                 changes.record(.updated, new)
             }
@@ -206,6 +211,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         }
         let i = flows.count
         flows.append(flow)
+        indexes.add(flow, at: i)
         lastSeen.append(0)
         silent.append(false)
         changes.record(.new, flow)
@@ -241,8 +247,10 @@ public final class ConntrackMirror: @unchecked Sendable {
         let last = flows.count - 1
         changes.record(.destroyed, flows[i])
         if silent[i] { silentCount -= 1 }
+        indexes.remove(flows[i], at: i)
         if i != last {
             let moved = flows[last]
+            indexes.move(moved, from: last, to: i)
             flows[i] = moved
             lastSeen[i] = lastSeen[last]
             silent[i] = silent[last]
@@ -329,9 +337,12 @@ public final class ConntrackMirror: @unchecked Sendable {
                 newFlows.append(f)
             }
         }
+        let table = FlowTable(newFlows)
+        let built = FlowIndexes(table)
         lock.withLock {
             dropPublishedLocked()
-            flows = FlowTable(newFlows)
+            flows = table
+            indexes = built
             lastSeen = [UInt32](repeating: 0, count: newFlows.count)
             silent = [Bool](repeating: true, count: newFlows.count)
             silentCount = newFlows.count
@@ -394,6 +405,7 @@ public final class ConntrackMirror: @unchecked Sendable {
                     || u.helper != old.helper
                 {
                     flows[i] = u
+                    indexes.update(old, u, at: i)
                     changed = true
                     if u.mark != old.mark || u.status != old.status || u.tcpState != old.tcpState {
                         changes.record(.updated, u)

@@ -232,7 +232,15 @@ public struct FlowQuery: Equatable, Sendable {
         on table: FlowTable, now: Double, wallNow: Double = Date().timeIntervalSince1970,
         resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowQueryResult {
-        let n = table.count
+        run(on: table, candidates: nil, now: now, wallNow: wallNow, resolve: resolve)
+    }
+
+    /// The scan, over the whole table or only over `candidates` (table indices from an index).
+    func run(
+        on table: FlowTable, candidates: [Int]?, now: Double, wallNow: Double,
+        resolve: ((String, UInt32) -> ResolvedValue?)?
+    ) -> FlowQueryResult {
+        let n = candidates?.count ?? table.count
         let start = max(0, self.start)
         let length = max(0, self.length)
         // How many of the smallest keys we need; 0 counts only (start >= n can never produce rows).
@@ -246,10 +254,12 @@ public struct FlowQuery: Equatable, Sendable {
         if case .resolved(let name)? = orderField { orderName = name }
         if resolvedFilters.isEmpty && orderName == nil {
             var none = FlowQueryEngine.NoSlots()
-            return FlowQueryEngine.execute(self, table, matcher, &none, want: want, start: start, length: length)
+            return FlowQueryEngine.execute(
+                self, table, matcher, &none, want: want, start: start, length: length, candidates: candidates)
         }
         var cache = FlowQueryEngine.ResolvedCache(filters: resolvedFilters, orderField: orderName, resolve: resolve)
-        return FlowQueryEngine.execute(self, table, matcher, &cache, want: want, start: start, length: length)
+        return FlowQueryEngine.execute(
+            self, table, matcher, &cache, want: want, start: start, length: length, candidates: candidates)
     }
 
     /// Calls `body` with every flow of `table` that passes the filters (the order and the page are ignored).

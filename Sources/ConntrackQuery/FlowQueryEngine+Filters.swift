@@ -278,29 +278,30 @@ extension FlowQueryEngine {
     }
 
     /// Picks the key type for the order field and runs the scan and the selection.
+    /// `candidates`: the only table indices that can match (from an index), or nil to scan the whole table.
     static func execute<S: SlotSource>(
         _ query: FlowQuery, _ buffer: FlowTable, _ matcher: Matcher, _ slots: inout S, want: Int,
-        start: Int, length: Int
+        start: Int, length: Int, candidates: [Int]? = nil
     ) -> FlowQueryResult {
-        let n = buffer.count
+        let n = candidates?.count ?? buffer.count
         let descending = query.direction == .descending
         switch query.orderField {
         case .resolved?:
             var maker = SlotKeyMaker()
             // Ranks are known only after the scan, so collect every match.
             var sink = Selector<Key2>(want: want, tableSize: n, collectAll: true)
-            let total = scan(buffer, matcher, &slots, &maker, &sink)
+            let total = scan(buffer, matcher, &slots, &maker, &sink, candidates)
             if want > 0 { slots.rankKeys(&sink.items, descending: descending) }
             return FlowQueryResult(total: total, page: sink.page(start: start, length: length))
         case .builtin(let field)? where AddressKeyMaker.handles(field):
             var maker = AddressKeyMaker(field: field, descending: descending)
             var sink = Selector<AddrKey>(want: want, tableSize: n)
-            let total = scan(buffer, matcher, &slots, &maker, &sink)
+            let total = scan(buffer, matcher, &slots, &maker, &sink, candidates)
             return FlowQueryResult(total: total, page: sink.page(start: start, length: length))
         default:
             var maker = ScalarKeyMaker(field: query.orderFieldBuiltin ?? .id, descending: descending, now: matcher.now)
             var sink = Selector<Key2>(want: want, tableSize: n)
-            let total = scan(buffer, matcher, &slots, &maker, &sink)
+            let total = scan(buffer, matcher, &slots, &maker, &sink, candidates)
             return FlowQueryResult(total: total, page: sink.page(start: start, length: length))
         }
     }

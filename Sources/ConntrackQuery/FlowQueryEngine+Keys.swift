@@ -10,31 +10,10 @@ extension FlowQueryEngine {
         var index: Int { get }
     }
 
-    /// Two words compared in order. Narrow fields: a = primary << 32 | id, b = index; wide fields: a = primary,
-    /// b = id << 32 | index. Either way the index is the low 32 bits of b.
-    struct Key2: QueryKey {
-        var a: UInt64
-        var b: UInt64
-
-        @inline(__always) static func < (l: Key2, r: Key2) -> Bool { l.a != r.a ? l.a < r.a : l.b < r.b }
-        var index: Int { Int(truncatingIfNeeded: b & 0xffff_ffff) }
-    }
-
-    /// An address key: family (IPv4 first), 128 address bits, then id << 32 | index.
-    struct AddrKey: QueryKey {
-        var family: UInt64
-        var high: UInt64
-        var low: UInt64
-        var tie: UInt64
-
-        @inline(__always) static func < (l: AddrKey, r: AddrKey) -> Bool {
-            if l.family != r.family { return l.family < r.family }
-            if l.high != r.high { return l.high < r.high }
-            if l.low != r.low { return l.low < r.low }
-            return l.tie < r.tie
-        }
-        var index: Int { Int(truncatingIfNeeded: tie & 0xffff_ffff) }
-    }
+    /// Two words compared in order (``SortKey``, shared with the mirror's indexes).
+    typealias Key2 = SortKey
+    /// Family, 128 address bits, then id << 32 | index (``AddressSortKey``).
+    typealias AddrKey = AddressSortKey
 
     protocol KeyMaker {
         associatedtype Key: QueryKey
@@ -54,7 +33,8 @@ extension FlowQueryEngine {
             self.field = field
             self.now = now
             switch field {
-            case .origBytes, .origPackets, .replBytes, .replPackets, .bytes, .packets, .byteRate, .start, .age:
+            case .origBytes, .origPackets, .replBytes, .replPackets, .bytes, .packets, .byteRate, .start, .age,
+                .timeout:
                 kind = .wide
                 flip = descending ? ~0 : 0
             default:
@@ -63,19 +43,14 @@ extension FlowQueryEngine {
             }
         }
 
-        /// A Double as an unsigned integer with the same order (-0 as +0; NaNs beyond the infinities).
-        @inline(__always) static func orderedBits(_ d: Double) -> UInt64 {
-            let bits = (d + 0.0).bitPattern  // -0 + 0 is +0
-            let negative = UInt64(bitPattern: Int64(bitPattern: bits) >> 63)
-            return bits ^ (negative | 1 << 63)
-        }
+        @inline(__always) static func orderedBits(_ d: Double) -> UInt64 { SortKey.orderedBits(d) }
 
         @inline(__always) func key(_ f: UnsafePointer<Flow>, index: Int, slot: Int) -> Key2 {
             let id = UInt64(f.pointee.id)
             let i = UInt64(truncatingIfNeeded: index)
             switch kind {
             case .id:
-                return Key2(a: (id ^ flip) << 32 | id, b: i)
+                return Key2(a: (id ^ flip) << 32 | id, b: i)  // SortKey.narrow
             case .narrow:
                 let p: UInt64
                 switch field {
@@ -86,7 +61,6 @@ extension FlowQueryEngine {
                 case .replPortSrc: p = UInt64(f.pointee.replySourcePort)
                 case .replPortDst: p = UInt64(f.pointee.replyDestinationPort)
                 case .mark: p = UInt64(f.pointee.mark)
-                case .timeout: p = UInt64(f.pointee.remainingTimeout(at: now))
                 case .status: p = UInt64(f.pointee.status)
                 case .state: p = UInt64(f.pointee.tcpState)
                 case .zone: p = UInt64(f.pointee.zone)
@@ -108,6 +82,9 @@ extension FlowQueryEngine {
                 case .age:
                     // The age's order is the start's, reversed, with unknown starts first.
                     p = f.pointee.start > 0 ? ~ScalarKeyMaker.orderedBits(f.pointee.start) : 0
+                case .timeout:
+                    // The remaining time's order at any moment is the expiry's (FlowIndexes.timeoutKey).
+                    p = ScalarKeyMaker.orderedBits(f.pointee.expiry)
                 default: p = ScalarKeyMaker.orderedBits(f.pointee.byteRate)
                 }
                 return Key2(a: p ^ flip, b: id << 32 | i)
@@ -134,10 +111,7 @@ extension FlowQueryEngine {
         }
 
         @inline(__always) func key(_ f: UnsafePointer<Flow>, index: Int, slot: Int) -> AddrKey {
-            let a = FlowQueryEngine.address(field, f)
-            return AddrKey(
-                family: (a.isIPv6 ? 1 : 0) ^ flip, high: a.high ^ flip, low: a.low ^ flip,
-                tie: UInt64(f.pointee.id) << 32 | UInt64(truncatingIfNeeded: index))
+            AddrKey(FlowQueryEngine.address(field, f), id: f.pointee.id, index: index, flip: flip)
         }
     }
 
@@ -147,4 +121,12 @@ extension FlowQueryEngine {
             Key2(a: UInt64(slot) << 32 | UInt64(f.pointee.id), b: UInt64(truncatingIfNeeded: index))
         }
     }
+}
+
+extension SortKey: FlowQueryEngine.QueryKey {
+    var index: Int { tableIndex }
+}
+
+extension AddressSortKey: FlowQueryEngine.QueryKey {
+    var index: Int { tableIndex }
 }

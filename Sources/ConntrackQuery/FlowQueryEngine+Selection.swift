@@ -122,19 +122,20 @@ extension FlowQueryEngine {
 
     static func scan<M: KeyMaker, S: SlotSource>(
         _ table: FlowTable, _ matcher: Matcher, _ slots: inout S,
-        _ maker: inout M, _ sink: inout Selector<M.Key>
+        _ maker: inout M, _ sink: inout Selector<M.Key>, _ candidates: [Int]? = nil
     ) -> Int {
         var visitor = SelectingVisitor(maker: maker, sink: sink)
         sink = Selector(want: 0, tableSize: 0)  // moved into the visitor for the scan
-        let total = visit(table, matcher, &slots, &visitor)
+        let total = visit(table, matcher, &slots, &visitor, candidates)
         maker = visitor.maker
         sink = visitor.sink
         return total
     }
 
-    /// Calls `visitor` for every flow that passes the filters; returns how many did.
+    /// Calls `visitor` for every flow that passes the filters; returns how many did. With `candidates`, only the
+    /// flows at those table indices are considered.
     static func visit<V: MatchVisitor, S: SlotSource>(
-        _ table: FlowTable, _ matcher: Matcher, _ slots: inout S, _ visitor: inout V
+        _ table: FlowTable, _ matcher: Matcher, _ slots: inout S, _ visitor: inout V, _ candidates: [Int]? = nil
     ) -> Int {
         let plain = matcher.isEmpty
         let needsSlot = slots.needsSlot
@@ -152,19 +153,26 @@ extension FlowQueryEngine {
                                     numericSets: matcher.numericSets, addressSets: matcher.addressSets,
                                     ranges: matcher.ranges, labelMasks: matcher.labelMasks, helpers: matcher.helpers,
                                     now: matcher.now, wallNow: matcher.wallNow)
+                                @inline(__always) func consider(_ f: UnsafePointer<Flow>, _ index: Int) {
+                                    if !plain && !view.matches(f) { return }
+                                    var slot = 0
+                                    if needsSlot {
+                                        slot = slots.slot(f.pointee.mark)
+                                        if slotFilter && !slots.passes(slot) { return }
+                                    }
+                                    total += 1
+                                    visitor.visit(f, index: index, slot: slot)
+                                }
+                                if let candidates {
+                                    for i in candidates {
+                                        var flow = table[i]
+                                        withUnsafePointer(to: &flow) { consider($0, i) }
+                                    }
+                                    return
+                                }
                                 _ = table.forEachChunk { flows, first in
                                     guard let base = flows.baseAddress else { return }
-                                    for i in 0..<flows.count {
-                                        let f = base + i
-                                        if !plain && !view.matches(f) { continue }
-                                        var slot = 0
-                                        if needsSlot {
-                                            slot = slots.slot(f.pointee.mark)
-                                            if slotFilter && !slots.passes(slot) { continue }
-                                        }
-                                        total += 1
-                                        visitor.visit(f, index: first + i, slot: slot)
-                                    }
+                                    for i in 0..<flows.count { consider(base + i, first + i) }
                                 }
                             }
                         }

@@ -90,7 +90,7 @@ struct SplitMix: RandomNumberGenerator {
 }
 
 /// ~5000 flows with heavy key duplication (few ports, marks, addresses; some duplicate ids).
-private func randomTable(count: Int, seed: UInt64) -> [Flow] {
+func randomTable(count: Int, seed: UInt64) -> [Flow] {
     var g = SplitMix(state: seed)
     var flows: [Flow] = []
     for i in 0..<count {
@@ -127,7 +127,7 @@ private func randomTable(count: Int, seed: UInt64) -> [Flow] {
 }
 
 /// Independent reference: a Comparable primary value per order field.
-private enum RefValue: Comparable {
+enum RefValue: Comparable {
     case number(Double)
     case address(IPAddress)
     case resolved(ResolvedValue?)
@@ -144,7 +144,7 @@ private enum RefValue: Comparable {
     }
 }
 
-private func refValue(_ f: Flow, _ field: String, now: Double, resolve: (String, UInt32) -> ResolvedValue?) -> RefValue
+func refValue(_ f: Flow, _ field: String, now: Double, resolve: (String, UInt32) -> ResolvedValue?) -> RefValue
 {
     switch field {
     case "id": return .number(Double(f.id))
@@ -159,7 +159,8 @@ private func refValue(_ f: Flow, _ field: String, now: Double, resolve: (String,
     case "repl_port_src": return .number(Double(f.replySourcePort))
     case "repl_port_dst": return .number(Double(f.replyDestinationPort))
     case "mark": return .number(Double(f.mark))
-    case "timeout": return .number(Double(f.remainingTimeout(at: now)))
+    // Remaining time, exactly: the expiry (the displayed whole seconds are rounded up from it).
+    case "timeout": return .number(f.expiry)
     case "status": return .number(Double(f.status))
     case "state": return .number(Double(f.tcpState))
     case "zone": return .number(Double(f.zone))
@@ -175,7 +176,7 @@ private func refValue(_ f: Flow, _ field: String, now: Double, resolve: (String,
 }
 
 /// Naive filter-then-full-sort reference: order field (direction applied), then id ascending, then position.
-private func reference(
+func reference(
     _ flows: [Flow], where keep: (Flow) -> Bool, order: String?, descending: Bool, now: Double,
     resolve: @escaping (String, UInt32) -> ResolvedValue? = { _, _ in nil }
 ) -> [Int] {

@@ -39,7 +39,7 @@ enum KillPreview {
             total += 1
             if total <= limit { entries.append($0) }
         }
-        let sample = query.run(on: snap.flows, now: now, resolve: resolve).page.map { i in
+        let sample = query.run(on: snap.flows, indexes: snap.indexes, now: now, resolve: resolve).page.map { i in
             snap.flows[i].xmlrpcStruct(
                 now: now, labelNames: context.settings.labelNames,
                 extra: context.resolvedFields.members(mark: snap.flows[i].mark))

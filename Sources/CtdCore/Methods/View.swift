@@ -59,7 +59,7 @@ enum View {
             let wallNow = Date().timeIntervalSince1970
             let compute = {
                 query.run(
-                    on: snap.flows, now: now, wallNow: wallNow,
+                    on: snap.flows, indexes: snap.indexes, now: now, wallNow: wallNow,
                     resolve: context.plugins.resolvers.isEmpty ? nil : resolve)
             }
             let result =

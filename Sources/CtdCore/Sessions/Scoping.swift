@@ -31,7 +31,7 @@ enum Scoping {
         guard filter(for: session) != nil else { return snapshot.flows.count }
         let query = restrict(FlowQuery(filters: [], orderField: nil, direction: .ascending, start: 0, length: 0), to: session)
         let resolve = context.plugins.resolvers.isEmpty ? nil : context.resolvedFields.resolver()
-        return query.run(on: snapshot.flows, now: context.clock.now(), resolve: resolve).total
+        return query.run(on: snapshot.flows, indexes: snapshot.indexes, now: context.clock.now(), resolve: resolve).total
     }
 
     /// Whether `session` may see and act on `flow`.

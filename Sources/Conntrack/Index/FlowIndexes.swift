@@ -1,0 +1,148 @@
+import Dispatch
+import Foundation
+
+/// The mirror's ordered indexes: one ``OrderedIndex`` per indexed sort field, holding every flow's sort key (the
+/// same keys the query engine's scan makes, ascending), kept up to date by the mirror under its lock and published
+/// with each snapshot. A query ordered by an indexed field finds any page by rank; a query filtered by an indexed
+/// field finds its candidates as key ranges (docs/benchmark.md, "Query plans").
+///
+/// Keys carry the flow's table index, so the mirror's swap-remove (the last flow moves into the hole) re-keys the
+/// moved flow in every index.
+public struct FlowIndexes: Sendable {
+    /// The sort fields that have an index. Counters and byte rates change at every refresh for most entries and
+    /// are not indexed (their orders are scanned); the remaining timeout is indexed as the expiry time, which does
+    /// not move with the clock.
+    public enum Field: CaseIterable, Sendable {
+        case id, mark, timeout, origPortSrc, origPortDst, origSrc, origDst
+    }
+
+    public private(set) var id = OrderedIndex<SortKey>()
+    public private(set) var mark = OrderedIndex<SortKey>()
+    public private(set) var timeout = OrderedIndex<SortKey>()
+    public private(set) var origPortSrc = OrderedIndex<SortKey>()
+    public private(set) var origPortDst = OrderedIndex<SortKey>()
+    public private(set) var origSrc = OrderedIndex<AddressSortKey>()
+    public private(set) var origDst = OrderedIndex<AddressSortKey>()
+
+    public init() {}
+
+    public var count: Int { id.count }
+
+    // MARK: Keys
+
+    @inline(__always) public static func idKey(_ f: Flow, _ i: Int) -> SortKey { .narrow(UInt64(f.id), id: f.id, index: i) }
+    @inline(__always) public static func markKey(_ f: Flow, _ i: Int) -> SortKey {
+        .narrow(UInt64(f.mark), id: f.id, index: i)
+    }
+    @inline(__always) public static func timeoutKey(_ f: Flow, _ i: Int) -> SortKey {
+        .wide(SortKey.orderedBits(f.expiry), id: f.id, index: i)
+    }
+    @inline(__always) public static func origPortSrcKey(_ f: Flow, _ i: Int) -> SortKey {
+        .narrow(UInt64(f.origSourcePort), id: f.id, index: i)
+    }
+    @inline(__always) public static func origPortDstKey(_ f: Flow, _ i: Int) -> SortKey {
+        .narrow(UInt64(f.origDestinationPort), id: f.id, index: i)
+    }
+    @inline(__always) public static func origSrcKey(_ f: Flow, _ i: Int) -> AddressSortKey {
+        AddressSortKey(f.origSource, id: f.id, index: i)
+    }
+    @inline(__always) public static func origDstKey(_ f: Flow, _ i: Int) -> AddressSortKey {
+        AddressSortKey(f.origDestination, id: f.id, index: i)
+    }
+
+    // MARK: Writing (the mirror, under its lock)
+
+    /// A flow appended at table index `i`.
+    public mutating func add(_ f: Flow, at i: Int) {
+        id.insert(Self.idKey(f, i))
+        mark.insert(Self.markKey(f, i))
+        timeout.insert(Self.timeoutKey(f, i))
+        origPortSrc.insert(Self.origPortSrcKey(f, i))
+        origPortDst.insert(Self.origPortDstKey(f, i))
+        origSrc.insert(Self.origSrcKey(f, i))
+        origDst.insert(Self.origDstKey(f, i))
+    }
+
+    /// The flow at table index `i` leaves the table.
+    public mutating func remove(_ f: Flow, at i: Int) {
+        id.remove(Self.idKey(f, i))
+        mark.remove(Self.markKey(f, i))
+        timeout.remove(Self.timeoutKey(f, i))
+        origPortSrc.remove(Self.origPortSrcKey(f, i))
+        origPortDst.remove(Self.origPortDstKey(f, i))
+        origSrc.remove(Self.origSrcKey(f, i))
+        origDst.remove(Self.origDstKey(f, i))
+    }
+
+    /// The flow at table index `i` changed from `old` to `new` (same id and tuple): only the keys that moved.
+    @inline(__always) public mutating func update(_ old: Flow, _ new: Flow, at i: Int) {
+        if old.mark != new.mark { mark.replace(Self.markKey(old, i), with: Self.markKey(new, i)) }
+        if old.timeout != new.timeout || old.timeoutObservedAt != new.timeoutObservedAt {
+            timeout.replace(Self.timeoutKey(old, i), with: Self.timeoutKey(new, i))
+        }
+    }
+
+    /// The flow `f` moved from table index `from` to `to` (the swap-remove).
+    public mutating func move(_ f: Flow, from: Int, to: Int) {
+        remove(f, at: from)
+        add(f, at: to)
+    }
+
+    /// Indexes of the whole table, built from sorted key arrays (start-up and resync); the seven sorts run on
+    /// all cores.
+    public init(_ table: FlowTable) {
+        let n = table.count
+        var narrow = [[SortKey]](repeating: [], count: 5)
+        var addresses = [[AddressSortKey]](repeating: [], count: 2)
+        let makers: [(Flow, Int) -> SortKey] = [
+            Self.idKey, Self.markKey, Self.timeoutKey, Self.origPortSrcKey, Self.origPortDstKey,
+        ]
+        let addressMakers: [(Flow, Int) -> AddressSortKey] = [Self.origSrcKey, Self.origDstKey]
+        narrow.withUnsafeMutableBufferPointer { narrowOut in
+            addresses.withUnsafeMutableBufferPointer { addressOut in
+                let nOut = narrowOut
+                let aOut = addressOut
+                DispatchQueue.concurrentPerform(iterations: 7) { job in
+                    if job < 5 {
+                        var keys: [SortKey] = []
+                        keys.reserveCapacity(n)
+                        let make = makers[job]
+                        _ = table.forEachChunk { flows, first in
+                            for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
+                        }
+                        keys.sort()
+                        nOut[job] = keys
+                    } else {
+                        var keys: [AddressSortKey] = []
+                        keys.reserveCapacity(n)
+                        let make = addressMakers[job - 5]
+                        _ = table.forEachChunk { flows, first in
+                            for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
+                        }
+                        keys.sort()
+                        aOut[job - 5] = keys
+                    }
+                }
+            }
+        }
+        id = OrderedIndex(sorted: narrow[0])
+        mark = OrderedIndex(sorted: narrow[1])
+        timeout = OrderedIndex(sorted: narrow[2])
+        origPortSrc = OrderedIndex(sorted: narrow[3])
+        origPortDst = OrderedIndex(sorted: narrow[4])
+        origSrc = OrderedIndex(sorted: addresses[0])
+        origDst = OrderedIndex(sorted: addresses[1])
+    }
+
+    /// Checks every index against the table (tests): each holds exactly the table's keys.
+    package func matches(_ table: FlowTable) -> Bool {
+        var flows: [Flow] = []
+        for i in 0..<table.count { flows.append(table[i]) }
+        func same<K: Comparable>(_ index: OrderedIndex<K>, _ make: (Flow, Int) -> K) -> Bool {
+            index.checkInvariants() && index.sortedKeys == flows.enumerated().map { make($1, $0) }.sorted()
+        }
+        return same(id, Self.idKey) && same(mark, Self.markKey) && same(timeout, Self.timeoutKey)
+            && same(origPortSrc, Self.origPortSrcKey) && same(origPortDst, Self.origPortDstKey)
+            && same(origSrc, Self.origSrcKey) && same(origDst, Self.origDstKey)
+    }
+}
