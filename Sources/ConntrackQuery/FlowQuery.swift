@@ -263,10 +263,14 @@ public struct FlowQuery: Equatable, Sendable {
     }
 
     /// Calls `body` with every flow of `table` that passes the filters (the order and the page are ignored).
+    /// With `indexes` (of the same table), a selective indexed filter narrows the flows considered (the seek plan
+    /// of ``runReportingPlan(on:indexes:now:wallNow:resolve:)``); the flows are then visited in that index's order.
     public func forEachMatch(
-        on table: FlowTable, now: Double, wallNow: Double = Date().timeIntervalSince1970,
+        on table: FlowTable, indexes: FlowIndexes? = nil, now: Double, wallNow: Double = Date().timeIntervalSince1970,
         resolve: ((String, UInt32) -> ResolvedValue?)?, _ body: (Flow) -> Void
     ) {
+        var candidates: [Int]?
+        if let indexes, indexes.count == table.count { candidates = FlowQueryEngine.seekCandidates(filters, indexes) }
         let matcher = FlowQueryEngine.Matcher(filters: filters, now: now, wallNow: wallNow)
         let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
             if case .resolved(let name, let values) = $0 { return (name, values) }
@@ -276,10 +280,10 @@ public struct FlowQuery: Equatable, Sendable {
             var visitor = FlowQueryEngine.ClosureVisitor(body: body)
             if resolvedFilters.isEmpty {
                 var none = FlowQueryEngine.NoSlots()
-                _ = FlowQueryEngine.visit(table, matcher, &none, &visitor)
+                _ = FlowQueryEngine.visit(table, matcher, &none, &visitor, candidates)
             } else {
                 var cache = FlowQueryEngine.ResolvedCache(filters: resolvedFilters, orderField: nil, resolve: resolve)
-                _ = FlowQueryEngine.visit(table, matcher, &cache, &visitor)
+                _ = FlowQueryEngine.visit(table, matcher, &cache, &visitor, candidates)
             }
         }
     }

@@ -110,11 +110,11 @@ public struct FlowSummary: Equatable, Sendable {
     /// Sums the flows of `table` that pass `query`'s filters (its order and page are ignored), grouped by `key`.
     /// - Parameter resolve: as for ``FlowQuery/run(on:now:resolve:)``; also gives a resolved key's value.
     public static func summarize(
-        _ table: FlowTable, query: FlowQuery, key: Key, order: Order, limit: Int, now: Double,
-        resolve: ((String, UInt32) -> ResolvedValue?)?
+        _ table: FlowTable, indexes: FlowIndexes? = nil, query: FlowQuery, key: Key, order: Order, limit: Int,
+        now: Double, resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowSummary {
         var sums = GroupSums(key: key, resolve: resolve)
-        query.forEachMatch(on: table, now: now, resolve: resolve) { sums.add($0) }
+        query.forEachMatch(on: table, indexes: indexes, now: now, resolve: resolve) { sums.add($0) }
         let ranked = sums.top(limit: max(0, limit), order: order)
         var total = Totals()
         for t in sums.allTotals { total.add(t) }

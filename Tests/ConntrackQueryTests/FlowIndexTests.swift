@@ -56,6 +56,15 @@ private func checkAgainstScan(_ table: FlowTable, _ indexes: FlowIndexes, _ q: F
         Issue.record("plan \(indexed.plan) differs from the scan for \(q)")
         return false
     }
+    // The flows summaries and previews visit: the same set, through the index or not.
+    var through: [SortKey] = []
+    var all: [SortKey] = []
+    q.forEachMatch(on: table, indexes: indexes, now: now, resolve: nil) { through.append(FlowIndexes.idKey($0, 0)) }
+    q.forEachMatch(on: table, now: now, resolve: nil) { all.append(FlowIndexes.idKey($0, 0)) }
+    if through.sorted() != all.sorted() {
+        Issue.record("forEachMatch through the indexes differs from the scan for \(q)")
+        return false
+    }
     return true
 }
 

@@ -6,6 +6,10 @@
 //
 // Entry i: UDP, src = base + (i / 60000), sport = sport-base + (i % 60000), dst = base + 0x01000000, dport = 53,
 // mark = i % K (K = --marks, default 16, 0 = all zero), or mark = --uid-mark-base + i % K with --uid-shift.
+// --mix (IPv4): the table of a busy gateway instead: 3 in 4 entries TCP ESTABLISHED, 1 in 4 UDP; src = base + a
+// bijective hash of i within 2^22 addresses (64 /16s: a /16 holds 1/64 of the table, a CGN's subscribers); dst = base +
+// 0x01000000 + 1 + (i % 4096) (4,096 servers, so a /30 holds 4 of them); dport = 1024 + a hash of i % 1000
+// (1,000 services).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +17,7 @@
 #include <string.h>
 
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+#include <libnetfilter_conntrack/libnetfilter_conntrack_tcp.h>
 
 static void usage(void) {
     fprintf(stderr,
@@ -28,9 +33,15 @@ int main(int argc, char **argv) {
     long n = strtol(argv[2], NULL, 10);
     if (n <= 0 || n > 5000000) usage();
     const char *base = NULL;
-    int family = 4, marks = 16, shift = 0, sport_base = 1024;
+    int family = 4, marks = 16, shift = 0, sport_base = 1024, mix = 0;
     unsigned timeout = 600;
-    for (int i = 3; i + 1 < argc; i += 2) {
+    for (int i = 3; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--mix")) {
+            mix = 1;
+            i--;  // a flag without a value (the loop steps by two)
+            continue;
+        }
+        if (i + 1 >= argc) usage();
         if (!strcmp(argv[i], "--base")) base = argv[i + 1];
         else if (!strcmp(argv[i], "--family")) family = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--marks")) marks = atoi(argv[i + 1]);
@@ -61,8 +72,10 @@ int main(int argc, char **argv) {
         uint16_t sport = (uint16_t)(sport_base + i % 60000);
         if (family == 4) {
             nfct_set_attr_u8(ct, ATTR_L3PROTO, AF_INET);
-            nfct_set_attr_u32(ct, ATTR_IPV4_SRC, htonl(b4 + host + 1));
-            nfct_set_attr_u32(ct, ATTR_IPV4_DST, htonl(b4 + 0x01000000 + 1));
+            uint32_t src = mix ? (uint32_t)(((uint64_t)i * 2654435761u) & 0x3fffff) : host + 1;
+            nfct_set_attr_u32(ct, ATTR_IPV4_SRC, htonl(b4 + src));
+            uint32_t server = mix ? (uint32_t)(i % 4096) : 0;
+            nfct_set_attr_u32(ct, ATTR_IPV4_DST, htonl(b4 + 0x01000000 + 1 + server));
         } else {
             uint8_t s[16], d[16];
             memcpy(s, b6, 16);
@@ -74,9 +87,12 @@ int main(int argc, char **argv) {
             nfct_set_attr(ct, ATTR_IPV6_SRC, s);
             nfct_set_attr(ct, ATTR_IPV6_DST, d);
         }
-        nfct_set_attr_u8(ct, ATTR_L4PROTO, IPPROTO_UDP);
+        int tcp = mix && i % 4 != 0;
+        uint16_t dport = mix ? (uint16_t)(1024 + ((uint32_t)i * 2654435761u >> 12) % 1000) : 53;
+        nfct_set_attr_u8(ct, ATTR_L4PROTO, tcp ? IPPROTO_TCP : IPPROTO_UDP);
         nfct_set_attr_u16(ct, ATTR_PORT_SRC, htons(sport));
-        nfct_set_attr_u16(ct, ATTR_PORT_DST, htons(53));
+        nfct_set_attr_u16(ct, ATTR_PORT_DST, htons(dport));
+        if (tcp && create) nfct_set_attr_u8(ct, ATTR_TCP_STATE, TCP_CONNTRACK_ESTABLISHED);
         if (create) {
             nfct_setobjopt(ct, NFCT_SOPT_SETUP_REPLY);
             nfct_set_attr_u32(ct, ATTR_TIMEOUT, timeout);

@@ -35,7 +35,7 @@ enum KillPreview {
         let limit = context.settings.maxKillMatching
         var entries: [Flow] = []
         var total = 0
-        query.forEachMatch(on: snap.flows, now: now, resolve: resolve) {
+        query.forEachMatch(on: snap.flows, indexes: snap.indexes, now: now, resolve: resolve) {
             total += 1
             if total <= limit { entries.append($0) }
         }

@@ -37,7 +37,7 @@ enum Summary {
         let snap = context.table.snapshot()
         let resolve = context.plugins.resolvers.isEmpty ? nil : context.resolvedFields.resolver()
         let summary = FlowSummary.summarize(
-            snap.flows, query: query, key: key, order: order, limit: Int(limit), now: context.clock.now(),
+            snap.flows, indexes: snap.indexes, query: query, key: key, order: order, limit: Int(limit), now: context.clock.now(),
             resolve: resolve)
         return .structure(
             XMLRPCStruct([
