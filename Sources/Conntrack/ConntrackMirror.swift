@@ -100,10 +100,8 @@ public final class ConntrackMirror: @unchecked Sendable {
     /// of a reconciliation rewrites `lastSeen` and the observation times, so that reconciliation must not drop.
     private var loads: UInt64 = 0
     private var loadsAtReconcileStart: UInt64 = 0
-    private var indexByKey: [FlowKey: Int] = [:]
-    /// id -> index; ids shared by several entries are in `ambiguousIDs` with their count instead.
-    private var indexByID: [UInt32: Int] = [:]
-    private var ambiguousIDs: [UInt32: Int] = [:]
+    /// FlowKey -> index (ids are found through `indexes.id`).
+    private var indexByKey = FlowKeyTable()
     private var generation: UInt64 = 0
     private var published: MirrorSnapshot?
     private var stats = Statistics(
@@ -158,9 +156,11 @@ public final class ConntrackMirror: @unchecked Sendable {
     }
 
     private func lookupLocked(_ id: UInt32) -> Lookup {
-        if ambiguousIDs[id] != nil { return .ambiguous }
-        guard let i = indexByID[id] else { return .missing }
-        return .found(flows[i])
+        switch indexes.lookup(id: id) {
+        case .none: return .missing
+        case .one(let i): return .found(flows[i])
+        case .several: return .ambiguous
+        }
     }
 
     public var statistics: Statistics {
@@ -188,7 +188,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         _ flow: Flow, present: ConntrackEvent.Fields, fromEvent: Bool = false, isNew: Bool = false
     ) {
         let key = FlowKey(flow)
-        if let i = indexByKey[key] {
+        if let i = indexByKey.find(key, keyAt) {
             let old = flows[i]
             flows[i].merge(flow, present: present)
             let new = flows[i]
@@ -215,35 +215,15 @@ public final class ConntrackMirror: @unchecked Sendable {
         lastSeen.append(0)
         silent.append(false)
         changes.record(.new, flow)
-        indexByKey[key] = i
-        addIDLocked(flow.id, index: i)
+        indexByKey.insert(key, index: i, keyAt)
     }
 
-    private func addIDLocked(_ id: UInt32, index: Int) {
-        if let n = ambiguousIDs[id] {
-            ambiguousIDs[id] = n + 1
-        } else if indexByID[id] != nil {
-            indexByID[id] = nil
-            ambiguousIDs[id] = 2
-        } else {
-            indexByID[id] = index
-        }
-    }
+    /// The key of the flow at table index `i` (the hash table reads its keys back from the flows).
+    @inline(__always) private func keyAt(_ i: Int) -> FlowKey { FlowKey(flows[i]) }
 
     private func removeLocked(_ key: FlowKey) {
-        guard let i = indexByKey.removeValue(forKey: key) else { return }
-        let id = flows[i].id
-        var survivorToFind = false
-        if let n = ambiguousIDs[id] {
-            if n > 2 {
-                ambiguousIDs[id] = n - 1
-            } else {
-                ambiguousIDs[id] = nil
-                survivorToFind = true
-            }
-        } else {
-            indexByID[id] = nil
-        }
+        guard let i = indexByKey.find(key, keyAt) else { return }
+        indexByKey.remove(key, index: i, keyAt)
         let last = flows.count - 1
         changes.record(.destroyed, flows[i])
         if silent[i] { silentCount -= 1 }
@@ -251,19 +231,14 @@ public final class ConntrackMirror: @unchecked Sendable {
         if i != last {
             let moved = flows[last]
             indexes.move(moved, from: last, to: i)
+            indexByKey.move(FlowKey(moved), from: last, to: i)
             flows[i] = moved
             lastSeen[i] = lastSeen[last]
             silent[i] = silent[last]
-            indexByKey[FlowKey(moved)] = i
-            if indexByID[moved.id] == last { indexByID[moved.id] = i }
         }
         flows.removeLast()
         lastSeen.removeLast()
         silent.removeLast()
-        if survivorToFind {
-            // The id just stopped being shared: find the survivor (rare, a linear scan is fine).
-            if let j = flows.firstIndex(where: { $0.id == id }) { indexByID[id] = j }
-        }
     }
 
     /// Replaces the hidden blocks (a reload); ctd's own ports stay hidden. Entries now hidden leave at once; entries
@@ -323,34 +298,28 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     /// Replaces the whole content with a fresh dump (start-up and resync after event loss).
     func load(_ dumped: [Flow], isResync: Bool) {
-        var newFlows: [Flow] = []
-        newFlows.reserveCapacity(dumped.count)
-        var byKey: [FlowKey: Int] = [:]
-        byKey.reserveCapacity(dumped.count)
         let hide = lock.withLock { self.hide }
+        // Straight into chunks (no intermediate array): a later listing of the same entry replaces the earlier.
+        var table = FlowTable()
+        var byKey = FlowKeyTable(capacity: dumped.count)
         for f in dumped where !hide.hides(f) {
             let key = FlowKey(f)
-            if let i = byKey[key] {
-                newFlows[i] = f
+            if let i = byKey.find(key, { FlowKey(table[$0]) }) {
+                table[i] = f
             } else {
-                byKey[key] = newFlows.count
-                newFlows.append(f)
+                table.append(f)
+                byKey.insert(key, index: table.count - 1) { FlowKey(table[$0]) }
             }
         }
-        let table = FlowTable(newFlows)
         let built = FlowIndexes(table)
         lock.withLock {
             dropPublishedLocked()
             flows = table
             indexes = built
-            lastSeen = [UInt32](repeating: 0, count: newFlows.count)
-            silent = [Bool](repeating: true, count: newFlows.count)
-            silentCount = newFlows.count
+            lastSeen = [UInt32](repeating: 0, count: table.count)
+            silent = [Bool](repeating: true, count: table.count)
+            silentCount = table.count
             indexByKey = byKey
-            indexByID = [:]
-            indexByID.reserveCapacity(newFlows.count)
-            ambiguousIDs = [:]
-            for (i, f) in newFlows.enumerated() { addIDLocked(f.id, index: i) }
             generation &+= 1
             loads &+= 1
             if isResync { stats.resyncs += 1 }
@@ -379,7 +348,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             dropPublishedLocked()
             var changed = false
             for f in chunk {
-                guard let i = indexByKey[FlowKey(f)] else {
+                guard let i = indexByKey.find(FlowKey(f), keyAt) else {
                     // Listed by the kernel but unknown here: its NEW event was lost. (A hidden entry stays out.)
                     let before = flows.count
                     upsertLocked(f, present: .all)

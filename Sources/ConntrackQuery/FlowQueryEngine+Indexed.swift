@@ -4,7 +4,9 @@ import Foundation
 // Query plans that use the mirror's ordered indexes (FlowIndexes). Each plan answers exactly what the scan would
 // answer (same keys, same ties): the property tests in FlowIndexTests check it on random tables and queries.
 //
-//   - rank: no filter, order by an indexed field (or by id): the page is read by rank, O(log n + length).
+//   - rank: no filter, order by an indexed field (or by id): the page is read by rank, O(log n + length). With a
+//     protocol filter alone, the keys' protocol tags are counted leaf by leaf: O(n / 512 + 512 + length) reads
+//     of one byte, never a flow.
 //   - seek: a filter on an indexed field selects few enough entries: the index gives their key ranges (one per
 //     value, block or range), the other filters and the selection run on those candidates only, O(m).
 //   - scan: everything else (the selection of FlowQueryEngine+Selection, O(n)).
@@ -34,6 +36,11 @@ extension FlowQuery {
         if filters.isEmpty, let page = FlowQueryEngine.rankPage(self, indexes) {
             return (FlowQueryResult(total: table.count, page: page), .rank)
         }
+        if filters.count == 1, case .number(.l4proto, let protocols) = filters[0],
+            let (total, page) = FlowQueryEngine.rankPage(self, indexes, protocols: protocols)
+        {
+            return (FlowQueryResult(total: total, page: page), .rank)
+        }
         if let candidates = FlowQueryEngine.seekCandidates(filters, indexes) {
             return (run(on: table, candidates: candidates, now: now, wallNow: wallNow, resolve: resolve), .seek)
         }
@@ -46,6 +53,11 @@ extension FlowQueryEngine {
 
     /// The page of an unfiltered query ordered by an indexed field, read by rank; nil when the field has no index.
     static func rankPage(_ query: FlowQuery, _ indexes: FlowIndexes) -> [Int]? {
+        rankPage(query, indexes, protocols: nil)?.page
+    }
+
+    /// As above, among the flows of these IP protocols only (the keys' tags) when `protocols` is given.
+    static func rankPage(_ query: FlowQuery, _ indexes: FlowIndexes, protocols: [UInt32]?) -> (total: Int, page: [Int])? {
         let field: FlowQuery.SortField
         switch query.orderField {
         case nil: field = .id
@@ -55,16 +67,64 @@ extension FlowQueryEngine {
         let start = max(0, query.start)
         let length = max(0, query.length)
         let descending = query.direction == .descending
+        var wanted: [Bool]?
+        if let protocols {
+            var w = [Bool](repeating: false, count: 256)
+            for p in protocols where p < 256 { w[Int(p)] = true }
+            wanted = w
+        }
+        let n = indexes.count
+        func untagged(_ page: [Int]) -> (Int, [Int]) { (n, page) }
         switch field {
-        case .id: return narrowPage(indexes.id, start, length, descending)
-        case .mark: return narrowPage(indexes.mark, start, length, descending)
-        case .origPortSrc: return narrowPage(indexes.origPortSrc, start, length, descending)
-        case .origPortDst: return narrowPage(indexes.origPortDst, start, length, descending)
-        case .timeout: return widePage(indexes.timeout, start, length, descending)
-        case .origSrc: return addressPage(indexes.origSrc, start, length, descending)
-        case .origDst: return addressPage(indexes.origDst, start, length, descending)
+        case .id:
+            if let wanted { return taggedPage(indexes.id, start, length, descending, wanted, narrowGroups) }
+            return untagged(narrowPage(indexes.id, start, length, descending))
+        case .mark:
+            if let wanted { return taggedPage(indexes.mark, start, length, descending, wanted, narrowGroups) }
+            return untagged(narrowPage(indexes.mark, start, length, descending))
+        case .origPortSrc:
+            if let wanted { return taggedPage(indexes.origPortSrc, start, length, descending, wanted, narrowGroups) }
+            return untagged(narrowPage(indexes.origPortSrc, start, length, descending))
+        case .origPortDst:
+            if let wanted { return taggedPage(indexes.origPortDst, start, length, descending, wanted, narrowGroups) }
+            return untagged(narrowPage(indexes.origPortDst, start, length, descending))
+        case .timeout:
+            if let wanted { return taggedPage(indexes.timeout, start, length, descending, wanted, wideGroups) }
+            return untagged(widePage(indexes.timeout, start, length, descending))
+        case .origSrc:
+            if let wanted { return taggedPage(indexes.origSrc, start, length, descending, wanted, addressGroups) }
+            return untagged(addressPage(indexes.origSrc, start, length, descending))
+        case .origDst:
+            if let wanted { return taggedPage(indexes.origDst, start, length, descending, wanted, addressGroups) }
+            return untagged(addressPage(indexes.origDst, start, length, descending))
         default: return nil
         }
+    }
+
+    /// The smallest and the largest key with the same primary value, per key layout.
+    static let narrowGroups: (low: (SortKey) -> SortKey, high: (SortKey) -> SortKey) = (
+        { SortKey(a: $0.a & 0xffff_ffff_0000_0000, b: 0) }, { SortKey(a: $0.a | 0xffff_ffff, b: .max) }
+    )
+    static let wideGroups: (low: (SortKey) -> SortKey, high: (SortKey) -> SortKey) = (
+        { SortKey(a: $0.a, b: 0) }, { SortKey(a: $0.a, b: .max) }
+    )
+    static let addressGroups: (low: (AddressSortKey) -> AddressSortKey, high: (AddressSortKey) -> AddressSortKey) = (
+        { AddressSortKey(family: $0.family, high: $0.high, low: $0.low, tie: 0) },
+        { AddressSortKey(family: $0.family, high: $0.high, low: $0.low, tie: .max) }
+    )
+
+    static func taggedPage<K: FlowIndexKey>(
+        _ index: OrderedIndex<K>, _ start: Int, _ length: Int, _ descending: Bool, _ wanted: [Bool],
+        _ groups: (low: (K) -> K, high: (K) -> K)
+    ) -> (total: Int, page: [Int]) {
+        let reader = OrderedIndex.Reader(index)
+        let counts = reader.tagCounts(wanted)
+        let total = counts.reduce(0, +)
+        guard start < total, length > 0 else { return (total, []) }
+        let keys = reader.taggedPage(
+            start: start, length: length, descending: descending, wanted: wanted, leafCounts: counts,
+            groupLow: groups.low, groupHigh: groups.high)
+        return (total, keys.map(\.tableIndex))
     }
 
     private static func ascending<K>(_ reader: OrderedIndex<K>.Reader, _ start: Int, _ length: Int, _ index: (K) -> Int)
@@ -202,6 +262,8 @@ extension FlowQueryEngine {
             let r = narrowReader(best.index)
             for range in best.ranges { r.forEach(in: range) { candidates.append($0.tableIndex); return true } }
         }
+        // In table order, the flows are read front to back (the hardware prefetches), not at random.
+        candidates.sort()
         return candidates
     }
 

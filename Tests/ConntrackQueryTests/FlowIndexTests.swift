@@ -73,12 +73,18 @@ struct OrderedIndexTests {
         var g = SplitMix(state: 42)
         var index = OrderedIndex<SortKey>()
         var reference = Set<SortKey>()
+        var tagOf: [SortKey: UInt8] = [:]
         for round in 0..<40_000 {
             let key = SortKey(a: UInt64.random(in: 0..<300, using: &g) << 32, b: UInt64.random(in: 0..<200, using: &g))
             if Bool.random(using: &g) || reference.count < 100 {
-                if reference.insert(key).inserted { index.insert(key) }
+                let tag = UInt8.random(in: 0..<3, using: &g)
+                if reference.insert(key).inserted {
+                    index.insert(key, tag: tag)
+                    tagOf[key] = tag
+                }
             } else if let victim = reference.randomElement(using: &g) {
                 reference.remove(victim)
+                tagOf[victim] = nil
                 let removed = index.remove(victim)
                 #expect(removed)
             }
@@ -86,6 +92,7 @@ struct OrderedIndexTests {
                 // Shrink hard once, so that leaves merge.
                 for victim in reference.shuffled(using: &g).prefix(reference.count * 9 / 10) {
                     reference.remove(victim)
+                    tagOf[victim] = nil
                     index.remove(victim)
                 }
             }
@@ -114,6 +121,24 @@ struct OrderedIndexTests {
                 start: start, length: 150, groupLow: { SortKey(a: $0.a & 0xffff_ffff_0000_0000, b: 0) },
                 groupHigh: { SortKey(a: $0.a | 0xffff_ffff, b: .max) })
             #expect(got == Array(byGroups[start..<min(byGroups.count, start + 150)]))
+        }
+        // The same through the tags: only keys tagged 1 or 2, ascending and by groups.
+        var wanted = [Bool](repeating: false, count: 256)
+        wanted[1] = true
+        wanted[2] = true
+        let counts = reader.tagCounts(wanted)
+        let taggedAscending = sorted.filter { tagOf[$0]! != 0 }
+        let taggedByGroups = byGroups.filter { tagOf[$0]! != 0 }
+        #expect(counts.reduce(0, +) == taggedAscending.count)
+        for start in [0, 1, 50, taggedAscending.count / 3, taggedAscending.count - 2, taggedAscending.count + 5] {
+            for descending in [false, true] {
+                let got = reader.taggedPage(
+                    start: start, length: 120, descending: descending, wanted: wanted, leafCounts: counts,
+                    groupLow: { SortKey(a: $0.a & 0xffff_ffff_0000_0000, b: 0) },
+                    groupHigh: { SortKey(a: $0.a | 0xffff_ffff, b: .max) })
+                let expected = descending ? taggedByGroups : taggedAscending
+                #expect(got == Array(expected.dropFirst(start).prefix(120)), "start \(start) desc \(descending)")
+            }
         }
     }
 

@@ -6,6 +6,9 @@ import Foundation
 /// with each snapshot. A query ordered by an indexed field finds any page by rank; a query filtered by an indexed
 /// field finds its candidates as key ranges (docs/benchmark.md, "Query plans").
 ///
+/// Every key is tagged with the flow's IP protocol (`l4proto`), so a protocol filter counts and pages through an
+/// index without reading the flows.
+///
 /// Keys carry the flow's table index, so the mirror's swap-remove (the last flow moves into the hole) re-keys the
 /// moved flow in every index.
 public struct FlowIndexes: Sendable {
@@ -50,17 +53,31 @@ public struct FlowIndexes: Sendable {
         AddressSortKey(f.origDestination, id: f.id, index: i)
     }
 
+    /// Where the entries with this id are: none, one (its table index), or several (ids are random 32-bit values
+    /// and may collide: about 116 pairs in a million entries).
+    public enum IDLookup: Equatable { case none, one(Int), several }
+
+    public func lookup(id: UInt32) -> IDLookup {
+        let primary = UInt64(id) << 32 | UInt64(id)
+        let keys = self.id.keys(notBelow: SortKey(a: primary, b: 0), limit: 2).filter { $0.a == primary }
+        switch keys.count {
+        case 0: return .none
+        case 1: return .one(keys[0].tableIndex)
+        default: return .several
+        }
+    }
+
     // MARK: Writing (the mirror, under its lock)
 
     /// A flow appended at table index `i`.
     public mutating func add(_ f: Flow, at i: Int) {
-        id.insert(Self.idKey(f, i))
-        mark.insert(Self.markKey(f, i))
-        timeout.insert(Self.timeoutKey(f, i))
-        origPortSrc.insert(Self.origPortSrcKey(f, i))
-        origPortDst.insert(Self.origPortDstKey(f, i))
-        origSrc.insert(Self.origSrcKey(f, i))
-        origDst.insert(Self.origDstKey(f, i))
+        id.insert(Self.idKey(f, i), tag: f.l4proto)
+        mark.insert(Self.markKey(f, i), tag: f.l4proto)
+        timeout.insert(Self.timeoutKey(f, i), tag: f.l4proto)
+        origPortSrc.insert(Self.origPortSrcKey(f, i), tag: f.l4proto)
+        origPortDst.insert(Self.origPortDstKey(f, i), tag: f.l4proto)
+        origSrc.insert(Self.origSrcKey(f, i), tag: f.l4proto)
+        origDst.insert(Self.origDstKey(f, i), tag: f.l4proto)
     }
 
     /// The flow at table index `i` leaves the table.
@@ -76,9 +93,9 @@ public struct FlowIndexes: Sendable {
 
     /// The flow at table index `i` changed from `old` to `new` (same id and tuple): only the keys that moved.
     @inline(__always) public mutating func update(_ old: Flow, _ new: Flow, at i: Int) {
-        if old.mark != new.mark { mark.replace(Self.markKey(old, i), with: Self.markKey(new, i)) }
+        if old.mark != new.mark { mark.replace(Self.markKey(old, i), with: Self.markKey(new, i), tag: new.l4proto) }
         if old.timeout != new.timeout || old.timeoutObservedAt != new.timeoutObservedAt {
-            timeout.replace(Self.timeoutKey(old, i), with: Self.timeoutKey(new, i))
+            timeout.replace(Self.timeoutKey(old, i), with: Self.timeoutKey(new, i), tag: new.l4proto)
         }
     }
 
@@ -92,8 +109,14 @@ public struct FlowIndexes: Sendable {
     /// all cores.
     public init(_ table: FlowTable) {
         let n = table.count
-        var narrow = [[SortKey]](repeating: [], count: 5)
-        var addresses = [[AddressSortKey]](repeating: [], count: 2)
+        // The protocols in table order, for the tags of the sorted keys.
+        var protocols = [UInt8](repeating: 0, count: n)
+        _ = table.forEachChunk { flows, first in
+            for k in 0..<flows.count { protocols[first + k] = flows[k].l4proto }
+        }
+        func tags(_ keys: [some FlowIndexKey]) -> [UInt8] { keys.map { protocols[$0.tableIndex] } }
+        var narrow = [OrderedIndex<SortKey>](repeating: OrderedIndex(), count: 5)
+        var addresses = [OrderedIndex<AddressSortKey>](repeating: OrderedIndex(), count: 2)
         let makers: [(Flow, Int) -> SortKey] = [
             Self.idKey, Self.markKey, Self.timeoutKey, Self.origPortSrcKey, Self.origPortDstKey,
         ]
@@ -102,47 +125,61 @@ public struct FlowIndexes: Sendable {
             addresses.withUnsafeMutableBufferPointer { addressOut in
                 let nOut = narrowOut
                 let aOut = addressOut
-                DispatchQueue.concurrentPerform(iterations: 7) { job in
-                    if job < 5 {
-                        var keys: [SortKey] = []
-                        keys.reserveCapacity(n)
-                        let make = makers[job]
-                        _ = table.forEachChunk { flows, first in
-                            for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
+                // Two at a time (the machine's cores), so that at most two key arrays exist besides the indexes.
+                DispatchQueue.concurrentPerform(iterations: 2) { worker in
+                    for job in stride(from: worker, to: 7, by: 2) {
+                        if job < 5 {
+                            var keys: [SortKey] = []
+                            keys.reserveCapacity(n)
+                            let make = makers[job]
+                            _ = table.forEachChunk { flows, first in
+                                for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
+                            }
+                            keys.sort()
+                            nOut[job] = OrderedIndex(sorted: keys, tags: tags(keys))
+                        } else {
+                            var keys: [AddressSortKey] = []
+                            keys.reserveCapacity(n)
+                            let make = addressMakers[job - 5]
+                            _ = table.forEachChunk { flows, first in
+                                for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
+                            }
+                            keys.sort()
+                            aOut[job - 5] = OrderedIndex(sorted: keys, tags: tags(keys))
                         }
-                        keys.sort()
-                        nOut[job] = keys
-                    } else {
-                        var keys: [AddressSortKey] = []
-                        keys.reserveCapacity(n)
-                        let make = addressMakers[job - 5]
-                        _ = table.forEachChunk { flows, first in
-                            for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
-                        }
-                        keys.sort()
-                        aOut[job - 5] = keys
                     }
                 }
             }
         }
-        id = OrderedIndex(sorted: narrow[0])
-        mark = OrderedIndex(sorted: narrow[1])
-        timeout = OrderedIndex(sorted: narrow[2])
-        origPortSrc = OrderedIndex(sorted: narrow[3])
-        origPortDst = OrderedIndex(sorted: narrow[4])
-        origSrc = OrderedIndex(sorted: addresses[0])
-        origDst = OrderedIndex(sorted: addresses[1])
+        id = narrow[0]
+        mark = narrow[1]
+        timeout = narrow[2]
+        origPortSrc = narrow[3]
+        origPortDst = narrow[4]
+        origSrc = addresses[0]
+        origDst = addresses[1]
     }
 
     /// Checks every index against the table (tests): each holds exactly the table's keys.
     package func matches(_ table: FlowTable) -> Bool {
         var flows: [Flow] = []
         for i in 0..<table.count { flows.append(table[i]) }
-        func same<K: Comparable>(_ index: OrderedIndex<K>, _ make: (Flow, Int) -> K) -> Bool {
+        func same<K: FlowIndexKey>(_ index: OrderedIndex<K>, _ make: (Flow, Int) -> K) -> Bool {
             index.checkInvariants() && index.sortedKeys == flows.enumerated().map { make($1, $0) }.sorted()
+                && zip(index.leaves, index.tags).allSatisfy { leaf, tags in
+                    zip(leaf, tags).allSatisfy { flows[$0.tableIndex].l4proto == $1 }
+                }
         }
         return same(id, Self.idKey) && same(mark, Self.markKey) && same(timeout, Self.timeoutKey)
             && same(origPortSrc, Self.origPortSrcKey) && same(origPortDst, Self.origPortDstKey)
             && same(origSrc, Self.origSrcKey) && same(origDst, Self.origDstKey)
     }
 }
+
+/// A key that names its flow's table index.
+public protocol FlowIndexKey: Comparable, Sendable {
+    var tableIndex: Int { get }
+}
+
+extension SortKey: FlowIndexKey {}
+extension AddressSortKey: FlowIndexKey {}

@@ -7,31 +7,34 @@ import Foundation
 ///   one leaf's keys; a leaf splits when full and merges with a neighbour when it falls below a quarter.
 /// - A snapshot is a copy of the value: the leaf list is shared, and the next write copies the leaf list (a few
 ///   thousand references at a million keys) and the one leaf it changes, never the whole index.
+/// - Each key carries a one-byte tag (the flow's IP protocol in ``FlowIndexes``), kept in parallel leaves, so a
+///   reader can count and skip keys by tag without touching the flows.
 /// - Readers take a ``Reader`` (prefix counts of the leaves, O(n / leafCapacity)) and then find the key of any
 ///   rank, or the rank of any key, in O(log n).
 public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
     public static var leafCapacity: Int { 512 }
 
     package private(set) var leaves: [[K]] = []
+    /// tags[i][j] is the tag of leaves[i][j].
+    package private(set) var tags: [[UInt8]] = []
     /// firsts[i] == leaves[i][0]; every leaf is non-empty.
     private var firsts: [K] = []
     public private(set) var count = 0
 
     public init() {}
 
-    /// An index of `keys`, which must be sorted ascending; leaves are filled to three quarters, so that inserts
-    /// do not split at once.
-    public init(sorted keys: [K]) {
-        let fill = Self.leafCapacity * 3 / 4
+    /// An index of `keys`, which must be sorted ascending, with their `tags`; leaves are filled to seven eighths,
+    /// so that inserts do not split at once.
+    public init(sorted keys: [K], tags keyTags: [UInt8]? = nil) {
+        let fill = Self.leafCapacity * 7 / 8
         var start = 0
         leaves.reserveCapacity(keys.count / fill + 1)
         while start < keys.count {
             let end = Swift.min(keys.count, start + fill)
-            var leaf: [K] = []
-            leaf.reserveCapacity(Self.leafCapacity)
-            leaf.append(contentsOf: keys[start..<end])
+            let leaf = Array(keys[start..<end])
             leaves.append(leaf)
             firsts.append(leaf[0])
+            tags.append(keyTags.map { Array($0[start..<end]) } ?? [UInt8](repeating: 0, count: end - start))
             start = end
         }
         count = keys.count
@@ -59,27 +62,27 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
         return lo
     }
 
-    public mutating func insert(_ key: K) {
+    public mutating func insert(_ key: K, tag: UInt8 = 0) {
         count += 1
         guard !leaves.isEmpty else {
-            var leaf: [K] = []
-            leaf.reserveCapacity(Self.leafCapacity)
-            leaf.append(key)
-            leaves.append(leaf)
+            leaves.append([key])
+            tags.append([tag])
             firsts.append(key)
             return
         }
         let li = leafIndex(for: key)
         let at = Self.lowerBound(leaves[li], key)
         leaves[li].insert(key, at: at)
+        tags[li].insert(tag, at: at)
         if at == 0 { firsts[li] = key }
         if leaves[li].count > Self.leafCapacity {
             let half = leaves[li].count / 2
-            var right: [K] = []
-            right.reserveCapacity(Self.leafCapacity)
-            right.append(contentsOf: leaves[li][half...])
+            let right = Array(leaves[li][half...])
+            let rightTags = Array(tags[li][half...])
             leaves[li].removeSubrange(half...)
+            tags[li].removeSubrange(half...)
             leaves.insert(right, at: li + 1)
+            tags.insert(rightTags, at: li + 1)
             firsts.insert(right[0], at: li + 1)
         }
     }
@@ -93,8 +96,10 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
         guard at < leaves[li].count, leaves[li][at] == key else { return false }
         count -= 1
         leaves[li].remove(at: at)
+        tags[li].remove(at: at)
         if leaves[li].isEmpty {
             leaves.remove(at: li)
+            tags.remove(at: li)
             firsts.remove(at: li)
             return true
         }
@@ -105,22 +110,44 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
             let limit = Self.leafCapacity * 3 / 4
             if li + 1 < leaves.count, leaves[li].count + leaves[li + 1].count <= limit {
                 let right = leaves.remove(at: li + 1)
+                let rightTags = tags.remove(at: li + 1)
                 firsts.remove(at: li + 1)
                 leaves[li].append(contentsOf: right)
+                tags[li].append(contentsOf: rightTags)
             } else if li > 0, leaves[li - 1].count + leaves[li].count <= limit {
                 let mine = leaves.remove(at: li)
+                let myTags = tags.remove(at: li)
                 firsts.remove(at: li)
                 leaves[li - 1].append(contentsOf: mine)
+                tags[li - 1].append(contentsOf: myTags)
             }
         }
         return true
     }
 
     /// Replaces `old` by `new` (one remove and one insert; nothing when they are equal).
-    @inline(__always) public mutating func replace(_ old: K, with new: K) {
+    @inline(__always) public mutating func replace(_ old: K, with new: K, tag: UInt8 = 0) {
         if old == new { return }
         remove(old)
-        insert(new)
+        insert(new, tag: tag)
+    }
+
+    /// The first `limit` keys not below `key`, in order (a writer's lookup: no prefix counts needed).
+    public func keys(notBelow key: K, limit: Int) -> [K] {
+        var out: [K] = []
+        guard !leaves.isEmpty else { return out }
+        var li = leafIndex(for: key)
+        var at = Self.lowerBound(leaves[li], key)
+        while out.count < limit && li < leaves.count {
+            if at < leaves[li].count {
+                out.append(leaves[li][at])
+                at += 1
+            } else {
+                li += 1
+                at = 0
+            }
+        }
+        return out
     }
 
     /// Every key in order (tests, rebuilds).
@@ -133,11 +160,12 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
 
     /// Checks the structure's invariants (tests).
     package func checkInvariants() -> Bool {
-        guard leaves.count == firsts.count else { return false }
+        guard leaves.count == firsts.count, tags.count == leaves.count else { return false }
         var total = 0
         var previous: K?
         for (i, leaf) in leaves.enumerated() {
-            guard !leaf.isEmpty, leaf.count <= Self.leafCapacity, leaf[0] == firsts[i] else { return false }
+            guard !leaf.isEmpty, leaf.count <= Self.leafCapacity, leaf[0] == firsts[i], tags[i].count == leaf.count
+            else { return false }
             for k in leaf {
                 if let p = previous, k < p { return false }
                 previous = k
@@ -228,6 +256,114 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
                     out.append(k)
                     return out.count < length
                 }
+                if out.count >= length || gs == 0 { break }
+                ge = gs
+                gs = lowerBound(groupLow(self[gs - 1]))
+                from = gs
+            }
+            return out
+        }
+
+        // MARK: Reading by tag
+
+        /// How many keys of each leaf carry a tag in `wanted` (a 256-entry table), for ``TagCursor``.
+        public func tagCounts(_ wanted: [Bool]) -> [Int] {
+            index.tags.map { leafTags in
+                var c = 0
+                for t in leafTags where wanted[Int(t)] { c += 1 }
+                return c
+            }
+        }
+
+        /// Keys with a wanted tag among positions `range`.
+        public func countTagged(_ range: Range<Int>, _ wanted: [Bool], _ leafCounts: [Int]) -> Int {
+            guard !range.isEmpty else { return 0 }
+            var (l, o) = locate(range.lowerBound)
+            var left = range.count
+            var c = 0
+            while left > 0 {
+                let n = index.tags[l].count
+                let take = Swift.min(left, n - o)
+                if o == 0 && take == n {
+                    c += leafCounts[l]
+                } else {
+                    for t in index.tags[l][o..<(o + take)] where wanted[Int(t)] { c += 1 }
+                }
+                left -= take
+                l += 1
+                o = 0
+            }
+            return c
+        }
+
+        /// The position of the `k`-th (from 0) key with a wanted tag at or after `from`, or nil.
+        public func positionOfTagged(_ k: Int, from: Int, _ wanted: [Bool], _ leafCounts: [Int]) -> Int? {
+            guard from < count else { return nil }
+            var (l, o) = locate(from)
+            var k = k
+            while l < index.leaves.count {
+                let leafTags = index.tags[l]
+                if o == 0 && leafCounts[l] <= k {
+                    k -= leafCounts[l]
+                } else {
+                    for j in o..<leafTags.count where wanted[Int(leafTags[j])] {
+                        if k == 0 { return starts[l] + j }
+                        k -= 1
+                    }
+                }
+                l += 1
+                o = 0
+            }
+            return nil
+        }
+
+        /// Keys with a wanted tag from position `from` on, ascending, at most `limit`, up to position `end`.
+        public func tagged(from: Int, end: Int, limit: Int, _ wanted: [Bool]) -> [K] {
+            var out: [K] = []
+            guard from < end, limit > 0 else { return out }
+            var (l, o) = locate(from)
+            var p = from
+            while p < end && out.count < limit {
+                let leaf = index.leaves[l]
+                let leafTags = index.tags[l]
+                while o < leaf.count && p < end && out.count < limit {
+                    if wanted[Int(leafTags[o])] { out.append(leaf[o]) }
+                    o += 1
+                    p += 1
+                }
+                l += 1
+                o = 0
+            }
+            return out
+        }
+
+        /// The tagged keys of ranks start ..< start + length among the keys with a wanted tag, ascending or in the
+        /// order "primary DESC, ties ASC" (see ``descendingByGroups(start:length:groupLow:groupHigh:)``).
+        public func taggedPage(
+            start: Int, length: Int, descending: Bool, wanted: [Bool], leafCounts: [Int],
+            groupLow: (K) -> K, groupHigh: (K) -> K
+        ) -> [K] {
+            let n = count
+            guard length > 0 else { return [] }
+            if !descending {
+                guard let p = positionOfTagged(start, from: 0, wanted, leafCounts) else { return [] }
+                return tagged(from: p, end: n, limit: length, wanted)
+            }
+            let total = countTagged(0..<n, wanted, leafCounts)
+            guard start < total else { return [] }
+            // The tagged key of ascending tagged rank total - 1 - start lies in the group holding descending rank
+            // start; its group's tagged keys after it (ascending) come first in the page, then earlier groups.
+            guard let q = positionOfTagged(total - 1 - start, from: 0, wanted, leafCounts) else { return [] }
+            let kq = self[q]
+            var gs = lowerBound(groupLow(kq))
+            var ge = upperBound(groupHigh(kq))
+            let after = countTagged(ge..<n, wanted, leafCounts)
+            // Descending rank of the group's first tagged key is `after`.
+            let skip = start - after
+            var out: [K] = []
+            var from = positionOfTagged(skip, from: gs, wanted, leafCounts) ?? ge
+            while out.count < length {
+                out += tagged(from: from, end: ge, limit: length - out.count, wanted)
                 if out.count >= length || gs == 0 { break }
                 ge = gs
                 gs = lowerBound(groupLow(self[gs - 1]))
