@@ -21,6 +21,8 @@ public final class ConntrackService: @unchecked Sendable {
     private var counterThread: Thread?
     private let stopped = ManagedAtomicFlag()
     private var lastCounterDumpAt: Double = 0
+    /// How long the last counter dump took (seconds), to keep dumps to a tenth of the time at any table size.
+    private var lastDumpSeconds: Double = 0
     /// Guards `appliedThrough`: the monotonic time before which every kernel change is in the mirror.
     private let progress = NSCondition()
     private var appliedThrough: Double = 0
@@ -106,6 +108,7 @@ public final class ConntrackService: @unchecked Sendable {
         let started = clock.now()
         try load(isResync: false)
         lastCounterDumpAt = clock.now()
+        lastDumpSeconds = lastCounterDumpAt - started
         let acct = ConntrackService.accountingEnabled()
         mirror.setAccounting(acct)
         let stamps = ConntrackService.timestampsEnabled()
@@ -234,7 +237,10 @@ public final class ConntrackService: @unchecked Sendable {
             if mirror.releaseIdleSnapshot(after: 10) { ProcessTuning.returnFreedMemory() }
             let now = clock.now()
             let viewing = mirror.secondsSinceLastView < 10
-            let due = now - lastCounterDumpAt >= (viewing ? counterInterval : idleInterval)
+            // A dump of a million entries takes seconds of CPU: while viewing, dumps take at most a tenth of the
+            // time (docs/benchmark.md, "Counter refresh at scale").
+            let viewingInterval = max(counterInterval, 9 * lastDumpSeconds)
+            let due = now - lastCounterDumpAt >= (viewing ? viewingInterval : max(idleInterval, viewingInterval))
             guard due else { continue }
             let dropped = refreshCountersShared()
             idleInterval = dropped > 0 ? 10 : min(600, idleInterval * 2)
@@ -270,6 +276,7 @@ public final class ConntrackService: @unchecked Sendable {
             mirror.reconcile(chunk: chunk[...], epoch: epoch, interval: interval)
             let dropped = mirror.finishReconcile(epoch: epoch, dumpStartedAt: now)
             lastCounterDumpAt = now
+            lastDumpSeconds = clock.now() - now
             mirror.setAccounting(ConntrackService.accountingEnabled())
             mirror.setTimestamps(ConntrackService.timestampsEnabled())
             if dropped > 0 { logger.debug("reconciliation dropped \(dropped) entries that ended without an event") }

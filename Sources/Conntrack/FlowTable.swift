@@ -51,6 +51,14 @@ public struct FlowTable: RandomAccessCollection, Sendable {
         count -= 1
     }
 
+    /// The base address of each chunk, for reading flows in place at random indices (flow i is at
+    /// `bases[i >> chunkShift] + (i & (chunkSize - 1))`) without copying each 216-byte flow out: a read then
+    /// touches only the cache lines of the fields it needs. Valid while the caller holds this table unchanged (a
+    /// snapshot: the table keeps its chunks alive and nothing writes to them while it is shared).
+    package func chunkBases() -> [UnsafePointer<Flow>] {
+        chunks.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }
+    }
+
     /// Calls `body` with each chunk's contiguous storage and the index of its first flow.
     package func forEachChunk<R>(_ body: (UnsafeBufferPointer<Flow>, Int) throws -> R) rethrows -> [R] {
         var results: [R] = []

@@ -236,8 +236,9 @@ public struct FlowQuery: Equatable, Sendable {
     }
 
     /// The scan, over the whole table or only over `candidates` (table indices from an index).
+    /// `exact`: every candidate passes the filters (a lone seekable filter), so they are not checked again.
     func run(
-        on table: FlowTable, candidates: [Int]?, now: Double, wallNow: Double,
+        on table: FlowTable, candidates: [Int]?, exact: Bool = false, now: Double, wallNow: Double,
         resolve: ((String, UInt32) -> ResolvedValue?)?
     ) -> FlowQueryResult {
         let n = candidates?.count ?? table.count
@@ -245,7 +246,7 @@ public struct FlowQuery: Equatable, Sendable {
         let length = max(0, self.length)
         // How many of the smallest keys we need; 0 counts only (start >= n can never produce rows).
         let want = length == 0 || start >= n ? 0 : min(n, start + length)
-        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now, wallNow: wallNow)
+        let matcher = FlowQueryEngine.Matcher(filters: exact ? [] : filters, now: now, wallNow: wallNow)
         let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
             if case .resolved(let name, let values) = $0 { return (name, values) }
             return nil

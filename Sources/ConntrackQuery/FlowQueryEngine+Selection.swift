@@ -164,9 +164,11 @@ extension FlowQueryEngine {
                                     visitor.visit(f, index: index, slot: slot)
                                 }
                                 if let candidates {
-                                    for i in candidates {
-                                        var flow = table[i]
-                                        withUnsafePointer(to: &flow) { consider($0, i) }
+                                    let bases = table.chunkBases()
+                                    withExtendedLifetime(table) {
+                                        for i in candidates {
+                                            consider(bases[i >> FlowTable.chunkShift] + (i & (FlowTable.chunkSize - 1)), i)
+                                        }
                                     }
                                     return
                                 }
