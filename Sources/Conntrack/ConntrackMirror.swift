@@ -298,11 +298,18 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     /// Replaces the whole content with a fresh dump (start-up and resync after event loss).
     func load(_ dumped: [Flow], isResync: Bool) {
+        load(isResync: isResync) { add in dumped.forEach(add) }
+    }
+
+    /// Replaces the whole content with what `fill` lists (a dump as it streams in, straight into chunks: no array
+    /// of the whole dump is ever held beside the table).
+    func load(isResync: Bool, from fill: ((Flow) -> Void) throws -> Void) rethrows {
         let hide = lock.withLock { self.hide }
-        // Straight into chunks (no intermediate array): a later listing of the same entry replaces the earlier.
+        // A later listing of the same entry replaces the earlier.
         var table = FlowTable()
-        var byKey = FlowKeyTable(capacity: dumped.count)
-        for f in dumped where !hide.hides(f) {
+        var byKey = FlowKeyTable(capacity: lock.withLock { flows.count })
+        try fill { f in
+            guard !hide.hides(f) else { return }
             let key = FlowKey(f)
             if let i = byKey.find(key, { FlowKey(table[$0]) }) {
                 table[i] = f

@@ -186,10 +186,7 @@ public final class ConntrackService: @unchecked Sendable {
     }
 
     private func load(isResync: Bool) throws {
-        var dumped: [Flow] = []
-        dumped.reserveCapacity(max(1024, mirror.statistics.entries + 1024))
-        try kernel.dump { dumped.append($0) }
-        mirror.load(dumped, isResync: isResync)
+        try mirror.load(isResync: isResync) { add in try kernel.dump(add) }
     }
 
     private func eventLoop() {

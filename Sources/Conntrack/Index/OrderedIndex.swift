@@ -268,10 +268,16 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
 
         /// How many keys of each leaf carry a tag in `wanted` (a 256-entry table), for ``TagCursor``.
         public func tagCounts(_ wanted: [Bool]) -> [Int] {
-            index.tags.map { leafTags in
-                var c = 0
-                for t in leafTags where wanted[Int(t)] { c += 1 }
-                return c
+            var table = [Int](repeating: 0, count: 256)
+            for (t, w) in wanted.enumerated() where w && t < 256 { table[t] = 1 }
+            return table.withUnsafeBufferPointer { ones in
+                index.tags.map { leafTags in
+                    leafTags.withUnsafeBufferPointer { tags in
+                        var c = 0
+                        for t in tags { c &+= ones[Int(t)] }
+                        return c
+                    }
+                }
             }
         }
 
