@@ -272,7 +272,9 @@ public struct FlowQuery: Equatable, Sendable {
     ) {
         var candidates: [Int]?
         if let indexes, indexes.count == table.count { candidates = FlowQueryEngine.seekCandidates(filters, indexes) }
-        let matcher = FlowQueryEngine.Matcher(filters: filters, now: now, wallNow: wallNow)
+        // A lone seekable filter is exact (see runReportingPlan).
+        let exact = candidates != nil && filters.count == 1
+        let matcher = FlowQueryEngine.Matcher(filters: exact ? [] : filters, now: now, wallNow: wallNow)
         let resolvedFilters: [(String, [ResolvedValue])] = filters.compactMap {
             if case .resolved(let name, let values) = $0 { return (name, values) }
             return nil

@@ -23,10 +23,10 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
 
     public init() {}
 
-    /// An index of `keys`, which must be sorted ascending, with their `tags`; leaves are filled to seven eighths,
-    /// so that inserts do not split at once.
+    /// An index of `keys`, which must be sorted ascending, with their `tags`; leaves are filled to fifteen
+    /// sixteenths (exact-size arrays), so that a few inserts do not split at once.
     public init(sorted keys: [K], tags keyTags: [UInt8]? = nil) {
-        let fill = Self.leafCapacity * 7 / 8
+        let fill = Self.leafCapacity * 15 / 16
         var start = 0
         leaves.reserveCapacity(keys.count / fill + 1)
         while start < keys.count {
@@ -79,8 +79,9 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
             let half = leaves[li].count / 2
             let right = Array(leaves[li][half...])
             let rightTags = Array(tags[li][half...])
-            leaves[li].removeSubrange(half...)
-            tags[li].removeSubrange(half...)
+            // New arrays of exact size for both halves: the grown leaf's capacity (twice the keys) is let go.
+            leaves[li] = Array(leaves[li][..<half])
+            tags[li] = Array(tags[li][..<half])
             leaves.insert(right, at: li + 1)
             tags.insert(rightTags, at: li + 1)
             firsts.insert(right[0], at: li + 1)
