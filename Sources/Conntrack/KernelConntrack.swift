@@ -19,7 +19,7 @@ public struct KernelConntrack: Sendable {
     /// Dumps the table, calling `body` for every entry.
     public func dump(_ body: (Flow) -> Void) throws {
         try withoutActuallyEscaping(body) { body in
-            var sink = FlowSink(now: clock.now()) { event in body(event.flow) }
+            var sink = FlowSink(now: clock.now(), body: { event in body(event.flow) }, clock: clock)
             let rc = withUnsafeMutablePointer(to: &sink) { ctd_dump(flowSinkCallback, $0) }
             if rc < 0 { throw Error(errno: -rc, operation: "conntrack dump") }
         }
@@ -89,6 +89,11 @@ public struct KernelConntrack: Sendable {
 struct FlowSink {
     var now: Double
     var body: (ConntrackEvent) -> Void
+    /// For a dump: `now` is read again every 128 entries. A dump of a million entries takes seconds, and each
+    /// entry's remaining timeout is as of when the kernel wrote it: stamped with the dump's start, every later entry
+    /// would seem to have lost seconds, and the reconciliation would rewrite (and re-index) nearly all of them.
+    var clock: MonotonicClock? = nil
+    var sinceClockRead = 0
 }
 
 /// The one place where the shim's message types and presence bits become ``ConntrackEvent``.
@@ -101,6 +106,13 @@ let flowSinkCallback: ctd_flow_cb = { context, type, raw in
     case CTD_MSG_DESTROY: kind = .destroy
     case CTD_MSG_UPDATE: kind = .update
     default: kind = .listed
+    }
+    if let clock = sink.pointee.clock {
+        sink.pointee.sinceClockRead += 1
+        if sink.pointee.sinceClockRead == 128 {
+            sink.pointee.sinceClockRead = 0
+            sink.pointee.now = clock.now()
+        }
     }
     let fields = ConntrackEvent.Fields(shimBits: raw.pointee.has)
     sink.pointee.body(ConntrackEvent(kind: kind, fields: fields, flow: Flow(raw.pointee, now: sink.pointee.now)))
