@@ -303,7 +303,9 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     /// Replaces the whole content with what `fill` lists (a dump as it streams in, straight into chunks: no array
     /// of the whole dump is ever held beside the table).
-    func load(isResync: Bool, from fill: ((Flow) -> Void) throws -> Void) rethrows {
+    /// - Returns: the seconds spent building the indexes (the rest of the time is the dump's).
+    @discardableResult
+    func load(isResync: Bool, from fill: ((Flow) -> Void) throws -> Void) rethrows -> Double {
         let hide = lock.withLock { self.hide }
         // A later listing of the same entry replaces the earlier.
         var table = FlowTable()
@@ -318,7 +320,9 @@ public final class ConntrackMirror: @unchecked Sendable {
                 byKey.insert(key, index: table.count - 1) { FlowKey(table[$0]) }
             }
         }
+        let indexingStarted = clock.now()
         let built = FlowIndexes(table)
+        let indexing = clock.now() - indexingStarted
         lock.withLock {
             dropPublishedLocked()
             flows = table
@@ -332,6 +336,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             if isResync { stats.resyncs += 1 }
         }
         changes.reset()
+        return indexing
     }
 
     /// Starts a reconciliation: merge every entry of a dump with `reconcile(chunk:)`, then `finishReconcile`.

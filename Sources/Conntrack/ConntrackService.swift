@@ -23,6 +23,8 @@ public final class ConntrackService: @unchecked Sendable {
     private var lastCounterDumpAt: Double = 0
     /// How long the last counter dump took (seconds), to keep dumps to a tenth of the time at any table size.
     private var lastDumpSeconds: Double = 0
+    /// How long the last full load spent building the ordered indexes (logged at start-up).
+    private var lastIndexSeconds: Double = 0
     /// Guards `appliedThrough`: the monotonic time before which every kernel change is in the mirror.
     private let progress = NSCondition()
     private var appliedThrough: Double = 0
@@ -128,6 +130,7 @@ public final class ConntrackService: @unchecked Sendable {
             metadata: [
                 "entries": "\(mirror.statistics.entries)",
                 "seconds": "\(String(format: "%.3f", clock.now() - started))",
+                "indexing_seconds": "\(String(format: "%.3f", lastIndexSeconds))",
                 "receive_buffer": "\(ev.grantedReceiveBuffer)",
             ])
         let ended = threadsEnded
@@ -186,7 +189,7 @@ public final class ConntrackService: @unchecked Sendable {
     }
 
     private func load(isResync: Bool) throws {
-        try mirror.load(isResync: isResync) { add in try kernel.dump(add) }
+        lastIndexSeconds = try mirror.load(isResync: isResync) { add in try kernel.dump(add) }
     }
 
     private func eventLoop() {
