@@ -14,6 +14,8 @@ TEST_PACKAGES := conntrack nftables iproute2 libpam-wrapper libnss-wrapper pamte
 # The web console's browser suite (Tests/e2e/test_web_console.py): headless Chromium driven by Selenium.
 WEB_TEST_PACKAGES := chromium chromium-driver
 PACKAGE_TEST_PACKAGES := dpkg-dev patchelf lintian mandoc debootstrap
+# The metrics suite (Tests/e2e/test_metrics.py): a real Prometheus server scrapes ctd (prometheus_client from PyPI parses).
+METRICS_TEST_PACKAGES := prometheus
 DEB_PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES)
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
@@ -37,8 +39,9 @@ deps:
 	$(call apt_install,$(BUILD_PACKAGES))
 
 test-deps: deps
-	$(call apt_install,$(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES))
+	$(call apt_install,$(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES) $(METRICS_TEST_PACKAGES))
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@$(PYTHON) -c 'import prometheus_client' 2>/dev/null || $(PYTHON) -m pip install -q prometheus-client
 	@$(PYTHON) -c 'import selenium' 2>/dev/null || $(PYTHON) -m pip install -q selenium
 
 build: deps

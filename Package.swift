@@ -38,6 +38,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C shims, one per C library.
@@ -64,7 +66,10 @@ let package = Package(
         .target(name: "PluginHost", dependencies: [api, logging] + nio, path: "Sources/PluginHost"),
         .target(
             name: "CtdCore",
-            dependencies: ["Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api, logging] + nio,
+            dependencies: [
+                "Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api, logging,
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ] + nio,
             path: "Sources/CtdCore"
         ),
         .target(
@@ -86,6 +91,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/ctd",
             // After `make install` the binary lives in PREFIX/bin and the shared libraries in PREFIX/lib/ctd.

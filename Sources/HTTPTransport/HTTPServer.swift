@@ -49,6 +49,8 @@ public final class HTTPServer: @unchecked Sendable {
         public var serverNames: [String]
         /// The web console's files, served on GET and HEAD (nil: GET answers 405 as before).
         public var web: StaticFiles?
+        /// What the listener serves: XML-RPC (the handler), or one read-only document (``Endpoint/document``).
+        public var endpoint = Endpoint.xmlrpc
 
         public init(
             host: String, port: Int, maxBodyBytes: Int, tlsCertificate: String?, tlsKey: String?, workerThreads: Int
@@ -61,6 +63,15 @@ public final class HTTPServer: @unchecked Sendable {
             self.workerThreads = workerThreads
             self.serverNames = HTTPServer.defaultServerNames(listen: host)
         }
+    }
+
+    /// What a listener answers.
+    public enum Endpoint: Sendable {
+        /// POST on `/` and `/RPC2` to the request handler (and the web console's files, when configured).
+        case xmlrpc
+        /// GET (and HEAD) on `path` only, answered with `render()`'s bytes, which runs on the worker pool; any other
+        /// path is 404 and any other method 405. The request handler is not used. (The Prometheus listener.)
+        case document(path: String, contentType: String, render: @Sendable () -> [UInt8])
     }
 
     /// The listen address, localhost, 127.0.0.1, [::1] and this machine's host name.

@@ -91,6 +91,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("show-all"), help: "Hide nothing (not even loopback and ctd's own clients).") var showAll =
         false
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
+    @Option(
+        name: .customLong("metrics-listen"),
+        help: ArgumentHelp(
+            "Serve Prometheus metrics on GET /metrics at this address (host:port, [::1]:port), or off.",
+            valueName: "host:port|off"))
+    var metricsListen: String?
 
     func effectiveConfig() throws -> DaemonConfig {
         var c = try pluginOptions.loadConfig()
@@ -107,6 +113,9 @@ struct ServeCommand: AsyncParsableCommand {
             c.hideOwnConnections = false
         }
         if let logLevel { c.logLevel = logLevel }
+        if let metricsListen {
+            c.metricsListen = try DaemonConfig.MetricsAddress.parse(metricsListen, source: "--metrics-listen")
+        }
         try c.validate(source: "command line")
         return c
     }
