@@ -242,11 +242,14 @@ public final class HTTPServer: @unchecked Sendable {
     /// Calls running now.
     public var callsInFlight: Int { inFlight.count }
 
-    /// Closes every connection and stops the threads.
+    /// Closes every connection and stops the threads: the worker pool first, while the event loops still run, since
+    /// a finished job completes its future by hopping to its connection's loop (after a drain, the last calls' futures
+    /// may still be on their way; with the loops gone first, NIO prints "Cannot schedule tasks on an EventLoop that
+    /// has already shut down" to standard error, outside any log format).
     public func shutdown() {
         stopAccepting()
-        try? group.syncShutdownGracefully()
         try? pool.syncShutdownGracefully()
+        try? group.syncShutdownGracefully()
     }
 
     /// Connections open now (the service status line).

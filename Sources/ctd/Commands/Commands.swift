@@ -92,6 +92,12 @@ struct ServeCommand: AsyncParsableCommand {
         false
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
     @Option(
+        name: .customLong("log-format"),
+        help: ArgumentHelp(
+            "Log lines as text, json (one object per line) or journal (<N> priority prefixes); auto: journal when standard error is the journal, else text.",
+            valueName: "auto|text|json|journal"))
+    var logFormat: String?
+    @Option(
         name: .customLong("metrics-listen"),
         help: ArgumentHelp(
             "Serve Prometheus metrics on GET /metrics at this address (host:port, [::1]:port), or off.",
@@ -113,6 +119,7 @@ struct ServeCommand: AsyncParsableCommand {
             c.hideOwnConnections = false
         }
         if let logLevel { c.logLevel = logLevel }
+        if let logFormat { c.logFormat = logFormat }
         if let metricsListen {
             c.metricsListen = try DaemonConfig.MetricsAddress.parse(metricsListen, source: "--metrics-listen")
         }
@@ -138,7 +145,8 @@ struct ServeCommand: AsyncParsableCommand {
     func serve() async throws {
         let c = try checkedConfig()
         let levelSwitch = LogLevelSwitch(Logger.Level(rawValue: c.logLevel) ?? .info)
-        LoggingSystem.bootstrap { label in SwitchedLogHandler(label: label, levelSwitch: levelSwitch) }
+        let format = (LogFormat(rawValue: c.logFormat) ?? .auto).resolved()
+        LoggingSystem.bootstrap { label in FormattedLogHandler(label: label, format: format, levelSwitch: levelSwitch) }
         let logger = Logger(label: "ctd")
         logger.info("config: \(DaemonConfig.path(explicit: pluginOptions.config) ?? "none (built-in defaults)")")
         let reload = { try self.effectiveConfig() }

@@ -55,6 +55,8 @@ public struct DaemonConfig: Sendable {
     public var webBanner = ""
     // [log]
     public var logLevel = "info"
+    /// auto, text, json or journal (``LogFormat``).
+    public var logFormat = "auto"
     // [metrics]
     /// The Prometheus listener (docs/metrics.md); nil: off (the default of the binary; the shipped ctd.toml turns
     /// it on at 127.0.0.1:4041).
@@ -267,6 +269,7 @@ public struct DaemonConfig: Sendable {
         if let s = try section(root, "log", source) {
             var r = StrictReader(values: s, section: "log", source: source)
             logLevel = try r.string("level") ?? logLevel
+            logFormat = try r.string("format") ?? logFormat
             try r.finish()
         }
         try validate(source: source)
@@ -296,6 +299,12 @@ public struct DaemonConfig: Sendable {
         }
         for name in serverNames ?? [] where name.isEmpty || name.contains("/") || name.contains(" ") {
             throw Error(message: "\(source): [server] server_names: '\(name)' is not a host name or address")
+        }
+        if LogFormat(rawValue: logFormat) == nil {
+            throw Error(
+                message:
+                    "\(source): [log] format must be one of \(LogFormat.allCases.map(\.rawValue).joined(separator: ", ")), not '\(logFormat)'"
+            )
         }
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         if !levels.contains(logLevel) {
