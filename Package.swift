@@ -49,6 +49,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
         .target(name: "CProcess", path: "Sources/CProcess"),
+        // Dropping root for a user, keeping CAP_NET_ADMIN (raw system calls; no library needed).
+        .target(name: "CPrivileges", path: "Sources/CPrivileges"),
         // libxml2's SAX2 parser (Debian's libxml2), under the XML-RPC decoder.
         .target(
             name: "CXML", path: "Sources/CXML", cSettings: [.unsafeFlags(["-I/usr/include/libxml2"])],
@@ -86,7 +88,8 @@ let package = Package(
         .executableTarget(
             name: "ctd",
             dependencies: [
-                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "CSystemd", api, support, logging,
+                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "CSystemd", "CPrivileges", api,
+                support, logging,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -98,6 +98,14 @@ struct ServeCommand: AsyncParsableCommand {
             valueName: "auto|text|json|journal"))
     var logFormat: String?
     @Option(
+        name: .customLong("user"),
+        help: "Started as root, run as this user keeping only CAP_NET_ADMIN (overrides [service] user).")
+    var user: String?
+    @Flag(
+        name: .customLong("keep-privileges"),
+        help: "Started as root, stay root with every capability (no drop to [service] user).")
+    var keepPrivileges = false
+    @Option(
         name: .customLong("metrics-listen"),
         help: ArgumentHelp(
             "Serve Prometheus metrics on GET /metrics at this address (host:port, [::1]:port), or off.",
@@ -120,6 +128,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if let logLevel { c.logLevel = logLevel }
         if let logFormat { c.logFormat = logFormat }
+        if let user { c.serviceUser = user }
         if let metricsListen {
             c.metricsListen = try DaemonConfig.MetricsAddress.parse(metricsListen, source: "--metrics-listen")
         }
@@ -144,11 +153,19 @@ struct ServeCommand: AsyncParsableCommand {
 
     func serve() async throws {
         let c = try checkedConfig()
+        do {
+            // First of all: nothing is open yet, and the re-executed image reads the same configuration.
+            try PrivilegeDrop.dropIfRoot(to: c.serviceUser, keep: keepPrivileges)
+        } catch let e as DaemonConfig.Error {
+            FileHandle.standardError.write(Data("ctd cannot start: \(e.message)\n".utf8))
+            throw ExitCode(1)
+        }
         let levelSwitch = LogLevelSwitch(Logger.Level(rawValue: c.logLevel) ?? .info)
         let format = (LogFormat(rawValue: c.logFormat) ?? .auto).resolved()
         LoggingSystem.bootstrap { label in FormattedLogHandler(label: label, format: format, levelSwitch: levelSwitch) }
         let logger = Logger(label: "ctd")
         logger.info("config: \(DaemonConfig.path(explicit: pluginOptions.config) ?? "none (built-in defaults)")")
+        PrivilegeDrop.report(logger: logger, keep: keepPrivileges, user: c.serviceUser)
         let reload = { try self.effectiveConfig() }
         do {
             try await Daemon(config: c, logger: logger, logLevel: levelSwitch, reloadConfig: reload).run()

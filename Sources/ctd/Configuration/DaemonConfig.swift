@@ -57,6 +57,9 @@ public struct DaemonConfig: Sendable {
     public var logLevel = "info"
     /// auto, text, json or journal (``LogFormat``).
     public var logFormat = "auto"
+    // [service]
+    /// Started as root, `ctd serve` drops to this user keeping CAP_NET_ADMIN only (``PrivilegeDrop``); empty: no drop.
+    public var serviceUser = ""
     // [metrics]
     /// The Prometheus listener (docs/metrics.md); nil: off (the default of the binary; the shipped ctd.toml turns
     /// it on at 127.0.0.1:4041).
@@ -181,7 +184,7 @@ public struct DaemonConfig: Sendable {
     }
 
     private mutating func apply(_ root: [String: ConfigValue], source: String) throws {
-        let sections = ["server", "sessions", "conntrack", "plugins", "plugin", "log", "web", "metrics"]
+        let sections = ["server", "sessions", "conntrack", "plugins", "plugin", "log", "web", "metrics", "service"]
         for key in root.keys.sorted() where !sections.contains(key) {
             throw Error(
                 message: "\(source): unknown section or key '\(key)' (known: \(sections.joined(separator: ", ")))")
@@ -256,6 +259,11 @@ public struct DaemonConfig: Sendable {
             webEnabled = try r.bool("enabled") ?? webEnabled
             webRoot = try r.string("root") ?? webRoot
             webBanner = try r.string("banner") ?? webBanner
+            try r.finish()
+        }
+        if let s = try section(root, "service", source) {
+            var r = StrictReader(values: s, section: "service", source: source)
+            serviceUser = try r.string("user") ?? serviceUser
             try r.finish()
         }
         if let s = try section(root, "metrics", source) {

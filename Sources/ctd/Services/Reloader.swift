@@ -123,6 +123,7 @@ final class Reloader: Service, @unchecked Sendable {
             ("[server] listen", new.listen != current.listen), ("[server] port", new.port != current.port),
             ("[metrics] listen", new.metricsListen != current.metricsListen),
             ("[log] format", new.logFormat != current.logFormat),
+            ("[service] user", new.serviceUser != current.serviceUser),
             ("TLS on or off", (new.tlsCertificate == nil) != (current.tlsCertificate == nil)),
             ("[plugins] auth", new.authenticator != current.authenticator),
             ("[plugins] enable", new.plugins != current.plugins),
