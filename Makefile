@@ -20,7 +20,7 @@ DEB_PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAG
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 
-.PHONY: web-e2e bench-web
+.PHONY: web-e2e bench-web bench-metrics
 .PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
 	fuzz fuzz-build fuzz-replay test-deps deb package-test man-lint uninstall
 
@@ -129,6 +129,11 @@ fuzz-replay:
 		-runs=0 Fuzz/corpus/XMLRPCDecoderFuzz
 	$(FUZZ_NS_RequestPathFuzz) env $(FUZZ_ENV) $(FUZZ_SCRATCH)/$(FUZZ_REPLAY_CONFIG)/RequestPathFuzz $(FUZZ_FLAGS) \
 		-runs=0 Fuzz/corpus/RequestPathFuzz
+
+# The cost of a Prometheus scrape beside conntrack -L, conntrack -C and the stats call (docs/metrics.md).
+bench-metrics: test-deps
+	$(MAKE) build CONFIG=release
+	unshare -n -- env CTD_BIN=.build/release $(PYTHON) bench/metrics.py
 
 bench: test-deps
 	$(MAKE) build CONFIG=release
