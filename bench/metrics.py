@@ -47,7 +47,7 @@ class Daemon:
                        text=True, check=True, capture_output=True)
         cfg = os.path.join(workdir, "ctd.toml")
         with open(cfg, "w") as f:
-            f.write(f'[server]\nlisten = "127.0.0.1"\nport = 0\n[conntrack]\nhide = []\n'
+            f.write(f'[server]\nlisten = "127.0.0.1"\nport = 0\n[sessions]\nidle_timeout = 3600\n[conntrack]\nhide = []\n'
                     f'[plugins]\ndirectory = "{BIN}"\n[log]\nlevel = "warning"\n'
                     f'[metrics]\nlisten = "127.0.0.1:0"\n'
                     f'[plugin.AuthSHA]\npassword_file = "{passwd}"\ndefault_roles = ["admin"]\n')
@@ -64,8 +64,14 @@ class Daemon:
         self.conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=60)
 
     def scrape(self) -> bytes:
-        self.conn.request("GET", "/metrics")
-        r = self.conn.getresponse()
+        try:
+            self.conn.request("GET", "/metrics")
+            r = self.conn.getresponse()
+        except (http.client.HTTPException, OSError):  # the keep-alive connection outlived idle_timeout
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=60)
+            self.conn.request("GET", "/metrics")
+            r = self.conn.getresponse()
         body = r.read()
         assert r.status == 200
         return body

@@ -217,7 +217,7 @@ final class MetricsExporter: @unchecked Sendable {
             gauge("ctd_kernel_statistics_up").set(0.0)
         }
         var counts: [String: Int] = [:]
-        for flow in s.mirror.snapshot().flows {
+        for flow in s.mirror.snapshot(countingAsView: false).flows {
             counts[MetricFamilies.l4protoLabel(flow.l4proto) + "\u{0}" + MetricFamilies.stateLabel(flow), default: 0] += 1
         }
         for (proto, state) in MetricFamilies.connectionLabelSets {
