@@ -44,8 +44,6 @@ public struct ServerMetrics: Sendable {
 
     /// The `method` label: a procedure name of the method table, or this for anything else.
     public static let otherMethod = "other"
-    /// Every value the `method` label can take.
-    public static var methodLabels: [String] { MethodTable.all.map(\.name) + [otherMethod] }
 
     let factory: any MetricsFactory
 
