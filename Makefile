@@ -14,11 +14,13 @@ TEST_PACKAGES := conntrack nftables iproute2 libpam-wrapper libnss-wrapper pamte
 # The web console's browser suite (Tests/e2e/test_web_console.py): headless Chromium driven by Selenium.
 WEB_TEST_PACKAGES := chromium chromium-driver
 PACKAGE_TEST_PACKAGES := dpkg-dev patchelf lintian mandoc debootstrap
+# The metrics suite (Tests/e2e/test_metrics.py): a real Prometheus server scrapes ctd (prometheus_client from PyPI parses).
+METRICS_TEST_PACKAGES := prometheus
 DEB_PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES)
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 
-.PHONY: web-e2e bench-web
+.PHONY: web-e2e bench-web bench-metrics
 .PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
 	fuzz fuzz-build fuzz-replay test-deps deb package-test man-lint uninstall
 
@@ -37,8 +39,9 @@ deps:
 	$(call apt_install,$(BUILD_PACKAGES))
 
 test-deps: deps
-	$(call apt_install,$(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES))
+	$(call apt_install,$(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES) $(METRICS_TEST_PACKAGES))
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@$(PYTHON) -c 'import prometheus_client' 2>/dev/null || $(PYTHON) -m pip install -q prometheus-client
 	@$(PYTHON) -c 'import selenium' 2>/dev/null || $(PYTHON) -m pip install -q selenium
 
 build: deps
@@ -126,6 +129,11 @@ fuzz-replay:
 		-runs=0 Fuzz/corpus/XMLRPCDecoderFuzz
 	$(FUZZ_NS_RequestPathFuzz) env $(FUZZ_ENV) $(FUZZ_SCRATCH)/$(FUZZ_REPLAY_CONFIG)/RequestPathFuzz $(FUZZ_FLAGS) \
 		-runs=0 Fuzz/corpus/RequestPathFuzz
+
+# The cost of a Prometheus scrape beside conntrack -L, conntrack -C and the stats call (docs/metrics.md).
+bench-metrics: test-deps
+	$(MAKE) build CONFIG=release
+	unshare -n -- env CTD_BIN=.build/release $(PYTHON) bench/metrics.py
 
 bench: test-deps
 	$(MAKE) build CONFIG=release

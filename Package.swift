@@ -38,6 +38,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C shims, one per C library.
@@ -47,6 +49,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("netfilter_conntrack"), .linkedLibrary("nfnetlink")]
         ),
         .target(name: "CProcess", path: "Sources/CProcess"),
+        // Dropping root for a user, keeping CAP_NET_ADMIN (raw system calls; no library needed).
+        .target(name: "CPrivileges", path: "Sources/CPrivileges"),
         // libxml2's SAX2 parser (Debian's libxml2), under the XML-RPC decoder.
         .target(
             name: "CXML", path: "Sources/CXML", cSettings: [.unsafeFlags(["-I/usr/include/libxml2"])],
@@ -64,7 +68,10 @@ let package = Package(
         .target(name: "PluginHost", dependencies: [api, logging] + nio, path: "Sources/PluginHost"),
         .target(
             name: "CtdCore",
-            dependencies: ["Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api, logging] + nio,
+            dependencies: [
+                "Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api, logging,
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ] + nio,
             path: "Sources/CtdCore"
         ),
         .target(
@@ -81,11 +88,14 @@ let package = Package(
         .executableTarget(
             name: "ctd",
             dependencies: [
-                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "CSystemd", api, support, logging,
+                "CtdCore", "HTTPTransport", "PluginHost", "Conntrack", "CtdRuntime", "CSystemd", "CPrivileges", api,
+                support, logging,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/ctd",
             // After `make install` the binary lives in PREFIX/bin and the shared libraries in PREFIX/lib/ctd.

@@ -43,4 +43,13 @@ names = sorted(p["name"] for p in s.status(sid)["plugins"])
 assert "AuthSHA" in names and "AuditSQLite" in names, names
 kills = [r for r in s.audit_list(sid, {"action": "kill"}, 10)]
 assert kills, "no kill in the audit trail"
-print("package client: login, view, kill (cross-checked with conntrack -L), plugins", names, "audit ok")
+# The shipped ctd.toml serves Prometheus metrics on 127.0.0.1:4041: the mirror's count follows the kill.
+import urllib.request
+deadline = time.monotonic() + 60
+while True:
+    text = urllib.request.urlopen("http://127.0.0.1:4041/metrics", timeout=20).read().decode()
+    if "\nctd_mirror_entries 2.0\n" in text or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+assert "\nctd_mirror_entries 2.0\n" in text and "ctd_conntrack_entries_limit" in text, text[:2000]
+print("package client: login, view, kill (cross-checked with conntrack -L), plugins", names, "audit ok, metrics ok")

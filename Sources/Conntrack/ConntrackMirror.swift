@@ -130,10 +130,12 @@ public final class ConntrackMirror: @unchecked Sendable {
     // MARK: Reading
 
     /// The current table, shared with other readers; cheap.
-    public func snapshot() -> MirrorSnapshot {
+    /// - Parameter countingAsView: false for a reader that is no client looking at the table (the metrics scrape):
+    ///   the counter refresher then keeps its idle back-off (docs/metrics.md, "Measured").
+    public func snapshot(countingAsView: Bool = true) -> MirrorSnapshot {
         let now = clock.now()
         return lock.withLock {
-            lastViewAt = now
+            if countingAsView { lastViewAt = now }
             if let p = published, p.generation == generation { return p }
             let s = MirrorSnapshot(
                 flows: flows, indexes: indexes, generation: generation, takenAt: Date().timeIntervalSince1970, monotonic: now)

@@ -14,6 +14,8 @@ public final class ServerContext: @unchecked Sendable {
     public let plugins: PluginRegistry
     public let logger: Logger
     public let clock: MonotonicClock
+    /// Counts of calls, logins, kills and audit records (``ServerMetrics``).
+    public let metrics: ServerMetrics
     /// Writes (kill, change) pass through it, so that a shutdown can wait for them (``ActionGate``).
     public let actions = ActionGate()
     let hooks: HookRunner
@@ -27,7 +29,7 @@ public final class ServerContext: @unchecked Sendable {
 
     public init(
         settings: CoreSettings, table: ConntrackTable, sessions: SessionStore, plugins: PluginRegistry,
-        clock: MonotonicClock = .system, logger: Logger
+        clock: MonotonicClock = .system, metrics: ServerMetrics = ServerMetrics(), logger: Logger
     ) {
         self.settings = settings
         self.table = table
@@ -35,7 +37,8 @@ public final class ServerContext: @unchecked Sendable {
         self.plugins = plugins
         self.clock = clock
         self.logger = logger
-        self.hooks = HookRunner(plugins: plugins)
+        self.metrics = metrics
+        self.hooks = HookRunner(plugins: plugins, metrics: metrics)
         self.resolvedFields = ResolvedFieldCache(plugins: plugins, clock: clock)
         self.loginThrottle = LoginThrottle(
             limits: LoginThrottle.Limits(

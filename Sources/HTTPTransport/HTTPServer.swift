@@ -49,6 +49,8 @@ public final class HTTPServer: @unchecked Sendable {
         public var serverNames: [String]
         /// The web console's files, served on GET and HEAD (nil: GET answers 405 as before).
         public var web: StaticFiles?
+        /// What the listener serves: XML-RPC (the handler), or one read-only document (``Endpoint/document``).
+        public var endpoint = Endpoint.xmlrpc
 
         public init(
             host: String, port: Int, maxBodyBytes: Int, tlsCertificate: String?, tlsKey: String?, workerThreads: Int
@@ -61,6 +63,15 @@ public final class HTTPServer: @unchecked Sendable {
             self.workerThreads = workerThreads
             self.serverNames = HTTPServer.defaultServerNames(listen: host)
         }
+    }
+
+    /// What a listener answers.
+    public enum Endpoint: Sendable {
+        /// POST on `/` and `/RPC2` to the request handler (and the web console's files, when configured).
+        case xmlrpc
+        /// GET (and HEAD) on `path` only, answered with `render()`'s bytes, which runs on the worker pool; any other
+        /// path is 404 and any other method 405. The request handler is not used. (The Prometheus listener.)
+        case document(path: String, contentType: String, render: @Sendable () -> [UInt8])
     }
 
     /// The listen address, localhost, 127.0.0.1, [::1] and this machine's host name.
@@ -231,11 +242,14 @@ public final class HTTPServer: @unchecked Sendable {
     /// Calls running now.
     public var callsInFlight: Int { inFlight.count }
 
-    /// Closes every connection and stops the threads.
+    /// Closes every connection and stops the threads: the worker pool first, while the event loops still run, since
+    /// a finished job completes its future by hopping to its connection's loop (after a drain, the last calls' futures
+    /// may still be on their way; with the loops gone first, NIO prints "Cannot schedule tasks on an EventLoop that
+    /// has already shut down" to standard error, outside any log format).
     public func shutdown() {
         stopAccepting()
-        try? group.syncShutdownGracefully()
         try? pool.syncShutdownGracefully()
+        try? group.syncShutdownGracefully()
     }
 
     /// Connections open now (the service status line).

@@ -220,6 +220,12 @@ final class RequestChannelHandler: ChannelDuplexHandler, RemovableChannelHandler
         let early = tooLarge
         let keepAlive = head.isKeepAlive && !early
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if case .document(let served, let contentType, let render) = options.endpoint {
+            serveDocument(
+                context: context, head: head, path: path, served: served, contentType: contentType, render: render,
+                keepAlive: keepAlive)
+            return
+        }
         if let web = options.web, path != "/RPC2", head.method == .GET || head.method == .HEAD {
             serveStatic(context: context, head: head, path: path, web: web, keepAlive: keepAlive)
             return
@@ -276,6 +282,55 @@ final class RequestChannelHandler: ChannelDuplexHandler, RemovableChannelHandler
             inFlight.end()
             this.value.logger.error("worker pool refused a call: \(error)")
             ctx.value.close(promise: nil)
+        }
+    }
+
+    /// The read-only listener (``HTTPServer/Endpoint/document``): one path, GET and HEAD, the same host and origin
+    /// checks as XML-RPC; the document is built on the worker pool (it may read the kernel).
+    private func serveDocument(
+        context: ChannelHandlerContext, head: HTTPRequestHead, path: String, served: String, contentType: String,
+        render: @escaping @Sendable () -> [UInt8], keepAlive: Bool
+    ) {
+        let text = "text/plain; charset=utf-8"
+        guard path == served else {
+            write(
+                context: context, head: head, status: .notFound, contentType: text,
+                body: Array("this listener serves GET \(served) only\n".utf8), keepAlive: keepAlive)
+            return
+        }
+        guard head.method == .GET || head.method == .HEAD else {
+            write(
+                context: context, head: head, status: .methodNotAllowed, contentType: text,
+                body: Array("\(served) is read with GET\n".utf8), keepAlive: keepAlive, extra: [("Allow", "GET, HEAD")])
+            return
+        }
+        let local = context.channel.localAddress
+        if case .refused(let status, let sentence) = policy.check(
+            head, localIP: local?.ipAddress, localPort: local?.port ?? options.port)
+        {
+            write(
+                context: context, head: head, status: status, contentType: text, body: Array(sentence.utf8),
+                keepAlive: keepAlive)
+            return
+        }
+        body = []
+        let loop = context.eventLoop
+        let ctx = NIOLoopBound(context, eventLoop: loop)
+        let this = NIOLoopBound(self, eventLoop: loop)
+        let inFlight = self.inFlight
+        inFlight.begin()
+        pool.runIfActive(eventLoop: loop) { render() }.whenComplete { result in
+            defer { inFlight.end() }
+            switch result {
+            case .success(let document):
+                this.value.write(
+                    context: ctx.value, head: head, status: .ok, contentType: contentType,
+                    body: head.method == .HEAD ? [] : document, keepAlive: keepAlive,
+                    extra: [("Cache-Control", "no-store")], length: document.count)
+            case .failure(let error):
+                this.value.logger.error("worker pool refused a request: \(error)")
+                ctx.value.close(promise: nil)
+            }
         }
     }
 

@@ -29,17 +29,31 @@ public final class Dispatcher: @unchecked Sendable {
     private func handle(
         body: [UInt8], client: String, mayWait: Bool, respond: @escaping @Sendable ([UInt8]) -> Void
     ) {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let metrics = context.metrics
+        let counted = { @Sendable (method: String, code: Int) in
+            let elapsed = DispatchTime.now().uptimeNanoseconds &- started
+            metrics.request(method: method, code: code, nanoseconds: Int64(clamping: elapsed))
+        }
         let request: XMLRPCRequest
         do {
             request = try XMLRPCDecoder.decodeRequest(body, maxDepth: context.settings.maxDepth)
         } catch {
+            counted(ServerMetrics.otherMethod, error.code)
             return respond(XMLRPCEncoder.fault(error))
         }
+        let method = request.methodName
         let limit = context.settings.maxResponseBytes
         let bounded: @Sendable ([UInt8]) -> [UInt8] = { body in
-            body.count <= limit ? body : XMLRPCEncoder.fault(.responseTooLarge(limit: limit))
+            if body.count <= limit {
+                counted(method, 0)
+                return body
+            }
+            let fault = Fault.responseTooLarge(limit: limit)
+            counted(method, fault.code)
+            return XMLRPCEncoder.fault(fault)
         }
-        switch reply(request.methodName, request.params, client: client, nested: false, mayWait: mayWait) {
+        switch reply(method, request.params, client: client, nested: false, mayWait: mayWait) {
         case .success(let reply):
             if let later = reply.later {
                 later { value in respond(bounded(XMLRPCEncoder.response(value))) }
@@ -50,6 +64,7 @@ public final class Dispatcher: @unchecked Sendable {
                 ?? XMLRPCEncoder.response(reply.build())
             respond(bounded(body))
         case .failure(let fault):
+            counted(method, fault.code)
             respond(XMLRPCEncoder.fault(fault))
         }
     }

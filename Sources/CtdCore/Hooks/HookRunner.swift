@@ -5,6 +5,7 @@ import XMLRPC
 /// Asks the action hooks before an action and tells them after.
 struct HookRunner {
     let plugins: PluginRegistry
+    let metrics: ServerMetrics
 
     var isEmpty: Bool { plugins.hooks.isEmpty }
 
@@ -34,14 +35,18 @@ struct HookRunner {
                     throw PluginError("answered \(answers.count) decisions for \(events.count) actions")
                 }
                 result.tokens.append(answers.map(\.token))
+                var vetoes = 0
                 for (i, a) in answers.enumerated() {
+                    if case .veto = a.decision { vetoes += 1 }
                     if case .veto(let reason) = a.decision, result.approved[i] {
                         result.approved[i] = false
                         result.vetoes[i] = "\(reason) (\(info.name))"
                     }
                 }
+                metrics.auditVetoes(plugin: info.name, count: vetoes)
                 plugins.reportProblem(info.name, nil)
             } catch {
+                metrics.auditFailure(plugin: info.name, phase: "before")
                 plugins.reportProblem(info.name, "\(error)")
                 if hook.failureStopsAction {
                     after(
@@ -60,7 +65,9 @@ struct HookRunner {
             let (info, hook) = plugins.hooks[h]
             do {
                 try hook.after(batch: (0..<batch.events.count).map { (batch.events[$0], tokens[$0], outcomes[$0]) })
+                metrics.auditRecords(plugin: info.name, count: batch.events.count)
             } catch {
+                metrics.auditFailure(plugin: info.name, phase: "after")
                 plugins.reportProblem(info.name, "\(error)")
             }
         }

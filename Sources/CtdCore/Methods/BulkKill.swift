@@ -44,6 +44,7 @@ enum BulkKill {
                     call.event(.kill, connection: $0.connectionInfo(now: now), field: field, newValue: newValue)
                 })
             if targets.count == 1, let reason = batch.vetoes[0] {
+                context.metrics.kills(.vetoed, count: 1)
                 context.hooks.after(batch: batch, outcomes: [.failed(reason: "vetoed: \(reason)")])
                 throw Fault.vetoed(reason)
             }
@@ -58,6 +59,8 @@ enum BulkKill {
             kernelOutcomes = try context.table.destroy(approvedIndices.map { targets[$0] })
         } catch {
             for i in approvedIndices { outcomes[i] = .failed(reason: "\(error)") }
+            context.metrics.kills(.vetoed, count: targets.count - approvedIndices.count)
+            context.metrics.kills(.failed, count: approvedIndices.count)
             context.hooks.after(batch: batch, outcomes: outcomes)
             context.logger.error("\(call.params.method): \(error)")
             throw Fault.kernelRefused("the conntrack netlink socket failed; nothing was killed")
@@ -78,6 +81,11 @@ enum BulkKill {
             }
         }
         context.hooks.after(batch: batch, outcomes: outcomes)
+        let metrics = context.metrics
+        metrics.kills(.killed, count: result.killed.count)
+        metrics.kills(.gone, count: result.gone.count)
+        metrics.kills(.failed, count: kernelOutcomes.count - result.killed.count - result.gone.count)
+        metrics.kills(.vetoed, count: targets.count - approvedIndices.count)
         let summary = "\(result.killed.count) killed, \(result.gone.count) gone, \(result.failed.count) failed"
         context.logger.info("\(call.params.method) by \(call.user.identity.user) from \(call.client): \(summary)")
         return result

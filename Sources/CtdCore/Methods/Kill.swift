@@ -55,6 +55,7 @@ enum Kill {
             case .ambiguous: ambiguous.append(id)
             }
         }
+        context.metrics.kills(.not_found, count: notFound.count + ambiguous.count)
         let result = try BulkKill.run(targets, call: call)
         notFound += result.gone
         if result.killed.isEmpty && result.failed.isEmpty {

@@ -48,6 +48,8 @@ enum KillMatching {
             case .ambiguous: ambiguous.append(entry.id)
             }
         }
+        call.context.metrics.kills(.gone, count: gone.count)
+        call.context.metrics.kills(.not_found, count: ambiguous.count)
         let result = try BulkKill.run(targets, call: call, field: "filter", newValue: preview.filter)
         return result.answer(notFound: gone + result.gone, ambiguous: ambiguous)
     }

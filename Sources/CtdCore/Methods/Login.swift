@@ -36,11 +36,13 @@ enum Login {
         // No user name is this long: refused before it can cost the throttle's memory or the authenticator's time.
         guard user.utf8.count <= maximumUserNameBytes else {
             context.logger.notice("login refused from \(client): a user name of \(user.utf8.count) bytes")
+            context.metrics.login(.rejected)
             throw Fault.loginFailed
         }
         let throttle = context.loginThrottle
         if let lock = throttle.check(user: user, client: client) {
             context.logger.warning("login of \(sanitized(user)) from \(client) refused: \(lock.reason)")
+            context.metrics.login(.throttled)
             try auditFailure(context, user: user, client: client, reason: lock.reason)
             throw Fault.loginFailed
         }
@@ -50,11 +52,13 @@ enum Login {
                     LoginRequest(arguments: args, clientAddress: client))
             } catch {
                 context.plugins.reportProblem(context.plugins.authenticatorInfo.name, "\(error)")
+                context.metrics.login(.error)
                 throw Fault.internalError
             }
         }
         guard let result = answer else {
             context.logger.warning("login from \(client) refused: \(context.settings.maxConcurrentLogins) logins in progress")
+            context.metrics.login(.busy)
             throw Fault.busy
         }
         switch result {
@@ -68,10 +72,12 @@ enum Login {
             guard let s = context.sessions.open(identity: identity, clientAddress: client) else {
                 context.hooks.after(tokens, outcome: .failed(reason: "the session store is full"))
                 context.logger.warning("login \(identity.user) from \(client) refused: the session store is full")
+                context.metrics.login(.busy)
                 throw Fault.tooManyItems(
                     "the server holds as many sessions as it may (max_sessions); try again when some have ended")
             }
             throttle.succeeded(user: user, client: client)
+            context.metrics.login(.success)
             context.hooks.after(tokens, outcome: .succeeded)
             let scope = scoped ? ", own connections only" : ""
             context.logger.info("login \(identity.user) (\(s.role.rawValue)\(scope)) from \(client)")
@@ -79,11 +85,13 @@ enum Login {
         case .accepted(let identity):
             throttle.failed(user: user, client: client)
             context.logger.notice("login refused for \(identity.user) from \(client): no role granted")
+            context.metrics.login(.rejected)
             try auditFailure(context, user: user, client: client, reason: "no role granted")
             throw Fault.loginFailed
         case .rejected(let reason):
             throttle.failed(user: user, client: client)
             context.logger.notice("login failed for \(sanitized(user)) from \(client): \(reason)")
+            context.metrics.login(.rejected)
             try auditFailure(context, user: user, client: client, reason: reason)
             throw Fault.loginFailed
         @unknown default:

@@ -91,6 +91,26 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("show-all"), help: "Hide nothing (not even loopback and ctd's own clients).") var showAll =
         false
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String?
+    @Option(
+        name: .customLong("log-format"),
+        help: ArgumentHelp(
+            "Log lines as text, json (one object per line) or journal (<N> priority prefixes); auto: journal when standard error is the journal, else text.",
+            valueName: "auto|text|json|journal"))
+    var logFormat: String?
+    @Option(
+        name: .customLong("user"),
+        help: "Started as root, run as this user keeping only CAP_NET_ADMIN (overrides [service] user).")
+    var user: String?
+    @Flag(
+        name: .customLong("keep-privileges"),
+        help: "Started as root, stay root with every capability (no drop to [service] user).")
+    var keepPrivileges = false
+    @Option(
+        name: .customLong("metrics-listen"),
+        help: ArgumentHelp(
+            "Serve Prometheus metrics on GET /metrics at this address (host:port, [::1]:port), or off.",
+            valueName: "host:port|off"))
+    var metricsListen: String?
 
     func effectiveConfig() throws -> DaemonConfig {
         var c = try pluginOptions.loadConfig()
@@ -107,6 +127,11 @@ struct ServeCommand: AsyncParsableCommand {
             c.hideOwnConnections = false
         }
         if let logLevel { c.logLevel = logLevel }
+        if let logFormat { c.logFormat = logFormat }
+        if let user { c.serviceUser = user }
+        if let metricsListen {
+            c.metricsListen = try DaemonConfig.MetricsAddress.parse(metricsListen, source: "--metrics-listen")
+        }
         try c.validate(source: "command line")
         return c
     }
@@ -128,10 +153,19 @@ struct ServeCommand: AsyncParsableCommand {
 
     func serve() async throws {
         let c = try checkedConfig()
+        do {
+            // First of all: nothing is open yet, and the re-executed image reads the same configuration.
+            try PrivilegeDrop.dropIfRoot(to: c.serviceUser, keep: keepPrivileges)
+        } catch let e as DaemonConfig.Error {
+            FileHandle.standardError.write(Data("ctd cannot start: \(e.message)\n".utf8))
+            throw ExitCode(1)
+        }
         let levelSwitch = LogLevelSwitch(Logger.Level(rawValue: c.logLevel) ?? .info)
-        LoggingSystem.bootstrap { label in SwitchedLogHandler(label: label, levelSwitch: levelSwitch) }
+        let format = (LogFormat(rawValue: c.logFormat) ?? .auto).resolved()
+        LoggingSystem.bootstrap { label in FormattedLogHandler(label: label, format: format, levelSwitch: levelSwitch) }
         let logger = Logger(label: "ctd")
         logger.info("config: \(DaemonConfig.path(explicit: pluginOptions.config) ?? "none (built-in defaults)")")
+        PrivilegeDrop.report(logger: logger, keep: keepPrivileges, user: c.serviceUser)
         let reload = { try self.effectiveConfig() }
         do {
             try await Daemon(config: c, logger: logger, logLevel: levelSwitch, reloadConfig: reload).run()

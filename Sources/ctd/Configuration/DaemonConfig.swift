@@ -55,6 +55,47 @@ public struct DaemonConfig: Sendable {
     public var webBanner = ""
     // [log]
     public var logLevel = "info"
+    /// auto, text, json or journal (``LogFormat``).
+    public var logFormat = "auto"
+    // [service]
+    /// Started as root, `ctd serve` drops to this user keeping CAP_NET_ADMIN only (``PrivilegeDrop``); empty: no drop.
+    public var serviceUser = ""
+    // [metrics]
+    /// The Prometheus listener (docs/metrics.md); nil: off (the default of the binary; the shipped ctd.toml turns
+    /// it on at 127.0.0.1:4041).
+    public var metricsListen: MetricsAddress?
+    /// Open connections at most on the metrics listener (in total; per address half of it).
+    public var metricsMaxConnections = 16
+
+    /// `host:port` of the metrics listener; an IPv6 host in brackets (`[::1]:4041`).
+    public struct MetricsAddress: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+        /// `host:port`, or nil for "off" and "" (the listener disabled); throws a sentence on anything else.
+        public static func parse(_ text: String, source: String) throws -> MetricsAddress? {
+            let t = text.trimmingCharacters(in: .whitespaces)
+            if t.isEmpty || t.lowercased() == "off" { return nil }
+            let bad = Error(
+                message: "\(source) must be host:port ([::1]:4041 for IPv6) or off, not '\(text)'")
+            let host: Substring
+            let portText: Substring
+            if t.hasPrefix("[") {
+                guard let close = t.firstIndex(of: "]"), t[t.index(after: close)...].hasPrefix(":") else { throw bad }
+                host = t[t.index(after: t.startIndex)..<close]
+                portText = t[t.index(close, offsetBy: 2)...]
+            } else {
+                guard let colon = t.lastIndex(of: ":"), !t[..<colon].contains(":") else { throw bad }
+                host = t[..<colon]
+                portText = t[t.index(after: colon)...]
+            }
+            guard !host.isEmpty, !host.contains(" "), !host.contains("/"), let port = Int(portText),
+                (0...65535).contains(port)
+            else { throw bad }
+            return MetricsAddress(host: String(host), port: port)
+        }
+    }
 
     /// What the procedures need (page and kill limits, the login throttle, ...), read from [server] and
     /// [sessions].
@@ -143,7 +184,7 @@ public struct DaemonConfig: Sendable {
     }
 
     private mutating func apply(_ root: [String: ConfigValue], source: String) throws {
-        let sections = ["server", "sessions", "conntrack", "plugins", "plugin", "log", "web"]
+        let sections = ["server", "sessions", "conntrack", "plugins", "plugin", "log", "web", "metrics", "service"]
         for key in root.keys.sorted() where !sections.contains(key) {
             throw Error(
                 message: "\(source): unknown section or key '\(key)' (known: \(sections.joined(separator: ", ")))")
@@ -220,9 +261,23 @@ public struct DaemonConfig: Sendable {
             webBanner = try r.string("banner") ?? webBanner
             try r.finish()
         }
+        if let s = try section(root, "service", source) {
+            var r = StrictReader(values: s, section: "service", source: source)
+            serviceUser = try r.string("user") ?? serviceUser
+            try r.finish()
+        }
+        if let s = try section(root, "metrics", source) {
+            var r = StrictReader(values: s, section: "metrics", source: source)
+            if let listen = try r.string("listen") {
+                metricsListen = try MetricsAddress.parse(listen, source: "\(source): [metrics] listen")
+            }
+            metricsMaxConnections = try r.int("max_connections", 1...4096) ?? metricsMaxConnections
+            try r.finish()
+        }
         if let s = try section(root, "log", source) {
             var r = StrictReader(values: s, section: "log", source: source)
             logLevel = try r.string("level") ?? logLevel
+            logFormat = try r.string("format") ?? logFormat
             try r.finish()
         }
         try validate(source: source)
@@ -252,6 +307,12 @@ public struct DaemonConfig: Sendable {
         }
         for name in serverNames ?? [] where name.isEmpty || name.contains("/") || name.contains(" ") {
             throw Error(message: "\(source): [server] server_names: '\(name)' is not a host name or address")
+        }
+        if LogFormat(rawValue: logFormat) == nil {
+            throw Error(
+                message:
+                    "\(source): [log] format must be one of \(LogFormat.allCases.map(\.rawValue).joined(separator: ", ")), not '\(logFormat)'"
+            )
         }
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         if !levels.contains(logLevel) {

@@ -82,9 +82,10 @@ final class Daemon {
         } else {
             logger.debug("no \(config.connlabelFile): ct labels are shown by bit number")
         }
+        let exporter = config.metricsListen == nil ? nil : MetricsExporter()
         let context = ServerContext(
             settings: settings, table: table, sessions: sessions, plugins: plugins, clock: clock,
-            logger: logger)
+            metrics: exporter?.serverMetrics ?? ServerMetrics(), logger: logger)
         let dispatcher = Dispatcher(context: context)
         var options = HTTPServer.Options(
             host: config.listen, port: config.port, maxBodyBytes: config.maxBodyBytes,
@@ -120,12 +121,40 @@ final class Daemon {
             follower.stop()
             throw error
         }
+        var metricsServer: HTTPServer?
+        var metricsEndpoints: [HidePolicy.Endpoint] = []
+        var readyLines: [String] = []
+        if let exporter, let address = config.metricsListen {
+            let m = MetricsService.makeServer(exporter: exporter, address: address, config: config, logger: logger)
+            let metricsPort: Int
+            do {
+                metricsPort = try m.start()
+            } catch {
+                server.shutdown()
+                follower.stop()
+                throw error
+            }
+            exporter.attach(
+                mirror: mirror, table: table, sessions: sessions, server: server,
+                hookPlugins: plugins.hooks.map { $0.0.name })
+            metricsServer = m
+            metricsEndpoints = LocalAddresses.listening(on: address.host).map {
+                HidePolicy.Endpoint(address: $0, port: UInt16(metricsPort))
+            }
+            readyLines.append("ctd: metrics on \(address.host) port \(metricsPort)")
+            let place = HTTPServer.display(host: address.host, port: metricsPort)
+            logger.notice("serving Prometheus metrics on http://\(place)/metrics")
+            if !Self.isLoopback(address.host) {
+                logger.warning(
+                    "the metrics listener \(place) is beyond loopback and has no login: whoever reaches it reads the table's size, the call and login counts; limit it with a firewall")
+            }
+        }
         if config.hideOwnConnections {
             mirror.hideOwnEndpoints(
                 Set(
                     LocalAddresses.listening(on: config.listen).map {
                         HidePolicy.Endpoint(address: $0, port: UInt16(port))
-                    }))
+                    } + metricsEndpoints))
         }
         let scheme = config.tlsCertificate == nil ? "http" : "https"
         logger.notice(
@@ -157,6 +186,7 @@ final class Daemon {
                             drainTimeout: config.drainTimeout, logger: logger),
                         serviceName: "http"),
                     .init(service: reloader, serviceName: "reload"),
+                ] + (metricsServer.map { [.init(service: MetricsService(server: $0, logger: logger), serviceName: "metrics")] } ?? []) + [
                     .init(
                         service: NotifyService(
                             notifier: notifier,
@@ -173,7 +203,10 @@ final class Daemon {
                             },
                             statusInterval: 5),
                         serviceName: "notify"),
-                    .init(service: ReadyAnnouncer(line: "ctd: listening on \(config.listen) port \(port)"), serviceName: "ready"),
+                    .init(
+                        service: ReadyAnnouncer(
+                            line: (readyLines + ["ctd: listening on \(config.listen) port \(port)"]).joined(separator: "\n")),
+                        serviceName: "ready"),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

@@ -121,6 +121,9 @@ final class Reloader: Service, @unchecked Sendable {
     private func restartOnly(_ new: DaemonConfig) -> [(String, Bool)] {
         [
             ("[server] listen", new.listen != current.listen), ("[server] port", new.port != current.port),
+            ("[metrics] listen", new.metricsListen != current.metricsListen),
+            ("[log] format", new.logFormat != current.logFormat),
+            ("[service] user", new.serviceUser != current.serviceUser),
             ("TLS on or off", (new.tlsCertificate == nil) != (current.tlsCertificate == nil)),
             ("[plugins] auth", new.authenticator != current.authenticator),
             ("[plugins] enable", new.plugins != current.plugins),
@@ -141,39 +144,6 @@ final class LogLevelSwitch: @unchecked Sendable {
     var level: Logger.Level {
         get { lock.withLock { value } }
         set { lock.withLock { value = newValue } }
-    }
-}
-
-/// A stderr log handler whose level is the process's ``LogLevelSwitch`` (unless a logger sets its own).
-struct SwitchedLogHandler: LogHandler {
-    var inner: StreamLogHandler
-    let levelSwitch: LogLevelSwitch
-    private var ownLevel: Logger.Level?
-
-    init(label: String, levelSwitch: LogLevelSwitch) {
-        inner = StreamLogHandler.standardError(label: label)
-        self.levelSwitch = levelSwitch
-    }
-
-    var logLevel: Logger.Level {
-        get { ownLevel ?? levelSwitch.level }
-        set { ownLevel = newValue }
-    }
-
-    var metadata: Logger.Metadata {
-        get { inner.metadata }
-        set { inner.metadata = newValue }
-    }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { inner[metadataKey: key] }
-        set { inner[metadataKey: key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        var sink = inner
-        sink.logLevel = .trace
-        sink.log(event: event)
     }
 }
 
