@@ -1,0 +1,165 @@
+import Foundation
+import SyslogForwarding
+import Testing
+
+// The on-disk queue: order, persistence across reopen, the two full policies, a torn tail after a crash.
+
+func syslogTestDirectory() throws -> String {
+    var template = Array("/tmp/auditsyslog-test.XXXXXX".utf8CString)
+    guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        throw TransportError("mkdtemp failed")
+    }
+    return String(cString: p)
+}
+
+private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+private func append(_ q: DurableQueue, _ items: [String], policy: DurableQueue.FullPolicy = .refuse) throws -> UInt64 {
+    try q.append(count: items.count, policy: policy) { seq in bytes(items[Int(seq - q.nextSequence)]) }.first
+}
+
+@Test func queue_keepsOrderAcrossReopen_andForgetsWhatWasRemoved() throws {
+    let dir = try syslogTestDirectory()
+    let path = dir + "/q"
+    do {
+        let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+        var first: UInt64 = 0
+        _ = try q.append(count: 3, policy: .refuse) { seq in
+            if first == 0 { first = seq }
+            return bytes("m\(seq)")
+        }
+        #expect(first == 1)
+        #expect(q.peek(max: 10).map(\.seq) == [1, 2, 3])
+        try q.remove(through: 1)
+        #expect(q.count == 2)
+    }
+    let reopened = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+    #expect(reopened.peek(max: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["m2", "m3"])
+    #expect(reopened.nextSequence == 4)
+    try reopened.remove(through: 3)
+    #expect(reopened.count == 0)
+    let attributes = try FileManager.default.attributesOfItem(atPath: path)
+    #expect((attributes[.size] as? Int) == 0)
+    #expect(((attributes[.posixPermissions] as? Int) ?? 0) & 0o077 == 0)
+    // Sequence numbers keep growing after the queue was emptied and reopened.
+    let again = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+    #expect(again.nextSequence == 4)
+    _ = try again.append(count: 1, policy: .refuse) { _ in bytes("m4") }
+    #expect(again.peek(max: 1).first?.seq == 4)
+}
+
+@Test func queue_whenFullWithRefuse_throwsAndKeepsEverything() throws {
+    let q = try DurableQueue(path: try syslogTestDirectory() + "/q", maxBytes: 1 << 20, maxEvents: 3)
+    _ = try q.append(count: 2, policy: .refuse) { _ in bytes("x") }
+    #expect(throws: DurableQueue.QueueError.self) {
+        _ = try q.append(count: 2, policy: .refuse) { _ in bytes("y") }
+    }
+    #expect(q.count == 2 && q.nextSequence == 3)
+    // Outcomes of admitted actions are exempt.
+    _ = try q.append(count: 2, policy: .refuse, exempt: true) { _ in bytes("z") }
+    #expect(q.count == 4)
+}
+
+@Test func queue_whenFullWithDropOldest_dropsAndCounts() throws {
+    let path = try syslogTestDirectory() + "/q"
+    let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 3)
+    _ = try q.append(count: 5, policy: .dropOldest) { seq in bytes("m\(seq)") }
+    #expect(q.peek(max: 10).map(\.seq) == [3, 4, 5])
+    #expect(q.dropped == 2)
+    let r = try q.append(count: 1, policy: .dropOldest) { seq in bytes("m\(seq)") }
+    #expect(r.dropped == 1 && q.dropped == 3)
+    let reopened = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 3)
+    #expect(reopened.peek(max: 10).map(\.seq) == [4, 5, 6])
+}
+
+@Test func queue_boundsBytesToo() throws {
+    let q = try DurableQueue(path: try syslogTestDirectory() + "/q", maxBytes: 65536, maxEvents: 1000)
+    let big = [UInt8](repeating: 65, count: 30000)
+    _ = try q.append(count: 2, policy: .refuse) { _ in big }
+    #expect(throws: DurableQueue.QueueError.self) { _ = try q.append(count: 1, policy: .refuse) { _ in big } }
+    _ = try q.append(count: 1, policy: .dropOldest) { _ in big }
+    #expect(q.count == 2 && q.dropped == 1 && q.bytes <= 65536)
+}
+
+@Test func queue_afterATornAppend_cutsTheTailAndKeepsTheGoodRecords() throws {
+    let path = try syslogTestDirectory() + "/q"
+    do {
+        let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+        _ = try q.append(count: 2, policy: .refuse) { seq in bytes("record \(seq)") }
+    }
+    // A crash in the middle of the third append: its header and half its payload reached the file.
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    try handle.seekToEnd()
+    try handle.write(contentsOf: Data([0x43, 0x51, 100, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]) + Data("half".utf8))
+    try handle.close()
+    let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+    #expect(q.peek(max: 10).map(\.seq) == [1, 2])
+    _ = try q.append(count: 1, policy: .refuse) { seq in bytes("record \(seq)") }
+    let again = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+    #expect(again.peek(max: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["record 1", "record 2", "record 3"])
+}
+
+@Test func queue_aDamagedRecord_endsTheQueueThere() throws {
+    let path = try syslogTestDirectory() + "/q"
+    do {
+        let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+        _ = try q.append(count: 3, policy: .refuse) { seq in bytes("record \(seq)") }
+    }
+    var data = try Data(contentsOf: URL(fileURLWithPath: path))
+    data[18 + 8 + 18 + 3] ^= 0xFF  // a payload byte of record 2
+    try data.write(to: URL(fileURLWithPath: path))
+    let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+    #expect(q.peek(max: 10).map(\.seq) == [1])
+}
+
+@Test func queue_manyRecords_compactsAndStaysInOrder() throws {
+    let path = try syslogTestDirectory() + "/q"
+    let q = try DurableQueue(path: path, maxBytes: 1 << 24, maxEvents: 100_000)
+    _ = try q.append(count: 20_000, policy: .refuse) { seq in bytes("r\(seq)") }
+    try q.remove(through: 15_000)
+    let reopened = try DurableQueue(path: path, maxBytes: 1 << 24, maxEvents: 100_000)
+    let left = reopened.peek(max: 100_000).map(\.seq)
+    #expect(left == Array(15_001...20_000))
+}
+
+/// A transport that refuses the first `failures` batches, then takes everything.
+final class FlakyTransport: SyslogTransport, @unchecked Sendable {
+    let destination = "test:flaky"
+    let lock = NSLock()
+    var failures: Int
+    var received: [String] = []
+    var batches = 0
+    init(failures: Int) { self.failures = failures }
+    func deliver(_ messages: [[UInt8]]) -> (confirmed: Int, error: String?) {
+        lock.withLock {
+            batches += 1
+            if failures > 0 {
+                failures -= 1
+                return (0, "collector away")
+            }
+            received += messages.map { String(decoding: $0, as: UTF8.self) }
+            return (messages.count, nil)
+        }
+    }
+}
+
+@Test func forwarder_afterFailures_deliversEverythingOnceInOrder() throws {
+    let q = try DurableQueue(path: try syslogTestDirectory() + "/q", maxBytes: 1 << 22, maxEvents: 10_000)
+    let transport = FlakyTransport(failures: 3)
+    let lines = NSLock()
+    nonisolated(unsafe) var logged: [String] = []
+    let f = SyslogForwarder(queue: q, transport: transport, batchEvents: 100, retryMaxSeconds: 0.2) { _, line in
+        lines.withLock { logged.append(line) }
+    }
+    _ = try q.append(count: 1000, policy: .refuse) { seq in Array("m\(seq)".utf8) }
+    f.start()
+    f.notify()
+    // Bounded wait for the condition, not a timing assumption.
+    let deadline = Date().addingTimeInterval(60)
+    while q.count > 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    #expect(f.stop(drainSeconds: 1) == 0)
+    #expect(transport.received == (1...1000).map { "m\($0)" })
+    let status = f.currentStatus
+    #expect(status.delivered == 1000 && status.resent == 100)
+    #expect(lines.withLock { logged }.count == 2)  // one line when it went away, one when it came back
+}
