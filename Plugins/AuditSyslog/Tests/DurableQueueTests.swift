@@ -14,10 +14,6 @@ func syslogTestDirectory() throws -> String {
 
 private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
-private func append(_ q: DurableQueue, _ items: [String], policy: DurableQueue.FullPolicy = .refuse) throws -> UInt64 {
-    try q.append(count: items.count, policy: policy) { seq in bytes(items[Int(seq - q.nextSequence)]) }.first
-}
-
 @Test func queue_keepsOrderAcrossReopen_andForgetsWhatWasRemoved() throws {
     let dir = try syslogTestDirectory()
     let path = dir + "/q"
