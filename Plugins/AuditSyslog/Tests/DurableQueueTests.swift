@@ -126,15 +126,15 @@ final class FlakyTransport: SyslogTransport, @unchecked Sendable {
     var received: [String] = []
     var batches = 0
     init(failures: Int) { self.failures = failures }
-    func deliver(_ messages: [[UInt8]]) -> (confirmed: Int, error: String?) {
+    func deliver(_ messages: [[UInt8]], awaitingProof: Int) -> DeliveryResult {
         lock.withLock {
             batches += 1
             if failures > 0 {
                 failures -= 1
-                return (0, "collector away")
+                return DeliveryResult(proven: 0, read: 0, error: "collector away", transmitted: 0..<messages.count)
             }
             received += messages.map { String(decoding: $0, as: UTF8.self) }
-            return (messages.count, nil)
+            return DeliveryResult(proven: messages.count, read: 0, error: nil, transmitted: 0..<messages.count)
         }
     }
 }
@@ -156,6 +156,7 @@ final class FlakyTransport: SyslogTransport, @unchecked Sendable {
     #expect(f.stop(drainSeconds: 1) == 0)
     #expect(transport.received == (1...1000).map { "m\($0)" })
     let status = f.currentStatus
-    #expect(status.delivered == 1000 && status.resent == 100)
+    // The first batch went out four times: three retransmissions of 100 records.
+    #expect(status.delivered == 1000 && status.resent == 300)
     #expect(lines.withLock { logged }.count == 2)  // one line when it went away, one when it came back
 }

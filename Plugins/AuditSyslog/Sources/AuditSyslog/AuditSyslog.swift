@@ -51,9 +51,12 @@ public final class AuditSyslogPlugin: ActionHook {
                 throw PluginError("plugin AuditSyslog needs 'tls_ca_file' (the CA that signed the collector's certificate) for \(settings.address)")
             }
             do {
-                transport = try TLSSyslogTransport(
+                let tls = try TLSSyslogTransport(
                     host: host, port: port, serverName: settings.tlsServerName, caFile: ca,
                     certFile: settings.tlsCertFile, keyFile: settings.tlsKeyFile, timeout: settings.timeout)
+                let log = context.log
+                tls.onWeakConfirmation = { log(.warning, "AuditSyslog: \($0)") }
+                transport = tls
             } catch {
                 throw PluginError("plugin AuditSyslog: \(error)")
             }

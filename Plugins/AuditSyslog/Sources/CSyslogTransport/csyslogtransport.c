@@ -179,7 +179,29 @@ static int ssl_wait(SSL *ssl, int fd, int r, long long deadline) {
 
 csyslog_tls_connection *csyslog_tls_connect(csyslog_tls_context *ctx, const char *host, const char *port,
                                             const char *server_name, int timeout_ms, char *err, size_t errlen) {
+    int resumed = 0;
+    return csyslog_tls_connect_resuming(ctx, host, port, server_name, timeout_ms, NULL, &resumed, err, errlen);
+}
+
+csyslog_tls_session *csyslog_tls_take_session(csyslog_tls_connection *c) {
+    SSL_SESSION *s = SSL_get1_session(c->ssl);
+    if (s != NULL && !SSL_SESSION_is_resumable(s)) {
+        SSL_SESSION_free(s);
+        return NULL;
+    }
+    return (csyslog_tls_session *)s;
+}
+
+void csyslog_tls_session_free(csyslog_tls_session *s) {
+    if (s != NULL) SSL_SESSION_free((SSL_SESSION *)s);
+}
+
+csyslog_tls_connection *csyslog_tls_connect_resuming(csyslog_tls_context *ctx, const char *host, const char *port,
+                                                     const char *server_name, int timeout_ms,
+                                                     csyslog_tls_session *session, int *resumed, char *err,
+                                                     size_t errlen) {
     char why[256];
+    *resumed = 0;
     long long deadline = now_ms() + timeout_ms;
     ERR_clear_error();
     int fd = tcp_connect(host, port, deadline, err, errlen);
@@ -201,6 +223,7 @@ csyslog_tls_connection *csyslog_tls_connect(csyslog_tls_context *ctx, const char
         close(fd);
         return NULL;
     }
+    if (session != NULL) SSL_set_session(ssl, (SSL_SESSION *)session);
     for (;;) {
         int r = SSL_connect(ssl);
         if (r == 1) break;
@@ -235,6 +258,7 @@ csyslog_tls_connection *csyslog_tls_connect(csyslog_tls_context *ctx, const char
     }
     c->ssl = ssl;
     c->fd = fd;
+    *resumed = SSL_session_reused(ssl) ? 1 : 0;
     return c;
 }
 

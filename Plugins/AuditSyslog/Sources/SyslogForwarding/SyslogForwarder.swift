@@ -2,10 +2,11 @@ import Foundation
 
 /// Drains a ``DurableQueue`` to a ``SyslogTransport`` on one thread of its own, oldest first.
 ///
-/// A batch of at most `batchEvents` records is handed to the transport; the records it confirms leave the queue.
-/// On failure the forwarder waits (0.1 s, doubling up to `retryMaxSeconds`) and tries the same records again,
-/// so the collector receives every record at least once and in order; a record is sent again only when its
-/// batch was not confirmed. One line is logged when the collector goes away and one when it is back.
+/// A batch of at most `batchEvents` records is handed to the transport; the records it proves delivered leave the
+/// queue (for TLS a batch is proven by the next connection, see ``TLSSyslogTransport``). On failure the forwarder
+/// waits (0.1 s, doubling up to `retryMaxSeconds`) and tries the same records again, so the collector receives
+/// every record at least once and in order; a record is sent again only when its batch was not proven. One line
+/// is logged when the collector goes away and one when it is back.
 public final class SyslogForwarder: @unchecked Sendable {
     public struct Status: Sendable {
         /// The last delivery error, while the collector is unreachable.
@@ -14,7 +15,7 @@ public final class SyslogForwarder: @unchecked Sendable {
         public var since: Double?
         /// Records confirmed delivered since start.
         public var delivered: UInt64
-        /// Records sent more than once (their batch was not confirmed the first time).
+        /// Retransmissions: records put on the wire again because an earlier attempt was not proven.
         public var resent: UInt64
     }
 
@@ -29,6 +30,8 @@ public final class SyslogForwarder: @unchecked Sendable {
     private var finished = false
     private var wake = false
     private var status = Status(problem: nil, since: nil, delivered: 0, resent: 0)
+    /// How long the last batch waits for the next event before a connection of its own proves it.
+    private let proofDelay = 0.2
 
     public init(
         queue: DurableQueue, transport: any SyslogTransport, batchEvents: Int, retryMaxSeconds: Double,
@@ -77,7 +80,9 @@ public final class SyslogForwarder: @unchecked Sendable {
 
     private func run() {
         var backoff = 0.1
-        var sentBefore: Set<UInt64> = []  // seqs of the batch that failed last (to count resends)
+        // Records at the head of the queue the collector read but the transport has not proven yet.
+        var awaiting = 0
+        var attempted: Set<UInt64> = []  // seqs sent at least once (to count resends)
         while true {
             condition.lock()
             if stopping && (queue.count == 0 || Date() >= drainDeadline) {
@@ -86,40 +91,44 @@ public final class SyslogForwarder: @unchecked Sendable {
                 condition.unlock()
                 return
             }
-            if queue.count == 0 {
-                if !wake { _ = condition.wait(until: Date().addingTimeInterval(1)) }
+            let queued = queue.count
+            if queued == 0 || (queued == awaiting && !stopping) {
+                // Nothing new: wait for an event (sent together with the proof) or prove the last batch alone.
+                if !wake { _ = condition.wait(until: Date().addingTimeInterval(queued == 0 ? 1 : proofDelay)) }
+                let woken = wake
                 wake = false
-                condition.unlock()
-                continue
+                if queued == 0 || woken { condition.unlock(); continue }
             }
             condition.unlock()
 
-            let batch = queue.peek(max: batchEvents)
-            let resent = batch.reduce(0) { $0 + (sentBefore.contains($1.seq) ? 1 : 0) }
-            let (confirmed, error) = transport.deliver(batch.map(\.payload))
+            let batch = queue.peek(max: awaiting + batchEvents)
+            if batch.isEmpty { continue }
+            let r = transport.deliver(batch.map(\.payload), awaitingProof: min(awaiting, batch.count))
             var removeError: String?
-            if confirmed > 0 {
-                do { try queue.remove(through: batch[confirmed - 1].seq) } catch { removeError = "\(error)" }
+            if r.proven > 0 {
+                do { try queue.remove(through: batch[r.proven - 1].seq) } catch { removeError = "\(error)" }
             }
+            let sentNow = batch[r.transmitted.clamped(to: 0..<batch.count)]
+            let resent = sentNow.reduce(0) { $0 + (attempted.contains($1.seq) ? 1 : 0) }
+            for rec in sentNow { attempted.insert(rec.seq) }
+            if r.proven > 0 { attempted.subtract(batch[..<r.proven].map(\.seq)) }
+            if r.error == nil { awaiting = r.read }
             condition.lock()
-            status.delivered += UInt64(confirmed)
-            if confirmed > 0 { status.resent += UInt64(min(resent, confirmed)) }
+            status.delivered += UInt64(r.proven)
+            status.resent += UInt64(resent)
             let wasDown = status.problem != nil
-            if let error = error ?? removeError {
-                sentBefore = Set(batch[confirmed...].map(\.seq))
+            if let error = r.error ?? removeError {
                 if !wasDown {
                     status.since = Date().timeIntervalSince1970
                     log(true, "cannot deliver to \(transport.destination): \(error); \(queue.count) events queued")
                 }
                 status.problem = error
-                // Wait before the next try, unless stopping past the deadline.
                 let until = Date().addingTimeInterval(backoff)
                 while !(stopping && Date() >= drainDeadline) && Date() < until {
                     _ = condition.wait(until: min(until, stopping ? drainDeadline : until))
                 }
                 backoff = min(backoff * 2, retryMaxSeconds)
             } else {
-                sentBefore = []
                 if wasDown {
                     log(false, "\(transport.destination) reachable again; \(queue.count) events still queued")
                 }

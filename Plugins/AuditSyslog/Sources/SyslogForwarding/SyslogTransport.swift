@@ -1,14 +1,34 @@
 import CSyslogTransport
 import Foundation
 
-/// Where messages go. ``deliver(_:)`` is called by the forwarder's one thread only.
+/// What one delivery attempt achieved, over the messages it was given (in order).
+public struct DeliveryResult: Sendable, Equatable {
+    /// A prefix of the messages now known delivered: they may leave the queue.
+    public var proven: Int
+    /// The messages after those that the collector read, but whose processing is not proven yet: they stay queued
+    /// and are passed again as `awaitingProof` next time.
+    public var read: Int
+    /// Why the attempt stopped short, if it did.
+    public var error: String?
+    /// The messages (indexes) that went on the wire in this attempt, whether or not they arrived.
+    public var transmitted: Range<Int>
+
+    public init(proven: Int, read: Int, error: String?, transmitted: Range<Int>) {
+        self.proven = proven
+        self.read = read
+        self.error = error
+        self.transmitted = transmitted
+    }
+}
+
+/// Where messages go. ``deliver(_:awaitingProof:)`` is called by the forwarder's one thread only.
 public protocol SyslogTransport: AnyObject, Sendable {
     /// A line for logs and health: `tls://127.0.0.1:6514`.
     var destination: String { get }
 
-    /// Sends the messages in order and says how many of them (a prefix) are confirmed delivered; `error` is set
-    /// when not all were.
-    func deliver(_ messages: [[UInt8]]) -> (confirmed: Int, error: String?)
+    /// Sends the messages in order. The first `awaitingProof` of them are those the last call reported `read`:
+    /// the transport proves them (they are not sent again) or, when it cannot, sends them again.
+    func deliver(_ messages: [[UInt8]], awaitingProof: Int) -> DeliveryResult
 }
 
 /// What `address` names: `tls://HOST:PORT` (RFC 5425) or `unix:PATH` (a local datagram socket, /dev/log).
@@ -56,8 +76,17 @@ private func withErrorBuffer<T>(_ body: (UnsafeMutablePointer<CChar>, Int) -> T)
     return (result, String(cString: buffer))
 }
 
-/// RFC 5425: syslog over TLS, octet-counting framing. A batch goes over one connection that is then closed in the
-/// way that proves the collector read all of it (``csyslog_tls_finish``); only then is the batch confirmed.
+/// RFC 5425: syslog over TLS, octet-counting framing, one connection per batch.
+///
+/// TCP and RFC 5425 have no acknowledgement, so delivery is proven in two steps:
+/// 1. the batch's connection is closed with TLS close_notify and a half-close, and the collector must answer with
+///    a clean close: it read every byte (a collector that closes with unread data resets the connection);
+/// 2. the next connection must resume the TLS session of that one: only the same collector process holds the
+///    ticket key, so the collector did not stop (or crash) between reading the batch and now, which is what loses
+///    messages it read but had not yet queued.
+/// A batch that fails either step is sent again (at least once, never lost). A collector that issues no session
+/// tickets, or that has refused `resumptionStrikes` resumptions in a row although it issued tickets (several
+/// collectors behind one address), gets the first step only; that is logged once.
 public final class TLSSyslogTransport: SyslogTransport, @unchecked Sendable {
     public let destination: String
     private let host: String
@@ -65,6 +94,12 @@ public final class TLSSyslogTransport: SyslogTransport, @unchecked Sendable {
     private let serverName: String
     private let timeoutMilliseconds: Int32
     private let context: OpaquePointer
+    private var session: OpaquePointer?
+    private var strikes = 0
+    static let resumptionStrikes = 3
+    /// Called once when the transport falls back to step 1 only.
+    public var onWeakConfirmation: (@Sendable (String) -> Void)?
+    private var warned = false
 
     /// - Throws: a sentence when the CA file or client certificate cannot be used.
     public init(
@@ -81,27 +116,73 @@ public final class TLSSyslogTransport: SyslogTransport, @unchecked Sendable {
         context = ctx
     }
 
-    deinit { csyslog_tls_context_free(context) }
+    deinit {
+        csyslog_tls_session_free(session)
+        csyslog_tls_context_free(context)
+    }
 
-    public func deliver(_ messages: [[UInt8]]) -> (confirmed: Int, error: String?) {
-        guard !messages.isEmpty else { return (0, nil) }
+    public func deliver(_ messages: [[UInt8]], awaitingProof: Int) -> DeliveryResult {
+        var resumed: Int32 = 0
+        let offered = session
         let (conn, connectError) = withErrorBuffer {
-            csyslog_tls_connect(context, host, port, serverName, timeoutMilliseconds, $0, $1)
+            csyslog_tls_connect_resuming(
+                context, host, port, serverName, timeoutMilliseconds, offered, &resumed, $0, $1)
         }
-        guard let conn else { return (0, connectError) }
+        guard let conn else { return DeliveryResult(proven: 0, read: 0, error: connectError, transmitted: 0..<0) }
         defer { csyslog_tls_free(conn) }
+        var proven = 0
+        if awaitingProof > 0 {
+            if resumed != 0 {
+                proven = awaitingProof
+                strikes = 0
+            } else if offered != nil {
+                strikes += 1
+                if strikes >= Self.resumptionStrikes {
+                    // Not a restart: this collector does not resume sessions. The clean close has to do.
+                    proven = awaitingProof
+                    if !warned {
+                        warned = true
+                        onWeakConfirmation?(
+                            "\(destination) issues TLS session tickets but refused \(strikes) resumptions in a row: "
+                                + "batches are now confirmed by the collector's clean close only")
+                    }
+                }
+            }
+        }
         var frames: [UInt8] = []
-        frames.reserveCapacity(messages.reduce(0) { $0 + $1.count + 8 })
-        for m in messages {
+        frames.reserveCapacity(messages[proven...].reduce(0) { $0 + $1.count + 8 })
+        for m in messages[proven...] {
             frames += Array("\(m.count) ".utf8)
             frames += m
         }
-        let (written, writeError) = withErrorBuffer { buf, len in
-            frames.withUnsafeBytes { csyslog_tls_write(conn, $0.baseAddress, $0.count, timeoutMilliseconds, buf, len) }
+        if !frames.isEmpty {
+            let (written, writeError) = withErrorBuffer { buf, len in
+                frames.withUnsafeBytes {
+                    csyslog_tls_write(conn, $0.baseAddress, $0.count, timeoutMilliseconds, buf, len)
+                }
+            }
+            guard written == 0 else {
+                return DeliveryResult(proven: proven, read: 0, error: writeError, transmitted: proven..<messages.count)
+            }
         }
-        guard written == 0 else { return (0, writeError) }
         let (finished, finishError) = withErrorBuffer { csyslog_tls_finish(conn, timeoutMilliseconds, $0, $1) }
-        return finished == 0 ? (messages.count, nil) : (0, finishError)
+        guard finished == 0 else {
+            return DeliveryResult(proven: proven, read: 0, error: finishError, transmitted: proven..<messages.count)
+        }
+        let read = messages.count - proven
+        csyslog_tls_session_free(session)
+        session = csyslog_tls_take_session(conn)
+        if session == nil || (warned && strikes >= Self.resumptionStrikes) {
+            // No ticket: nothing can prove more than the clean close.
+            if session == nil && !warned && read > 0 {
+                warned = true
+                onWeakConfirmation?(
+                    "\(destination) issues no TLS session tickets: batches are confirmed by the collector's clean "
+                        + "close only")
+            }
+            return DeliveryResult(proven: messages.count, read: 0, error: nil, transmitted: proven..<messages.count)
+        }
+        return DeliveryResult(proven: proven, read: read, error: nil, transmitted: proven..<messages.count)
     }
 }
 
@@ -121,10 +202,10 @@ public final class UnixSyslogTransport: SyslogTransport, @unchecked Sendable {
 
     deinit { csyslog_unix_close(fd) }
 
-    public func deliver(_ messages: [[UInt8]]) -> (confirmed: Int, error: String?) {
+    public func deliver(_ messages: [[UInt8]], awaitingProof: Int) -> DeliveryResult {
         if fd < 0 {
             let (opened, error) = withErrorBuffer { csyslog_unix_open(path, $0, $1) }
-            guard opened >= 0 else { return (0, error) }
+            guard opened >= 0 else { return DeliveryResult(proven: 0, read: 0, error: error, transmitted: 0..<0) }
             fd = opened
         }
         for (i, m) in messages.enumerated() {
@@ -135,10 +216,10 @@ public final class UnixSyslogTransport: SyslogTransport, @unchecked Sendable {
                 // The daemon may have restarted with a new socket at the same path: reconnect next time.
                 csyslog_unix_close(fd)
                 fd = -1
-                return (i, error)
+                return DeliveryResult(proven: i, read: 0, error: error, transmitted: 0..<(i + 1))
             }
         }
-        return (messages.count, nil)
+        return DeliveryResult(proven: messages.count, read: 0, error: nil, transmitted: 0..<messages.count)
     }
 }
 

@@ -19,6 +19,7 @@ extern "C" {
 
 typedef struct csyslog_tls_context csyslog_tls_context;
 typedef struct csyslog_tls_connection csyslog_tls_connection;
+typedef struct csyslog_tls_session csyslog_tls_session;
 
 /* A client context: TLS 1.2 or later, peer verification on. `ca_file` is required; `cert_file` and `key_file`
  * (PEM) are both NULL or both set. NULL on failure. */
@@ -32,6 +33,19 @@ void csyslog_tls_context_free(csyslog_tls_context *ctx);
  * Every step waits at most `timeout_ms`. NULL on failure. */
 csyslog_tls_connection *csyslog_tls_connect(csyslog_tls_context *ctx, const char *host, const char *port,
                                             const char *server_name, int timeout_ms, char *err, size_t errlen);
+
+/* The same, offering to resume `session` (from csyslog_tls_take_session; may be NULL). `*resumed` is set to 1 when
+ * the server accepted it: the server still holds the ticket key it issued the session with, i.e. it is the same
+ * collector process as on that earlier connection. */
+csyslog_tls_connection *csyslog_tls_connect_resuming(csyslog_tls_context *ctx, const char *host, const char *port,
+                                                     const char *server_name, int timeout_ms,
+                                                     csyslog_tls_session *session, int *resumed, char *err,
+                                                     size_t errlen);
+
+/* After a successful csyslog_tls_finish: the connection's session if the server made it resumable (sent a
+ * ticket), else NULL. Free it with csyslog_tls_session_free. */
+csyslog_tls_session *csyslog_tls_take_session(csyslog_tls_connection *c);
+void csyslog_tls_session_free(csyslog_tls_session *s);
 
 /* Writes all `len` bytes (each write waits at most timeout_ms). 0, or -1 when the connection failed. */
 int csyslog_tls_write(csyslog_tls_connection *c, const void *buf, size_t len, int timeout_ms, char *err,
