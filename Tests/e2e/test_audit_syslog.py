@@ -366,3 +366,107 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     change = next(e for e in unique.values() if e["msgid"] == "change")
     assert (change["sd"]["field"], change["sd"]["old_value"], change["sd"]["new_value"]) == ("mark", "5", "77")
     assert change["sd"]["conn_id"] == str(one["id"]) and change["sd"]["l4proto"] == "6"
+
+
+def test_queueFull_withRefuse_refusesTheKillAndTheEntryStays(ctd, collector, tmp_path):
+    rs, certs = collector
+    rs.stop()
+    extra = ROLES + _syslog_section(rs, certs, tmp_path / "q" / "queue", queue_max_events=5, queue_full="refuse")
+    c = ctd(args=["--plugin", "AuditSyslog"], extra=extra)
+    rpc, sid = c.login()  # 2 events queued (the collector is down)
+    entries = [ct_insert("udp", "10.83.0.1", "10.83.0.2", 5000 + i, 53, timeout=600) for i in range(3)]
+    wait_for(lambda: rpc.view(sid, {"orig_dst": "10.83.0.2"}, "", "ASC", 0, 1)["total"] == 3, timeout=10,
+             what="3 entries in view")
+    assert rpc.kill(sid, [str(entries[0]["id"])])["killed"] == 1  # 4 queued
+    # Two kills at once do not fit (4 + 2 > 5): refused before the kernel is touched, fault 7.
+    assert_fault(7, rpc.kill, sid, [str(e["id"]) for e in entries[1:]], contains="AuditSyslog")
+    assert len([e for e in conntrack_list("-d", "10.83.0.2") if e["dst"] == "10.83.0.2"]) == 2
+    assert "queue" in _health(rpc, sid) and "full" in _health(rpc, sid)
+    rs.start()
+    # Everything queued arrives; the refused kill was never queued, so it is not there. The next action that fits
+    # clears the health.
+    wait_for(lambda: _distinct(rs), timeout=60, done=lambda n: n >= 4, what="the queued events")
+    c.login()
+    wait_for(lambda: _distinct(rs), timeout=60, done=lambda n: n >= 6, what="the new login's events")
+    wait_for(lambda: _health(rpc, sid), timeout=30, done=lambda s: s == "ok", what="health ok after delivery")
+    kills = [e for e in _events(rs) if e["msgid"] == "kill"]
+    assert [e["sd"]["conn_id"] for e in kills] == [str(entries[0]["id"])]
+
+
+def test_queueFull_withDropOldest_dropsCountsAndLogs(ctd, collector, tmp_path):
+    rs, certs = collector
+    rs.stop()
+    extra = ROLES + _syslog_section(rs, certs, tmp_path / "q" / "queue", queue_max_events=5,
+                                    queue_full="drop_oldest")
+    c = ctd(args=["--plugin", "AuditSyslog"], extra=extra)
+    rpc, sid = c.login()
+    entries = [ct_insert("udp", "10.84.0.1", "10.84.0.2", 6000 + i, 53, timeout=600) for i in range(4)]
+    wait_for(lambda: rpc.view(sid, {"orig_dst": "10.84.0.2"}, "", "ASC", 0, 1)["total"] == 4, timeout=10,
+             what="4 entries in view")
+    # login (2 events), then the kill: 4 pending (one dropped), 4 outcomes (4 more dropped).
+    r = rpc.kill(sid, [str(e["id"]) for e in entries])
+    assert r["killed"] == 4
+    h = _health(rpc, sid)
+    assert "5 events dropped" in h and "drop_oldest" in h, h
+    assert "queue full: dropped" in c.stderr()
+    rs.start()
+    wait_for(lambda: _distinct(rs), timeout=60, done=lambda n: n >= 5, what="the 5 kept events")
+    got = [e for e in _events(rs)]
+    # The newest five survive: the last kill's pending event and the four outcomes.
+    assert [e["msgid"] for e in got] == ["kill"] + ["outcome"] * 4
+    assert {e["sd"]["action"] for e in got} == {"kill"} and got[0]["sd"]["conn_id"] == str(entries[3]["id"])
+
+
+def test_localSocket_deliversToRsyslogsDatagramInput(ctd, collector, tmp_path):
+    rs, certs = collector
+    extra = (f"\n[plugin.AuditSyslog]\naddress = {toml_str('unix:' + str(rs.socket))}\n"
+             f"queue_path = {toml_str(str(tmp_path / 'q' / 'queue'))}\nhostname = \"ctd-local\"\nfacility = \"local3\"\n")
+    c = ctd(args=["--plugin", "AuditSyslog"], extra=extra)
+    rpc, sid = c.login()
+    e = ct_insert("udp", "10.85.0.1", "10.85.0.2", 7000, 53, timeout=600)
+    wait_for(lambda: rpc.view(sid, {"id": str(e["id"])}, "", "ASC", 0, 1)["total"] == 1, timeout=10,
+             what="the entry in view")
+    assert rpc.kill(sid, [str(e["id"])])["killed"] == 1
+    got = wait_for(lambda: _events(rs), timeout=60, done=lambda ev: len(ev) >= 4, what="4 events over /dev/log")
+    assert [g["msgid"] for g in got] == ["login", "outcome", "kill", "outcome"]
+    kill = got[2]
+    assert kill["host"] == "ctd-local" and kill["pri"] // 8 == 19 and kill["sd_id"] == SD_ID
+    assert (kill["sd"]["conn_id"], kill["sd"]["orig_src"], kill["sd"]["orig_sport"]) == (str(e["id"]), "10.85.0.1", "7000")
+    assert c.password not in rs.out.read_text()
+
+
+def test_collectorCertificateFromAnotherCA_isRefusedAndEventsWait(ctd, collector, tmp_path):
+    rs, certs = collector
+    extra = ROLES + _syslog_section(rs, {**certs, "ca": certs["other_ca"]}, tmp_path / "q" / "queue")
+    c = ctd(args=["--plugin", "AuditSyslog"], extra=extra)
+    rpc, sid = c.login()
+    h = wait_for(lambda: _health(rpc, sid), timeout=30, done=lambda s: "certificate" in s, what="a certificate error")
+    assert "refused" in h and "events queued" in h, h
+    assert rs.lines() == []
+
+
+def test_pluginsList_withTheSampleConfig_andBadSections(tmp_path):
+    sample = (Path(__file__).resolve().parents[2] / "Plugins" / "AuditSyslog" / "auditsyslog.sample.toml").read_text()
+    assert 'queue_full = "refuse"' in sample and '"/var/lib/ctd/audit-syslog.queue"' in sample
+    password_file = tmp_path / "passwd"
+    make_password_file(password_file, "admin", "pw-sample")
+    cfg = tmp_path / "ctd.toml"
+    head = f"[plugin.AuthSHA]\npassword_file = {toml_str(str(password_file))}\n\n"
+    cfg.write_text(head + sample.replace("/var/lib/ctd/audit-syslog.queue", str(tmp_path / "queue")))
+    p = subprocess.run([str(CTD), "plugins", "list", "--config", str(cfg), "--plugin", "AuditSyslog"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = {line.split("\t")[0]: line.split("\t") for line in p.stdout.splitlines() if "\t" in line}
+    assert rows["AuditSyslog"][1:3] == ["hook.audit_syslog", "1.0.0"] and rows["AuditSyslog"][4] == "action_hook"
+    assert oct((tmp_path / "queue").stat().st_mode & 0o777) == "0o600"
+    for section, complaint in [
+        ('address = "udp://127.0.0.1:514"', "'address'"),
+        ('address = "tls://127.0.0.1:6514"', "tls_ca_file"),
+        ('queue_full = "block"', "'queue_full'"),
+        ('sd_id = "ctd"', "'sd_id'"),
+        ('colour = "red"', "unknown key 'colour'"),
+    ]:
+        cfg.write_text(head + f"[plugin.AuditSyslog]\nqueue_path = {toml_str(str(tmp_path / 'q2'))}\n{section}\n")
+        p = subprocess.run([str(CTD), "plugins", "list", "--config", str(cfg), "--plugin", "AuditSyslog"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and complaint in p.stdout + p.stderr, (section, p.stdout + p.stderr)
