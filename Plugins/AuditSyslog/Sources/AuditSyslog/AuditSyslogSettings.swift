@@ -44,14 +44,14 @@ struct AuditSyslogSettings: Sendable {
         }
         self.address = address
         func path(_ key: String) throws -> String? {
-            guard let p = try c.string(key) else { return nil }
+            guard let p = try c.string(key), !p.isEmpty else { return nil }
             guard p.hasPrefix("/") else { throw PluginError("'\(key)' of plugin \(name) must be an absolute path, not '\(p)'") }
             return p
         }
         tlsCAFile = try path("tls_ca_file")
         tlsCertFile = try path("tls_cert_file")
         tlsKeyFile = try path("tls_key_file")
-        tlsServerName = try c.string("tls_server_name")
+        tlsServerName = try c.string("tls_server_name").flatMap { $0.isEmpty ? nil : $0 }
         if (tlsCertFile == nil) != (tlsKeyFile == nil) {
             throw PluginError("plugin \(name): 'tls_cert_file' and 'tls_key_file' go together (a client certificate and its key)")
         }
@@ -75,7 +75,7 @@ struct AuditSyslogSettings: Sendable {
                 "'facility' of plugin \(name) must be one of \(SyslogMessage.facilities.keys.sorted().joined(separator: ", ")), not '\(facilityText)'")
         }
         self.facility = facility
-        hostname = try c.string("hostname") ?? Self.systemHostname()
+        hostname = try c.string("hostname").flatMap { $0.isEmpty ? nil : $0 } ?? Self.systemHostname()
         appName = try c.string("app_name", default: "ctd") ?? "ctd"
         for (key, value, max) in [("hostname", hostname, 255), ("app_name", appName, 48)] {
             guard !value.isEmpty, value.utf8.count <= max, value.utf8.allSatisfy({ $0 >= 33 && $0 <= 126 }) else {
