@@ -75,7 +75,8 @@ func configure_withABadSection_failsNamingIt(values: [String: ConfigValue], comp
         if n > 0 { received.append(String(decoding: buffer[0..<n], as: UTF8.self)) }
     }
     #expect(received.count == 2)
-    #expect(received.first?.contains(" t1 ctd \(getpid()) login [ctd@32473 event=\"\(token)\" action=\"login\"") == true)
+    #expect(
+        received.first?.contains(" t1 ctd \(getpid()) login [ctd@32473 event=\"\(token)\" action=\"login\"") == true)
     #expect(received.last?.contains(" outcome [ctd@32473 event=\"\(token + 1)\" ref=\"\(token)\"") == true)
     hook.shutdown()
     #expect(hook.healthProblem == nil)

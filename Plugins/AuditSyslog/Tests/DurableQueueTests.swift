@@ -86,13 +86,15 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
     // A crash in the middle of the third append: its header and half its payload reached the file.
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     try handle.seekToEnd()
-    try handle.write(contentsOf: Data([0x43, 0x51, 100, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]) + Data("half".utf8))
+    try handle.write(
+        contentsOf: Data([0x43, 0x51, 100, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]) + Data("half".utf8))
     try handle.close()
     let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
     #expect(q.peek(max: 10).map(\.seq) == [1, 2])
     _ = try q.append(count: 1, policy: .refuse) { seq in bytes("record \(seq)") }
     let again = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
-    #expect(again.peek(max: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["record 1", "record 2", "record 3"])
+    #expect(
+        again.peek(max: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["record 1", "record 2", "record 3"])
 }
 
 @Test func queue_aDamagedRecord_endsTheQueueThere() throws {

@@ -98,7 +98,10 @@ private let formatter = AuditEventFormatter(
     let s = text(formatter.outcome(e, outcome: .failed(reason: "wrong \"password\""), event: 9, ref: 8, time: 0))
     // authpriv * 8 + warning (4) = 84.
     #expect(s.hasPrefix("<84>1 "))
-    #expect(s.contains(" outcome [ctd@32473 event=\"9\" ref=\"8\" action=\"login\" procedure=\"login\" user=\"mallory\" roles=\"\" client=\"::1\" outcome=\"failed\" reason=\"wrong \\\"password\\\"\"]"))
+    #expect(
+        s.contains(
+            " outcome [ctd@32473 event=\"9\" ref=\"8\" action=\"login\" procedure=\"login\" user=\"mallory\" roles=\"\" client=\"::1\" outcome=\"failed\" reason=\"wrong \\\"password\\\"\"]"
+        ))
     #expect(!s.contains("conn_id"))
 }
 

@@ -21,7 +21,8 @@ public final class AuditSyslogPlugin: ActionHook {
         name: "AuditSyslog",
         version: "1.0.0",
         roles: [.actionHook],
-        summary: "Forwards every audit event as RFC 5424 syslog (local socket or TLS collector) through an on-disk queue."
+        summary:
+            "Forwards every audit event as RFC 5424 syslog (local socket or TLS collector) through an on-disk queue."
     )
 
     public let failureStopsAction = true
@@ -48,7 +49,9 @@ public final class AuditSyslogPlugin: ActionHook {
             transport = UnixSyslogTransport(path: path, timeout: settings.timeout)
         case .tls(let host, let port):
             guard let ca = settings.tlsCAFile else {
-                throw PluginError("plugin AuditSyslog needs 'tls_ca_file' (the CA that signed the collector's certificate) for \(settings.address)")
+                throw PluginError(
+                    "plugin AuditSyslog needs 'tls_ca_file' (the CA that signed the collector's certificate) for \(settings.address)"
+                )
             }
             do {
                 let tls = try TLSSyslogTransport(
@@ -67,7 +70,8 @@ public final class AuditSyslogPlugin: ActionHook {
                 try FileManager.default.createDirectory(
                     atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
-                throw PluginError("plugin AuditSyslog: cannot create the directory of the queue \(settings.queuePath): \(error)")
+                throw PluginError(
+                    "plugin AuditSyslog: cannot create the directory of the queue \(settings.queuePath): \(error)")
             }
         }
         let queue: DurableQueue
@@ -130,7 +134,8 @@ public final class AuditSyslogPlugin: ActionHook {
         let status = s.forwarder.currentStatus
         if let p = status.problem {
             let since = status.since.map { " since \(SyslogMessage.timestamp($0))" } ?? ""
-            problems.append("cannot deliver to \(s.forwarder.transport.destination)\(since): \(p); \(s.queue.count) events queued")
+            problems.append(
+                "cannot deliver to \(s.forwarder.transport.destination)\(since): \(p); \(s.queue.count) events queued")
         }
         let dropped = s.queue.dropped
         if dropped > 0 { problems.append("\(dropped) events dropped since start (queue full, policy drop_oldest)") }
@@ -169,7 +174,8 @@ public final class AuditSyslogPlugin: ActionHook {
             if result.dropped > 0 {
                 s.log(
                     .warning,
-                    "AuditSyslog: queue full: dropped the \(result.dropped) oldest events (\(s.queue.dropped) since start)")
+                    "AuditSyslog: queue full: dropped the \(result.dropped) oldest events (\(s.queue.dropped) since start)"
+                )
             }
             s.forwarder.notify()
             return result.first

@@ -45,7 +45,9 @@ struct AuditSyslogSettings: Sendable {
         self.address = address
         func path(_ key: String) throws -> String? {
             guard let p = try c.string(key), !p.isEmpty else { return nil }
-            guard p.hasPrefix("/") else { throw PluginError("'\(key)' of plugin \(name) must be an absolute path, not '\(p)'") }
+            guard p.hasPrefix("/") else {
+                throw PluginError("'\(key)' of plugin \(name) must be an absolute path, not '\(p)'")
+            }
             return p
         }
         tlsCAFile = try path("tls_ca_file")
@@ -53,39 +55,45 @@ struct AuditSyslogSettings: Sendable {
         tlsKeyFile = try path("tls_key_file")
         tlsServerName = try c.string("tls_server_name").flatMap { $0.isEmpty ? nil : $0 }
         if (tlsCertFile == nil) != (tlsKeyFile == nil) {
-            throw PluginError("plugin \(name): 'tls_cert_file' and 'tls_key_file' go together (a client certificate and its key)")
+            throw PluginError(
+                "plugin \(name): 'tls_cert_file' and 'tls_key_file' go together (a client certificate and its key)")
         }
         if case .unix = address, tlsCAFile != nil || tlsCertFile != nil || tlsServerName != nil {
             throw PluginError("plugin \(name): the tls_* keys apply to a tls:// address only, not to \(address)")
         }
         if case .tls = address, tlsCAFile == nil {
-            throw PluginError("plugin \(name) needs 'tls_ca_file' (the CA that signed the collector's certificate) for \(address)")
+            throw PluginError(
+                "plugin \(name) needs 'tls_ca_file' (the CA that signed the collector's certificate) for \(address)")
         }
         queuePath = try path("queue_path") ?? Self.defaultQueuePath
         queueMaxBytes = Int(try Self.bounded(c, "queue_max_bytes", 64 << 20, 65536, 1 << 40))
         queueMaxEvents = Int(try Self.bounded(c, "queue_max_events", 1_000_000, 1, 100_000_000))
         let policyText = try c.string("queue_full", default: "refuse") ?? "refuse"
         guard let policy = DurableQueue.FullPolicy(rawValue: policyText) else {
-            throw PluginError("'queue_full' of plugin \(name) must be \"refuse\" or \"drop_oldest\", not '\(policyText)'")
+            throw PluginError(
+                "'queue_full' of plugin \(name) must be \"refuse\" or \"drop_oldest\", not '\(policyText)'")
         }
         queueFull = policy
         let facilityText = try c.string("facility", default: "authpriv") ?? "authpriv"
         guard let facility = SyslogMessage.facilities[facilityText] else {
             throw PluginError(
-                "'facility' of plugin \(name) must be one of \(SyslogMessage.facilities.keys.sorted().joined(separator: ", ")), not '\(facilityText)'")
+                "'facility' of plugin \(name) must be one of \(SyslogMessage.facilities.keys.sorted().joined(separator: ", ")), not '\(facilityText)'"
+            )
         }
         self.facility = facility
         hostname = try c.string("hostname").flatMap { $0.isEmpty ? nil : $0 } ?? Self.systemHostname()
         appName = try c.string("app_name", default: "ctd") ?? "ctd"
         for (key, value, max) in [("hostname", hostname, 255), ("app_name", appName, 48)] {
             guard !value.isEmpty, value.utf8.count <= max, value.utf8.allSatisfy({ $0 >= 33 && $0 <= 126 }) else {
-                throw PluginError("'\(key)' of plugin \(name) must be 1 to \(max) printable ASCII characters without spaces")
+                throw PluginError(
+                    "'\(key)' of plugin \(name) must be 1 to \(max) printable ASCII characters without spaces")
             }
         }
         sdID = try c.string("sd_id", default: "ctd@32473") ?? "ctd@32473"
         guard SyslogMessage.isValidEnterpriseSDID(sdID) else {
             throw PluginError(
-                "'sd_id' of plugin \(name) must be NAME@ENTERPRISE-NUMBER (RFC 5424 7.2.2, e.g. ctd@32473), not '\(sdID)'")
+                "'sd_id' of plugin \(name) must be NAME@ENTERPRISE-NUMBER (RFC 5424 7.2.2, e.g. ctd@32473), not '\(sdID)'"
+            )
         }
         batchEvents = Int(try Self.bounded(c, "batch_events", 1000, 1, 100_000))
         timeout = try Self.seconds(c, "timeout", 10, 0.1, 600)
@@ -93,7 +101,8 @@ struct AuditSyslogSettings: Sendable {
         drainSeconds = try Self.seconds(c, "drain_seconds", 5, 0, 600)
     }
 
-    static func bounded(_ c: PluginConfiguration, _ key: String, _ def: Int64, _ lo: Int64, _ hi: Int64) throws -> Int64 {
+    static func bounded(_ c: PluginConfiguration, _ key: String, _ def: Int64, _ lo: Int64, _ hi: Int64) throws -> Int64
+    {
         let v = try c.integer(key, default: def) ?? def
         guard v >= lo && v <= hi else { throw PluginError("'\(key)' of plugin \(c.pluginName) must be \(lo) to \(hi)") }
         return v

@@ -61,7 +61,8 @@ public struct AuditEventFormatter: Sendable {
 
     private func common(_ e: ActionEvent) -> [(name: String, value: String)] {
         [
-            ("procedure", e.procedure), ("user", e.user), ("roles", e.roles.map(\.rawValue).sorted().joined(separator: ",")),
+            ("procedure", e.procedure), ("user", e.user),
+            ("roles", e.roles.map(\.rawValue).sorted().joined(separator: ",")),
             ("client", e.clientAddress),
         ]
     }
@@ -95,7 +96,8 @@ public struct AuditEventFormatter: Sendable {
     private func sentence(_ e: ActionEvent, outcome: String) -> String {
         var s = "\(e.kind.rawValue) by \(e.user.isEmpty ? "-" : e.user) from \(e.clientAddress)"
         if let c = e.connection {
-            s += " of conntrack id \(c.id) (\(c.l3proto) proto \(c.l4proto) \(c.origSource):\(c.origSourcePort)"
+            s +=
+                " of conntrack id \(c.id) (\(c.l3proto) proto \(c.l4proto) \(c.origSource):\(c.origSourcePort)"
                 + " > \(c.origDestination):\(c.origDestinationPort))"
         }
         if let f = e.field, let v = e.newValue { s += ", \(f) = \(v)" }

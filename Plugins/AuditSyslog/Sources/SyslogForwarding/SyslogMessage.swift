@@ -140,8 +140,9 @@ public struct SyslogMessage: Sendable, Equatable {
         guard isValidSDName(s) else { return false }
         let parts = s.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return false }
-        return parts[1].allSatisfy { $0.isASCII && $0.isNumber } || parts[1].split(separator: ".").allSatisfy {
-            !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber }
-        }
+        return parts[1].allSatisfy { $0.isASCII && $0.isNumber }
+            || parts[1].split(separator: ".").allSatisfy {
+                !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber }
+            }
     }
 }
