@@ -110,7 +110,9 @@ let package = Package(
         .target(
             name: "SyslogForwarding", dependencies: ["CSyslogTransport", api],
             path: "Plugins/AuditSyslog/Sources/SyslogForwarding"),
-        .target(name: "AuditSyslog", dependencies: ["SyslogForwarding", api], path: "Plugins/AuditSyslog/Sources/AuditSyslog"),
+        .target(
+            name: "AuditSyslog", dependencies: ["SyslogForwarding", api],
+            path: "Plugins/AuditSyslog/Sources/AuditSyslog"),
 
         // Loads a built plugin .so the way the host does, for the plugins' own tests.
         .target(name: "CtdPluginTestKit", dependencies: ["PluginHost", api], path: "Tests/CtdPluginTestKit"),

@@ -162,3 +162,47 @@ final class FlakyTransport: SyslogTransport, @unchecked Sendable {
     #expect(status.delivered == 1000 && status.resent == 300)
     #expect(lines.withLock { logged }.count == 2)  // one line when it went away, one when it came back
 }
+
+/// A transport like TLS: what it sends is only read; the next call proves it (or, after a "restart" of the
+/// collector, cannot, and sends it again).
+final class ProvingTransport: SyslogTransport, @unchecked Sendable {
+    let destination = "test:proving"
+    let lock = NSLock()
+    var restartBeforeNextProof = false
+    var received: [String] = []
+    func deliver(_ messages: [[UInt8]], awaitingProof: Int) -> DeliveryResult {
+        lock.withLock {
+            var proven = awaitingProof
+            if awaitingProof > 0 && restartBeforeNextProof {
+                restartBeforeNextProof = false
+                proven = 0
+            }
+            received += messages[proven...].map { String(decoding: $0, as: UTF8.self) }
+            return DeliveryResult(
+                proven: proven, read: messages.count - proven, error: nil, transmitted: proven..<messages.count)
+        }
+    }
+}
+
+@Test func forwarder_keepsAReadBatchQueuedUntilTheNextConnectionProvesIt() throws {
+    let q = try DurableQueue(path: try syslogTestDirectory() + "/q", maxBytes: 1 << 22, maxEvents: 10_000)
+    let transport = ProvingTransport()
+    let f = SyslogForwarder(queue: q, transport: transport, batchEvents: 100, retryMaxSeconds: 0.2) { _, _ in }
+    _ = try q.append(count: 250, policy: .refuse) { seq in Array("m\(seq)".utf8) }
+    f.start()
+    f.notify()
+    var deadline = Date().addingTimeInterval(60)
+    while q.count > 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    #expect(q.count == 0)
+    #expect(transport.lock.withLock { transport.received } == (1...250).map { "m\($0)" })
+    // The collector restarts between reading the next batch and the proof: the batch is sent again.
+    transport.lock.withLock { transport.restartBeforeNextProof = true }
+    _ = try q.append(count: 10, policy: .refuse) { seq in Array("m\(seq)".utf8) }
+    f.notify()
+    deadline = Date().addingTimeInterval(60)
+    while q.count > 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    #expect(f.stop(drainSeconds: 1) == 0)
+    let tail = (251...260).map { "m\($0)" }
+    #expect(transport.lock.withLock { transport.received } == (1...250).map { "m\($0)" } + tail + tail)
+    #expect(f.currentStatus.delivered == 260 && f.currentStatus.resent == 10)
+}

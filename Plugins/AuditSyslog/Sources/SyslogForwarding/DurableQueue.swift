@@ -221,7 +221,8 @@ public final class DurableQueue: @unchecked Sendable {
             let end = offset + Self.headerSize + length
             guard end <= data.count, seq > last else { break }
             let payload = Array(data[(offset + Self.headerSize)..<end])
-            guard UInt32(CRC32.checksum(Array(data[(offset + 6)..<(offset + 14)]) + payload)) == crc else { break }
+            guard CRC32.checksum(payload, initial: CRC32.partial(Array(data[(offset + 6)..<(offset + 14)]))) == crc
+            else { break }
             if seq >= head { kept.append(Record(seq: seq, payload: payload)) }
             last = seq
             offset = end
@@ -246,7 +247,7 @@ public final class DurableQueue: @unchecked Sendable {
         var checked: [UInt8] = []
         put(seq, into: &checked)
         buffer += checked
-        put(UInt32(CRC32.checksum(checked + payload)), into: &buffer)
+        put(CRC32.checksum(payload, initial: CRC32.partial(checked)), into: &buffer)
         buffer += payload
     }
 
@@ -303,9 +304,21 @@ enum CRC32 {
         return c
     }
 
-    static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
-        return c ^ 0xFFFF_FFFF
+    static func checksum(_ bytes: [UInt8]) -> UInt32 { checksum(bytes, initial: 0xFFFF_FFFF) }
+
+    /// The running value after `bytes`, to continue with ``checksum(_:initial:)``.
+    static func partial(_ bytes: [UInt8]) -> UInt32 { update(0xFFFF_FFFF, bytes) }
+
+    /// The CRC of what `initial` covered followed by `bytes`.
+    static func checksum(_ bytes: [UInt8], initial: UInt32) -> UInt32 { update(initial, bytes) ^ 0xFFFF_FFFF }
+
+    static func update(_ start: UInt32, _ bytes: [UInt8]) -> UInt32 {
+        table.withUnsafeBufferPointer { t in
+            bytes.withUnsafeBufferPointer { b in
+                var c = start
+                for x in b { c = t[Int((c ^ UInt32(x)) & 0xFF)] ^ (c >> 8) }
+                return c
+            }
+        }
     }
 }

@@ -80,8 +80,9 @@ public final class SyslogForwarder: @unchecked Sendable {
 
     private func run() {
         var backoff = 0.1
-        // Records at the head of the queue the collector read but the transport has not proven yet.
-        var awaiting = 0
+        // The last record of the batch the collector read but the transport has not proven yet (0: none). By
+        // sequence number, not count: drop_oldest may remove records from the head meanwhile.
+        var awaitingLast: UInt64 = 0
         var attempted: Set<UInt64> = []  // seqs sent at least once (to count resends)
         while true {
             condition.lock()
@@ -92,18 +93,24 @@ public final class SyslogForwarder: @unchecked Sendable {
                 return
             }
             let queued = queue.count
-            if queued == 0 || (queued == awaiting && !stopping) {
+            let onlyAwaiting = awaitingLast > 0 && queue.nextSequence <= awaitingLast + 1
+            if queued == 0 || (onlyAwaiting && !stopping) {
                 // Nothing new: wait for an event (sent together with the proof) or prove the last batch alone.
                 if !wake { _ = condition.wait(until: Date().addingTimeInterval(queued == 0 ? 1 : proofDelay)) }
                 let woken = wake
                 wake = false
-                if queued == 0 || woken { condition.unlock(); continue }
+                if queued == 0 || woken {
+                    condition.unlock()
+                    continue
+                }
             }
             condition.unlock()
 
-            let batch = queue.peek(max: awaiting + batchEvents)
+            let head = queue.peek(max: batchEvents)
+            let awaiting = head.prefix { $0.seq <= awaitingLast }.count
+            let batch = awaiting > 0 ? queue.peek(max: awaiting + batchEvents) : head
             if batch.isEmpty { continue }
-            let r = transport.deliver(batch.map(\.payload), awaitingProof: min(awaiting, batch.count))
+            let r = transport.deliver(batch.map(\.payload), awaitingProof: awaiting)
             var removeError: String?
             if r.proven > 0 {
                 do { try queue.remove(through: batch[r.proven - 1].seq) } catch { removeError = "\(error)" }
@@ -112,7 +119,7 @@ public final class SyslogForwarder: @unchecked Sendable {
             let resent = sentNow.reduce(0) { $0 + (attempted.contains($1.seq) ? 1 : 0) }
             for rec in sentNow { attempted.insert(rec.seq) }
             if r.proven > 0 { attempted.subtract(batch[..<r.proven].map(\.seq)) }
-            if r.error == nil { awaiting = r.read }
+            if r.error == nil { awaitingLast = r.read > 0 ? batch[r.proven + r.read - 1].seq : 0 }
             condition.lock()
             status.delivered += UInt64(r.proven)
             status.resent += UInt64(resent)

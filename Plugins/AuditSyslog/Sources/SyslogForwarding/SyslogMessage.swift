@@ -55,19 +55,39 @@ public struct SyslogMessage: Sendable, Equatable {
 
     /// The message's bytes (no framing, no trailing newline).
     public func encoded() -> [UInt8] {
-        var out = "<\(facility * 8 + severity.rawValue)>1 "
-        out += Self.timestamp(time) + " "
-        out += Self.headerField(hostname, max: 255) + " "
-        out += Self.headerField(appName, max: 48) + " "
-        out += Self.headerField(procID, max: 128) + " "
-        out += Self.headerField(msgID, max: 32) + " "
-        out += "[" + sdID
+        var out: [UInt8] = []
+        out.reserveCapacity(640)
+        out.append(UInt8(ascii: "<"))
+        Self.appendDecimal(facility * 8 + severity.rawValue, to: &out)
+        out += Array(">1 ".utf8)
+        Self.appendTimestamp(time, to: &out)
+        out.append(UInt8(ascii: " "))
+        Self.appendHeaderField(hostname, max: 255, to: &out)
+        out.append(UInt8(ascii: " "))
+        Self.appendHeaderField(appName, max: 48, to: &out)
+        out.append(UInt8(ascii: " "))
+        Self.appendHeaderField(procID, max: 128, to: &out)
+        out.append(UInt8(ascii: " "))
+        Self.appendHeaderField(msgID, max: 32, to: &out)
+        out += Array(" [".utf8)
+        out += sdID.utf8
         for p in parameters {
-            out += " " + p.name + "=\"" + Self.escapeParamValue(p.value) + "\""
+            out.append(UInt8(ascii: " "))
+            out += p.name.utf8
+            out += Array("=\"".utf8)
+            Self.appendEscaped(p.value, to: &out)
+            out.append(UInt8(ascii: "\""))
         }
-        out += "]"
-        if !text.isEmpty { out += " " + Self.withoutControls(text) }
-        return Array(out.utf8)
+        out.append(UInt8(ascii: "]"))
+        if !text.isEmpty {
+            out.append(UInt8(ascii: " "))
+            if text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+                out += Self.withoutControls(text).utf8
+            } else {
+                out += text.utf8
+            }
+        }
+        return out
     }
 
     /// RFC 5425 octet-counting framing: `MSG-LEN SP SYSLOG-MSG`.
@@ -78,6 +98,12 @@ public struct SyslogMessage: Sendable, Equatable {
 
     /// `2026-12-02T01:05:00.123456Z`.
     public static func timestamp(_ epoch: Double) -> String {
+        var out: [UInt8] = []
+        appendTimestamp(epoch, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func appendTimestamp(_ epoch: Double, to out: inout [UInt8]) {
         var seconds = Int64(epoch.rounded(.down))
         var micros = Int64(((epoch - Double(seconds)) * 1_000_000).rounded())
         if micros >= 1_000_000 {
@@ -87,9 +113,53 @@ public struct SyslogMessage: Sendable, Equatable {
         var t = time_t(seconds)
         var tm = tm()
         gmtime_r(&t, &tm)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1,
-            Int(tm.tm_mday), Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(micros))
+        appendPadded(Int(tm.tm_year) + 1900, width: 4, to: &out)
+        out.append(UInt8(ascii: "-"))
+        appendPadded(Int(tm.tm_mon) + 1, width: 2, to: &out)
+        out.append(UInt8(ascii: "-"))
+        appendPadded(Int(tm.tm_mday), width: 2, to: &out)
+        out.append(UInt8(ascii: "T"))
+        appendPadded(Int(tm.tm_hour), width: 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        appendPadded(Int(tm.tm_min), width: 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        appendPadded(Int(tm.tm_sec), width: 2, to: &out)
+        out.append(UInt8(ascii: "."))
+        appendPadded(Int(micros), width: 6, to: &out)
+        out.append(UInt8(ascii: "Z"))
+    }
+
+    static func appendPadded(_ n: Int, width: Int, to out: inout [UInt8]) {
+        var digits: [UInt8] = []
+        var v = n
+        repeat {
+            digits.append(UInt8(ascii: "0") + UInt8(v % 10))
+            v /= 10
+        } while v > 0
+        if digits.count < width { out += [UInt8](repeating: UInt8(ascii: "0"), count: width - digits.count) }
+        out += digits.reversed()
+    }
+
+    static func appendDecimal(_ n: Int, to out: inout [UInt8]) { appendPadded(n, width: 1, to: &out) }
+
+    static func appendHeaderField(_ s: String, max: Int, to out: inout [UInt8]) {
+        var n = 0
+        for b in s.utf8.prefix(max) {
+            out.append(b >= 33 && b <= 126 ? b : UInt8(ascii: "?"))
+            n += 1
+        }
+        if n == 0 { out.append(UInt8(ascii: "-")) }
+    }
+
+    static func appendEscaped(_ s: String, to out: inout [UInt8]) {
+        let plain = !s.utf8.contains {
+            $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "]") || $0 < 0x20 || $0 == 0x7F
+        }
+        if plain {
+            out += s.utf8
+        } else {
+            out += escapeParamValue(s).utf8
+        }
     }
 
     /// PRINTUSASCII (33-126) only, at most `max` characters; `-` when empty.
