@@ -44,6 +44,23 @@ func configure_withABadSection_failsNamingIt(values: [String: ConfigValue], comp
     }
 }
 
+@Test func configure_withAClientKeyOthersMayRead_isRefused() throws {
+    let dir = try syslogTestDirectory()
+    let key = dir + "/client.key"
+    #expect(
+        FileManager.default.createFile(atPath: key, contents: Data("x".utf8), attributes: [.posixPermissions: 0o644]))
+    do {
+        _ = try plugin([
+            "address": .string("tls://127.0.0.1:6514"), "tls_ca_file": .string(dir + "/ca.pem"),
+            "tls_cert_file": .string(dir + "/client.pem"), "tls_key_file": .string(key),
+            "queue_path": .string(dir + "/q"),
+        ])
+        Issue.record("configured with a world-readable key")
+    } catch let error as PluginError {
+        #expect(error.message.contains("may be read by group or others (mode 644)"), "\(error.message)")
+    }
+}
+
 @Test func events_reachALocalDatagramSocket_inOrderWithTheirOutcome() throws {
     let dir = try syslogTestDirectory()
     let path = dir + "/log"

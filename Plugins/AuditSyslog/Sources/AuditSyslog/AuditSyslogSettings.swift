@@ -58,6 +58,14 @@ struct AuditSyslogSettings: Sendable {
             throw PluginError(
                 "plugin \(name): 'tls_cert_file' and 'tls_key_file' go together (a client certificate and its key)")
         }
+        if let key = tlsKeyFile {
+            var st = stat()
+            if stat(key, &st) == 0 && (st.st_mode & 0o077) != 0 {
+                throw PluginError(
+                    "plugin \(name): the client key \(key) may be read by group or others (mode "
+                        + "\(String(st.st_mode & 0o777, radix: 8))); make it 0600 or 0400")
+            }
+        }
         if case .unix = address, tlsCAFile != nil || tlsCertFile != nil || tlsServerName != nil {
             throw PluginError("plugin \(name): the tls_* keys apply to a tls:// address only, not to \(address)")
         }
