@@ -206,3 +206,16 @@ final class ProvingTransport: SyslogTransport, @unchecked Sendable {
     #expect(transport.lock.withLock { transport.received } == (1...250).map { "m\($0)" } + tail + tail)
     #expect(f.currentStatus.delivered == 260 && f.currentStatus.resent == 10)
 }
+
+@Test func queueFile_hasTheDocumentedRecordLayout() throws {
+    let path = try syslogTestDirectory() + "/q"
+    let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 10)
+    _ = try q.append(count: 1, policy: .refuse) { _ in Array("123456789".utf8) }
+    let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+    // "CQ", length 9, seq 1, then Python's zlib.crc32(struct.pack('<Q', 1) + b'123456789') = 1672746870.
+    let crc = UInt32(1_672_746_870)
+    let expected: [UInt8] =
+        [0x43, 0x51, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+        + (0..<4).map { UInt8(truncatingIfNeeded: crc >> (8 * UInt32($0))) } + Array("123456789".utf8)
+    #expect(data == expected)
+}

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,4 +387,41 @@ int csyslog_unix_send(int fd, const void *buf, size_t len, int timeout_ms, char 
 
 void csyslog_unix_close(int fd) {
     if (fd >= 0) close(fd);
+}
+
+static unsigned int crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void) {
+    for (unsigned int n = 0; n < 256; n++) {
+        unsigned int c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][n] = c;
+    }
+    for (unsigned int n = 0; n < 256; n++) {
+        unsigned int c = crc_table[0][n];
+        for (int k = 1; k < 8; k++) {
+            c = crc_table[0][c & 0xFF] ^ (c >> 8);
+            crc_table[k][n] = c;
+        }
+    }
+}
+
+unsigned int csyslog_crc32(unsigned int crc, const void *buf, size_t len) {
+    pthread_once(&crc_once, crc_init);
+    const unsigned char *p = buf;
+    unsigned int c = ~crc;
+    while (len >= 8) {
+        unsigned int lo = c ^ ((unsigned int)p[0] | (unsigned int)p[1] << 8 | (unsigned int)p[2] << 16 |
+                               (unsigned int)p[3] << 24);
+        unsigned int hi = (unsigned int)p[4] | (unsigned int)p[5] << 8 | (unsigned int)p[6] << 16 |
+                          (unsigned int)p[7] << 24;
+        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF] ^
+            crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF] ^
+            crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        p += 8;
+        len -= 8;
+    }
+    while (len--) c = crc_table[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return ~c;
 }

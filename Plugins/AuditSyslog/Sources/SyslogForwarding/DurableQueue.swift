@@ -1,3 +1,4 @@
+import CSyslogTransport
 import Foundation
 
 #if canImport(Glibc)
@@ -296,29 +297,15 @@ public final class DurableQueue: @unchecked Sendable {
     }
 }
 
-/// CRC-32 (IEEE 802.3, the polynomial zlib uses), for the queue's records.
+/// CRC-32 (IEEE 802.3, the polynomial zlib uses), for the queue's records (slicing by 8, in the C shim).
 enum CRC32 {
-    static let table: [UInt32] = (0..<256).map { n -> UInt32 in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
+    static func checksum(_ bytes: [UInt8]) -> UInt32 { checksum(bytes, initial: 0) }
 
-    static func checksum(_ bytes: [UInt8]) -> UInt32 { checksum(bytes, initial: 0xFFFF_FFFF) }
-
-    /// The running value after `bytes`, to continue with ``checksum(_:initial:)``.
-    static func partial(_ bytes: [UInt8]) -> UInt32 { update(0xFFFF_FFFF, bytes) }
+    /// The CRC of `bytes`, to continue with ``checksum(_:initial:)``.
+    static func partial(_ bytes: [UInt8]) -> UInt32 { checksum(bytes, initial: 0) }
 
     /// The CRC of what `initial` covered followed by `bytes`.
-    static func checksum(_ bytes: [UInt8], initial: UInt32) -> UInt32 { update(initial, bytes) ^ 0xFFFF_FFFF }
-
-    static func update(_ start: UInt32, _ bytes: [UInt8]) -> UInt32 {
-        table.withUnsafeBufferPointer { t in
-            bytes.withUnsafeBufferPointer { b in
-                var c = start
-                for x in b { c = t[Int((c ^ UInt32(x)) & 0xFF)] ^ (c >> 8) }
-                return c
-            }
-        }
+    static func checksum(_ bytes: [UInt8], initial: UInt32) -> UInt32 {
+        bytes.withUnsafeBytes { csyslog_crc32(initial, $0.baseAddress, $0.count) }
     }
 }

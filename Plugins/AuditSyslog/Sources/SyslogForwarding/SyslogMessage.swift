@@ -59,7 +59,7 @@ public struct SyslogMessage: Sendable, Equatable {
         out.reserveCapacity(640)
         out.append(UInt8(ascii: "<"))
         Self.appendDecimal(facility * 8 + severity.rawValue, to: &out)
-        out += Array(">1 ".utf8)
+        out.append(contentsOf: ">1 ".utf8)
         Self.appendTimestamp(time, to: &out)
         out.append(UInt8(ascii: " "))
         Self.appendHeaderField(hostname, max: 255, to: &out)
@@ -69,12 +69,13 @@ public struct SyslogMessage: Sendable, Equatable {
         Self.appendHeaderField(procID, max: 128, to: &out)
         out.append(UInt8(ascii: " "))
         Self.appendHeaderField(msgID, max: 32, to: &out)
-        out += Array(" [".utf8)
+        out.append(contentsOf: " [".utf8)
         out += sdID.utf8
         for p in parameters {
             out.append(UInt8(ascii: " "))
             out += p.name.utf8
-            out += Array("=\"".utf8)
+            out.append(UInt8(ascii: "="))
+            out.append(UInt8(ascii: "\""))
             Self.appendEscaped(p.value, to: &out)
             out.append(UInt8(ascii: "\""))
         }
@@ -129,15 +130,23 @@ public struct SyslogMessage: Sendable, Equatable {
         out.append(UInt8(ascii: "Z"))
     }
 
+    /// `n` (not negative) in decimal, left-padded with zeros to `width` digits; no allocation.
     static func appendPadded(_ n: Int, width: Int, to out: inout [UInt8]) {
-        var digits: [UInt8] = []
+        var divisor = 1
+        var digits = 1
+        while divisor <= n / 10 {
+            divisor *= 10
+            digits += 1
+        }
+        if digits < width {
+            for _ in digits..<width { out.append(UInt8(ascii: "0")) }
+        }
         var v = n
-        repeat {
-            digits.append(UInt8(ascii: "0") + UInt8(v % 10))
-            v /= 10
-        } while v > 0
-        if digits.count < width { out += [UInt8](repeating: UInt8(ascii: "0"), count: width - digits.count) }
-        out += digits.reversed()
+        while divisor > 0 {
+            out.append(UInt8(ascii: "0") + UInt8(v / divisor))
+            v %= divisor
+            divisor /= 10
+        }
     }
 
     static func appendDecimal(_ n: Int, to out: inout [UInt8]) { appendPadded(n, width: 1, to: &out) }

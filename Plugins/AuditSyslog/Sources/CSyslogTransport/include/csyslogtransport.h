@@ -68,6 +68,9 @@ int csyslog_unix_send(int fd, const void *buf, size_t len, int timeout_ms, char 
 
 void csyslog_unix_close(int fd);
 
+/* CRC-32 (IEEE 802.3, zlib's) of `len` bytes continuing from `crc` (0 to start), slicing by 8; for the queue. */
+unsigned int csyslog_crc32(unsigned int crc, const void *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
