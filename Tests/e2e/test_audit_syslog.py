@@ -470,3 +470,28 @@ def test_pluginsList_withTheSampleConfig_andBadSections(tmp_path):
         p = subprocess.run([str(CTD), "plugins", "list", "--config", str(cfg), "--plugin", "AuditSyslog"],
                            capture_output=True, text=True, timeout=60)
         assert p.returncode != 0 and complaint in p.stdout + p.stderr, (section, p.stdout + p.stderr)
+
+
+def test_queue_survivesARestartOfCtd_andIsDeliveredByTheNextOne(ctd, collector, tmp_path):
+    rs, certs = collector
+    rs.stop()
+    queue = tmp_path / "q" / "queue"
+    extra = _syslog_section(rs, certs, queue, drain_seconds=0.5)
+    first = ctd(args=["--plugin", "AuditSyslog"], extra=extra)
+    first.login()
+    e = ct_insert("udp", "10.86.0.1", "10.86.0.2", 8000, 53, timeout=600)
+    rpc, sid = first.login()
+    wait_for(lambda: rpc.view(sid, {"id": str(e["id"])}, "", "ASC", 0, 1)["total"] == 1, timeout=10,
+             what="the entry in view")
+    assert rpc.kill(sid, [str(e["id"])])["killed"] == 1
+    assert first.stop() == 0
+    m = re.search(r"stopped; 0 events delivered \(0 of them resent\), (\d+) left in", first.stderr())
+    assert m and int(m.group(1)) >= 6, first.stderr()[-2000:]
+    left = int(m.group(1))
+    rs.start()
+    second = ctd(args=["--plugin", "AuditSyslog"], extra=extra)
+    assert f"({left} events queued from before" in second.stderr()
+    got = wait_for(lambda: _events(rs), timeout=60, done=lambda ev: len(ev) >= left, what="the first ctd's events")
+    assert [g["procid"] for g in got[:left]] == [str(first.proc.pid)] * left
+    assert sorted(int(g["sd"]["event"]) for g in got[:left]) == list(range(1, left + 1))
+    assert any(g["msgid"] == "kill" and g["sd"]["conn_id"] == str(e["id"]) for g in got)
