@@ -13,14 +13,16 @@ TEST_PACKAGES := conntrack nftables iproute2 libpam-wrapper libnss-wrapper pamte
 	apache2-utils php8.2-cli php8.2-xmlrpc librpc-xml-perl wrk procps
 # The web console's browser suite (Tests/e2e/test_web_console.py): headless Chromium driven by Selenium.
 WEB_TEST_PACKAGES := chromium chromium-driver
+# AuditSyslog's collector suite (Tests/e2e/test_audit_syslog.py): a real rsyslogd with its OpenSSL stream driver.
+SYSLOG_TEST_PACKAGES := rsyslog rsyslog-openssl
 PACKAGE_TEST_PACKAGES := dpkg-dev patchelf lintian mandoc debootstrap
 # The metrics suite (Tests/e2e/test_metrics.py): a real Prometheus server scrapes ctd (prometheus_client from PyPI parses).
 METRICS_TEST_PACKAGES := prometheus
-DEB_PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES)
+DEB_PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES) $(SYSLOG_TEST_PACKAGES)
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 
-.PHONY: web-e2e bench-web bench-metrics
+.PHONY: web-e2e bench-web bench-metrics syslog-e2e bench-syslog
 .PHONY: all deps build release run demo test unit docs integration e2e bench soak install clean fmt lint \
 	fuzz fuzz-build fuzz-replay test-deps deb package-test man-lint uninstall
 
@@ -39,7 +41,8 @@ deps:
 	$(call apt_install,$(BUILD_PACKAGES))
 
 test-deps: deps
-	$(call apt_install,$(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES) $(METRICS_TEST_PACKAGES))
+	$(call apt_install,$(TEST_PACKAGES) $(WEB_TEST_PACKAGES) $(PACKAGE_TEST_PACKAGES) $(METRICS_TEST_PACKAGES) \
+		$(SYSLOG_TEST_PACKAGES))
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
 	@$(PYTHON) -c 'import prometheus_client' 2>/dev/null || $(PYTHON) -m pip install -q prometheus-client
 	@$(PYTHON) -c 'import selenium' 2>/dev/null || $(PYTHON) -m pip install -q selenium
@@ -83,6 +86,19 @@ e2e: build
 # The web console alone, in headless Chromium (also part of e2e).
 web-e2e: test-deps build
 	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e/test_web_console.py
+
+# AuditSyslog alone against a real rsyslog (also part of e2e): unit tests of its formatter and queue, then the
+# collector suite.
+syslog-e2e: test-deps build
+	$(SWIFT) build -c $(CONFIG) --build-tests
+	$(SWIFT) test -c $(CONFIG) --skip-build --filter AuditSyslogTests
+	unshare -n -- $(PYTHON) -m pytest -x -q -p no:cacheprovider Tests/e2e/test_audit_syslog.py
+
+# AuditSyslog's figures (docs/audit.md): the cost of forwarding on a 10,000-id audited kill and the rate rsyslog
+# receives events at, each beside its reference from the same run.
+bench-syslog: test-deps
+	$(MAKE) build CONFIG=release
+	CTD_BIN=.build/release unshare -n -- $(PYTHON) bench/audit_syslog.py
 
 # The web console's figures (docs/web-console.md): first paint at 250,000 entries, JS heap after live updates.
 bench-web: test-deps build
@@ -153,7 +169,7 @@ install:
 		$(DESTDIR)$(SYSCONFDIR)/ctd $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 .build/release/ctd $(DESTDIR)$(PREFIX)/bin/ctd
 	install -m 0644 .build/release/libCtdPluginAPI.so .build/release/libCtdSupport.so $(DESTDIR)$(PREFIX)/lib/ctd/
-	for p in AuthSHA AuthPAM UIDResolver AuditSQLite; do \
+	for p in AuthSHA AuthPAM UIDResolver AuditSQLite AuditSyslog; do \
 		install -m 0644 .build/release/lib$$p.so $(DESTDIR)$(PREFIX)/lib/ctd/plugins/ || exit 1; done
 	install -m 0644 ctd.sample.toml Plugins/*/*.sample.toml $(DESTDIR)$(PREFIX)/share/ctd/
 	install -d $(DESTDIR)$(PREFIX)/share/ctd/www/js $(DESTDIR)$(PREFIX)/share/ctd/www/css

@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "UIDResolver", type: .dynamic, targets: ["UIDResolver"]),
         .library(name: "AuditSQLite", type: .dynamic, targets: ["AuditSQLite"]),
         .library(name: "AuthPAM", type: .dynamic, targets: ["AuthPAM"]),
+        .library(name: "AuditSyslog", type: .dynamic, targets: ["AuditSyslog"]),
     ],
     dependencies: [
         .package(path: "Sources/CtdPluginAPI"),
@@ -112,6 +113,16 @@ let package = Package(
         .target(name: "AuthPAM", dependencies: ["CPAM", support, api], path: "Plugins/AuthPAM/Sources"),
         .target(name: "AuditSQLite", dependencies: [support, api], path: "Plugins/AuditSQLite/Sources"),
         .target(name: "UIDResolver", dependencies: [support, api], path: "Plugins/UIDResolver/Sources"),
+        // AuditSyslog: its TLS and datagram client (Debian's OpenSSL), the formatter and queue, the plugin.
+        .target(
+            name: "CSyslogTransport", path: "Plugins/AuditSyslog/Sources/CSyslogTransport",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(
+            name: "SyslogForwarding", dependencies: ["CSyslogTransport", api],
+            path: "Plugins/AuditSyslog/Sources/SyslogForwarding"),
+        .target(
+            name: "AuditSyslog", dependencies: ["SyslogForwarding", api],
+            path: "Plugins/AuditSyslog/Sources/AuditSyslog"),
 
         // Loads a built plugin .so the way the host does, for the plugins' own tests.
         .target(name: "CtdPluginTestKit", dependencies: ["PluginHost", api], path: "Tests/CtdPluginTestKit"),
@@ -136,6 +147,9 @@ let package = Package(
         .testTarget(
             name: "AuditSQLiteTests", dependencies: ["CtdPluginTestKit", support, api],
             path: "Plugins/AuditSQLite/Tests"),
+        .testTarget(
+            name: "AuditSyslogTests", dependencies: ["SyslogForwarding", "CtdPluginTestKit", api],
+            path: "Plugins/AuditSyslog/Tests"),
         .testTarget(
             name: "UIDResolverTests", dependencies: ["CtdPluginTestKit", api], path: "Plugins/UIDResolver/Tests"),
     ],

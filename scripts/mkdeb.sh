@@ -18,7 +18,7 @@ d usr/share/bash-completion/completions; d usr/share/zsh/vendor-completions; d u
 
 install -m 0755 "$BIN/ctd" "$ST/usr/bin/ctd"
 install -m 0644 "$BIN/libCtdPluginAPI.so" "$BIN/libCtdSupport.so" "$ST/usr/lib/ctd/"
-for p in AuthSHA AuthPAM UIDResolver AuditSQLite; do install -m 0644 "$BIN/lib$p.so" "$ST/usr/lib/ctd/plugins/"; done
+for p in AuthSHA AuthPAM UIDResolver AuditSQLite AuditSyslog; do install -m 0644 "$BIN/lib$p.so" "$ST/usr/lib/ctd/plugins/"; done
 # The Swift runtime: every library the binary and the plugins resolve from the toolchain, and theirs in turn.
 libs=$(for f in "$ST/usr/bin/ctd" "$ST"/usr/lib/ctd/*.so "$ST"/usr/lib/ctd/plugins/*.so; do
         LD_LIBRARY_PATH="$BIN:$SWIFT_LIB" ldd "$f"; done | awk -v d="$SWIFT_LIB/" 'index($3, d) == 1 {print $3}' | sort -u)

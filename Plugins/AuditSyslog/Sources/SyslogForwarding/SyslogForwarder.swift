@@ -1,0 +1,149 @@
+import Foundation
+
+/// Drains a ``DurableQueue`` to a ``SyslogTransport`` on one thread of its own, oldest first.
+///
+/// A batch of at most `batchEvents` records is handed to the transport; the records it proves delivered leave the
+/// queue (for TLS a batch is proven by the next connection, see ``TLSSyslogTransport``). On failure the forwarder
+/// waits (0.1 s, doubling up to `retryMaxSeconds`) and tries the same records again, so the collector receives
+/// every record at least once and in order; a record is sent again only when its batch was not proven. One line
+/// is logged when the collector goes away and one when it is back.
+public final class SyslogForwarder: @unchecked Sendable {
+    public struct Status: Sendable {
+        /// The last delivery error, while the collector is unreachable.
+        public var problem: String?
+        /// When the current outage started (epoch seconds).
+        public var since: Double?
+        /// Records confirmed delivered since start.
+        public var delivered: UInt64
+        /// Retransmissions: records put on the wire again because an earlier attempt was not proven.
+        public var resent: UInt64
+    }
+
+    public let queue: DurableQueue
+    public let transport: any SyslogTransport
+    private let batchEvents: Int
+    private let retryMaxSeconds: Double
+    private let log: @Sendable (_ isError: Bool, _ line: String) -> Void
+    private let condition = NSCondition()
+    private var stopping = false
+    private var drainDeadline: Date = .distantFuture
+    private var finished = false
+    private var wake = false
+    private var status = Status(problem: nil, since: nil, delivered: 0, resent: 0)
+    /// How long the last batch waits for the next event before a connection of its own proves it.
+    private let proofDelay = 0.2
+
+    public init(
+        queue: DurableQueue, transport: any SyslogTransport, batchEvents: Int, retryMaxSeconds: Double,
+        log: @escaping @Sendable (_ isError: Bool, _ line: String) -> Void
+    ) {
+        self.queue = queue
+        self.transport = transport
+        self.batchEvents = max(1, batchEvents)
+        self.retryMaxSeconds = retryMaxSeconds
+        self.log = log
+    }
+
+    public func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "ctd.audit-syslog"
+        thread.start()
+    }
+
+    /// Tells the thread there is something new in the queue.
+    public func notify() {
+        condition.lock()
+        wake = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    public var currentStatus: Status {
+        condition.lock()
+        defer { condition.unlock() }
+        return status
+    }
+
+    /// Delivers what is queued for at most `drainSeconds`, then stops the thread; what is left stays on disk.
+    /// - Returns: the number of records left in the queue.
+    @discardableResult
+    public func stop(drainSeconds: Double) -> Int {
+        condition.lock()
+        stopping = true
+        drainDeadline = Date().addingTimeInterval(drainSeconds)
+        condition.broadcast()
+        // The thread ends by the deadline plus one transport timeout at most.
+        while !finished { _ = condition.wait(until: Date().addingTimeInterval(0.2)) }
+        condition.unlock()
+        return queue.count
+    }
+
+    private func run() {
+        var backoff = 0.1
+        // The last record of the batch the collector read but the transport has not proven yet (0: none). By
+        // sequence number, not count: drop_oldest may remove records from the head meanwhile.
+        var awaitingLast: UInt64 = 0
+        var attempted: Set<UInt64> = []  // seqs sent at least once (to count resends)
+        while true {
+            condition.lock()
+            if stopping && (queue.count == 0 || Date() >= drainDeadline) {
+                finished = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let queued = queue.count
+            let onlyAwaiting = awaitingLast > 0 && queue.nextSequence <= awaitingLast + 1
+            if queued == 0 || (onlyAwaiting && !stopping) {
+                // Nothing new: wait for an event (sent together with the proof) or prove the last batch alone.
+                if !wake { _ = condition.wait(until: Date().addingTimeInterval(queued == 0 ? 1 : proofDelay)) }
+                let woken = wake
+                wake = false
+                if queued == 0 || woken {
+                    condition.unlock()
+                    continue
+                }
+            }
+            condition.unlock()
+
+            let head = queue.peek(max: batchEvents)
+            let awaiting = head.prefix { $0.seq <= awaitingLast }.count
+            let batch = awaiting > 0 ? queue.peek(max: awaiting + batchEvents) : head
+            if batch.isEmpty { continue }
+            let r = transport.deliver(batch.map(\.payload), awaitingProof: awaiting)
+            var removeError: String?
+            if r.proven > 0 {
+                do { try queue.remove(through: batch[r.proven - 1].seq) } catch { removeError = "\(error)" }
+            }
+            let sentNow = batch[r.transmitted.clamped(to: 0..<batch.count)]
+            let resent = sentNow.reduce(0) { $0 + (attempted.contains($1.seq) ? 1 : 0) }
+            for rec in sentNow { attempted.insert(rec.seq) }
+            if r.proven > 0 { attempted.subtract(batch[..<r.proven].map(\.seq)) }
+            if r.error == nil { awaitingLast = r.read > 0 ? batch[r.proven + r.read - 1].seq : 0 }
+            condition.lock()
+            status.delivered += UInt64(r.proven)
+            status.resent += UInt64(resent)
+            let wasDown = status.problem != nil
+            if let error = r.error ?? removeError {
+                if !wasDown {
+                    status.since = Date().timeIntervalSince1970
+                    log(true, "cannot deliver to \(transport.destination): \(error); \(queue.count) events queued")
+                }
+                status.problem = error
+                let until = Date().addingTimeInterval(backoff)
+                while !(stopping && Date() >= drainDeadline) && Date() < until {
+                    _ = condition.wait(until: min(until, stopping ? drainDeadline : until))
+                }
+                backoff = min(backoff * 2, retryMaxSeconds)
+            } else {
+                if wasDown {
+                    log(false, "\(transport.destination) reachable again; \(queue.count) events still queued")
+                }
+                status.problem = nil
+                status.since = nil
+                backoff = 0.1
+            }
+            condition.unlock()
+        }
+    }
+}
