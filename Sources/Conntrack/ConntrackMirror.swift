@@ -102,6 +102,8 @@ public final class ConntrackMirror: @unchecked Sendable {
     private var loadsAtReconcileStart: UInt64 = 0
     /// FlowKey -> index (ids are found through `indexes.id`).
     private var indexByKey = FlowKeyTable()
+    /// Writes of at least this many entries change the indexes as one batch (FlowIndexes.beginBatch).
+    static let batchThreshold = 64
     private var generation: UInt64 = 0
     private var published: MirrorSnapshot?
     private var stats = Statistics(
@@ -251,7 +253,9 @@ public final class ConntrackMirror: @unchecked Sendable {
             let hidden = flows.filter(hide.hides).map(FlowKey.init)
             guard !hidden.isEmpty else { return }
             dropPublishedLocked()
+            indexes.beginBatch()
             for key in hidden { removeLocked(key) }
+            indexes.endBatch()
             generation &+= 1
         }
         changes.publish()
@@ -262,6 +266,9 @@ public final class ConntrackMirror: @unchecked Sendable {
         guard !events.isEmpty else { return }
         lock.withLock {
             dropPublishedLocked()
+            let batched = events.count >= Self.batchThreshold
+            if batched { indexes.beginBatch() }
+            defer { if batched { indexes.endBatch() } }
             for e in events {
                 switch e.kind {
                 case .destroy: removeLocked(FlowKey(e.flow))
@@ -282,7 +289,10 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock {
             // Also: the client that killed must see the result in its next view.
             dropPublishedLocked()
+            let batched = removed.count >= Self.batchThreshold
+            if batched { indexes.beginBatch() }
             for f in removed { removeLocked(FlowKey(f)) }
+            if batched { indexes.endBatch() }
             generation &+= 1
         }
         changes.publish()
@@ -414,7 +424,10 @@ public final class ConntrackMirror: @unchecked Sendable {
                 vanished.append(FlowKey(flows[i]))
             }
             if !vanished.isEmpty { dropPublishedLocked() }
+            let batched = vanished.count >= Self.batchThreshold
+            if batched { indexes.beginBatch() }
             for key in vanished { removeLocked(key) }
+            if batched { indexes.endBatch() }
             if !vanished.isEmpty { generation &+= 1 }
             return vanished.count
         }

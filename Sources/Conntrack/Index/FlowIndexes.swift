@@ -69,8 +69,57 @@ public struct FlowIndexes: Sendable {
 
     // MARK: Writing (the mirror, under its lock)
 
+    /// Changes collected between ``beginBatch()`` and ``endBatch()`` (net of each other), per index.
+    struct Pending {
+        var remove = [Set<SortKey>](repeating: [], count: 5)
+        var insert = [[SortKey: UInt8]](repeating: [:], count: 5)
+        var removeAddress = [Set<AddressSortKey>](repeating: [], count: 2)
+        var insertAddress = [[AddressSortKey: UInt8]](repeating: [:], count: 2)
+
+        @inline(__always) mutating func remove(_ k: SortKey, _ i: Int) {
+            if insert[i].removeValue(forKey: k) == nil { remove[i].insert(k) }
+        }
+        /// A key removed earlier in the batch and inserted again stays in both (a remove and an insert): its tag
+        /// may have changed (another flow took that table index with the same primary value and id).
+        @inline(__always) mutating func insert(_ k: SortKey, _ tag: UInt8, _ i: Int) { insert[i][k] = tag }
+        @inline(__always) mutating func remove(_ k: AddressSortKey, _ i: Int) {
+            if insertAddress[i].removeValue(forKey: k) == nil { removeAddress[i].insert(k) }
+        }
+        @inline(__always) mutating func insert(_ k: AddressSortKey, _ tag: UInt8, _ i: Int) {
+            insertAddress[i][k] = tag
+        }
+    }
+    private var pending: Pending?
+
+    /// From here to ``endBatch()``, changes are collected and then applied together (a bulk kill, a large event
+    /// batch): the indexes are not read in between.
+    public mutating func beginBatch() { if pending == nil { pending = Pending() } }
+
+    public mutating func endBatch() {
+        guard let p = pending else { return }
+        pending = nil
+        id.apply(removing: p.remove[0], inserting: p.insert[0])
+        mark.apply(removing: p.remove[1], inserting: p.insert[1])
+        timeout.apply(removing: p.remove[2], inserting: p.insert[2])
+        origPortSrc.apply(removing: p.remove[3], inserting: p.insert[3])
+        origPortDst.apply(removing: p.remove[4], inserting: p.insert[4])
+        origSrc.apply(removing: p.removeAddress[0], inserting: p.insertAddress[0])
+        origDst.apply(removing: p.removeAddress[1], inserting: p.insertAddress[1])
+    }
+
     /// A flow appended at table index `i`.
     public mutating func add(_ f: Flow, at i: Int) {
+        if pending != nil {
+            let t = f.l4proto
+            pending!.insert(Self.idKey(f, i), t, 0)
+            pending!.insert(Self.markKey(f, i), t, 1)
+            pending!.insert(Self.timeoutKey(f, i), t, 2)
+            pending!.insert(Self.origPortSrcKey(f, i), t, 3)
+            pending!.insert(Self.origPortDstKey(f, i), t, 4)
+            pending!.insert(Self.origSrcKey(f, i), t, 0)
+            pending!.insert(Self.origDstKey(f, i), t, 1)
+            return
+        }
         id.insert(Self.idKey(f, i), tag: f.l4proto)
         mark.insert(Self.markKey(f, i), tag: f.l4proto)
         timeout.insert(Self.timeoutKey(f, i), tag: f.l4proto)
@@ -82,6 +131,16 @@ public struct FlowIndexes: Sendable {
 
     /// The flow at table index `i` leaves the table.
     public mutating func remove(_ f: Flow, at i: Int) {
+        if pending != nil {
+            pending!.remove(Self.idKey(f, i), 0)
+            pending!.remove(Self.markKey(f, i), 1)
+            pending!.remove(Self.timeoutKey(f, i), 2)
+            pending!.remove(Self.origPortSrcKey(f, i), 3)
+            pending!.remove(Self.origPortDstKey(f, i), 4)
+            pending!.remove(Self.origSrcKey(f, i), 0)
+            pending!.remove(Self.origDstKey(f, i), 1)
+            return
+        }
         id.remove(Self.idKey(f, i))
         mark.remove(Self.markKey(f, i))
         timeout.remove(Self.timeoutKey(f, i))
@@ -93,9 +152,21 @@ public struct FlowIndexes: Sendable {
 
     /// The flow at table index `i` changed from `old` to `new` (same id and tuple): only the keys that moved.
     @inline(__always) public mutating func update(_ old: Flow, _ new: Flow, at i: Int) {
-        if old.mark != new.mark { mark.replace(Self.markKey(old, i), with: Self.markKey(new, i), tag: new.l4proto) }
+        if old.mark != new.mark {
+            if pending != nil {
+                pending!.remove(Self.markKey(old, i), 1)
+                pending!.insert(Self.markKey(new, i), new.l4proto, 1)
+            } else {
+                mark.replace(Self.markKey(old, i), with: Self.markKey(new, i), tag: new.l4proto)
+            }
+        }
         if old.timeout != new.timeout || old.timeoutObservedAt != new.timeoutObservedAt {
-            timeout.replace(Self.timeoutKey(old, i), with: Self.timeoutKey(new, i), tag: new.l4proto)
+            if pending != nil {
+                pending!.remove(Self.timeoutKey(old, i), 2)
+                pending!.insert(Self.timeoutKey(new, i), new.l4proto, 2)
+            } else {
+                timeout.replace(Self.timeoutKey(old, i), with: Self.timeoutKey(new, i), tag: new.l4proto)
+            }
         }
     }
 

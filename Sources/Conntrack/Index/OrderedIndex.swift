@@ -151,6 +151,49 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
         return out
     }
 
+    /// Applies a batch at once: removes the keys of `removing` (all present), then inserts those of `inserting`
+    /// with their tags (absent once `removing` is gone; a key in both is replaced, with its new tag). A small batch goes key by key; a large one (more than 1/64 of the index) is one
+    /// merge of the sorted batch with the index into new leaves, O(n + b log b), where key-by-key changes would move
+    /// and, under a snapshot, copy a leaf per key.
+    public mutating func apply(removing: Set<K>, inserting: [K: UInt8]) where K: Hashable {
+        if (removing.count + inserting.count) * 64 < count {
+            for k in removing { remove(k) }
+            for (k, t) in inserting { insert(k, tag: t) }
+            return
+        }
+        let gone = removing.sorted()
+        let added = inserting.sorted { $0.key < $1.key }
+        var keys: [K] = []
+        var newTags: [UInt8] = []
+        let total = count - gone.count + added.count
+        keys.reserveCapacity(total)
+        newTags.reserveCapacity(total)
+        var g = 0
+        var a = 0
+        for (leaf, leafTags) in zip(leaves, tags) {
+            for j in 0..<leaf.count {
+                let k = leaf[j]
+                while a < added.count && added[a].key < k {
+                    keys.append(added[a].key)
+                    newTags.append(added[a].value)
+                    a += 1
+                }
+                if g < gone.count && gone[g] == k {
+                    g += 1
+                    continue
+                }
+                keys.append(k)
+                newTags.append(leafTags[j])
+            }
+        }
+        while a < added.count {
+            keys.append(added[a].key)
+            newTags.append(added[a].value)
+            a += 1
+        }
+        self = OrderedIndex(sorted: keys, tags: newTags)
+    }
+
     /// Every key in order (tests, rebuilds).
     public var sortedKeys: [K] {
         var out: [K] = []
