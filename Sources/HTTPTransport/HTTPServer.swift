@@ -184,6 +184,13 @@ public final class HTTPServer: @unchecked Sendable {
     /// Loads a certificate chain and key (PEM) for the connections accepted from now on; connections already open
     /// keep theirs. Throws, keeping the current ones, when the files cannot be used.
     public func reloadTLS(certificate: String, key: String) throws {
+        tls.context = try Self.makeTLSContext(certificate: certificate, key: key)
+    }
+
+    /// The server TLS context of a certificate chain and key (PEM). Throws a sentence naming the file and the
+    /// reason: the daemon checks the files this way before it reads the kernel table, so that a wrong path or a
+    /// swapped pair fails at once.
+    public static func makeTLSContext(certificate: String, key: String) throws -> NIOSSLContext {
         let chain: [NIOSSLCertificateSource]
         let privateKey: NIOSSLPrivateKey
         do {
@@ -204,7 +211,7 @@ public final class HTTPServer: @unchecked Sendable {
         // with AEAD ciphers: no static-RSA key exchange, no CBC, no SHA-1 MACs.
         config.cipherSuites = Self.tls12CipherSuites
         do {
-            tls.context = try NIOSSLContext(configuration: config)
+            return try NIOSSLContext(configuration: config)
         } catch {
             throw TransportError("the TLS certificate \(certificate) and key \(key) do not go together: \(error)")
         }

@@ -191,3 +191,36 @@ def test_plaintext_listener_beyond_loopback_warns_loopback_does_not(tmp_path):
         assert (sentence in logs) == warned, logs[-2000:]
         if warned:
             assert f"listening on 0.0.0.0:" in logs
+
+
+def _cert(d: Path, name: str):
+    crt, key = d / f"{name}.crt", d / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    key.chmod(0o600)
+    return crt, key
+
+
+def test_tls_files_are_checked_before_the_table_is_read_and_named(tmp_path):
+    """A swapped certificate and key, or a pair that does not belong together, stop ctd at once with a sentence that
+    names the file: before the kernel table is dumped (seconds at a million entries), not after."""
+    crt, key = _cert(tmp_path, "one")
+    other_crt, _ = _cert(tmp_path, "two")
+    swapped_key = tmp_path / "swapped.key"
+    swapped_key.write_bytes(crt.read_bytes())
+    swapped_key.chmod(0o600)
+    pw = tmp_path / "passwd"
+    make_password_file(pw, "admin", "pw-service-test")
+    cases = [
+        (key, swapped_key, f"cannot load the TLS certificate {key}"),
+        (other_crt, key, f"the TLS certificate {other_crt} and key {key} do not go together"),
+    ]
+    for cert_file, key_file, sentence in cases:
+        cfg = tmp_path / "ctd.toml"
+        write_config(cfg, password_file=pw, tls_cert=cert_file, tls_key=key_file)
+        r = subprocess.run([str(CTD), "serve", "--config", str(cfg), "--port", "0"],
+                           capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0, r.stderr
+        assert sentence in r.stderr, r.stderr
+        assert "conntrack mirror loaded" not in r.stderr, "the table was read before the TLS files were checked"
+        assert "failedToLoadCertificate" not in r.stderr.split(sentence)[0]

@@ -60,6 +60,14 @@ final class Daemon {
         let follower = ConntrackService(
             mirror: mirror, kernel: kernel, receiveBuffer: config.receiveBuffer, counterInterval: config.counterInterval,
             logger: logger)
+        // The TLS files are checked before the table is read: a dump of a million entries takes seconds.
+        if let certificate = config.tlsCertificate, let key = config.tlsKey {
+            do {
+                _ = try HTTPServer.makeTLSContext(certificate: certificate, key: key)
+            } catch {
+                throw DaemonConfig.Error(message: "\(error)")
+            }
+        }
         do {
             try follower.start()
         } catch {
