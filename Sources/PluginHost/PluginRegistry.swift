@@ -56,6 +56,51 @@ public final class PluginRegistry: @unchecked Sendable {
         return PluginRegistry(authenticator: auth, resolvers: resolvers, hooks: hooks, logger: logger)
     }
 
+    /// One installed plugin as `ctd plugins list` shows it without a working configuration.
+    public struct InventoryEntry {
+        public var name: String
+        public var plugin: LoadedPlugin?
+        /// "ok", "not enabled", "not configured: REASON" or "cannot load: REASON".
+        public var health: String
+    }
+
+    /// Every `lib<Name>.so` plugin in the selection's directories, loaded (metadata only), and the enabled ones
+    /// configured with their sections as `serve` would: what is installed and what each still needs. Plugins that
+    /// are not enabled are not configured (configuring may create files, such as an audit database).
+    public static func inventory(_ config: PluginSelection, logger: Logger) -> [InventoryEntry] {
+        let loader = PluginLoader(directories: config.directories)
+        var names: [String] = []
+        for dir in config.directories {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+            for f in files.sorted() where f.hasPrefix("lib") && f.hasSuffix(".so") {
+                let name = String(f.dropFirst(3).dropLast(3))
+                // The API and support libraries sit beside the plugins in a build directory.
+                if ["CtdPluginAPI", "CtdSupport"].contains(name) || names.contains(name) { continue }
+                names.append(name)
+            }
+        }
+        return names.map { name in
+            let p: LoadedPlugin
+            do {
+                p = try loader.load(name)
+            } catch let e as PluginLoadError {
+                return InventoryEntry(name: name, plugin: nil, health: "cannot load: \(e.reason)")
+            } catch {
+                return InventoryEntry(name: name, plugin: nil, health: "cannot load: \(error)")
+            }
+            guard name == config.authenticator || config.plugins.contains(name) else {
+                return InventoryEntry(name: name, plugin: p, health: "not enabled")
+            }
+            let section = PluginConfiguration(pluginName: name, values: config.sections[name] ?? [:])
+            do {
+                try p.instance.configure(section, context: context(for: p, logger: logger))
+                return InventoryEntry(name: name, plugin: p, health: "ok")
+            } catch {
+                return InventoryEntry(name: name, plugin: p, health: "not configured: \(error)")
+            }
+        }
+    }
+
     /// Where the audit trail of the first enabled ``AuditTrailReader`` is kept (the plugins are loaded and
     /// configured as `serve` would; the authenticator is not), or nil when no plugin keeps one or loading fails.
     public static func auditTrailLocation(_ config: PluginSelection, logger: Logger) -> String? {

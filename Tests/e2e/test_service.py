@@ -224,3 +224,27 @@ def test_tls_files_are_checked_before_the_table_is_read_and_named(tmp_path):
         assert sentence in r.stderr, r.stderr
         assert "conntrack mirror loaded" not in r.stderr, "the table was read before the TLS files were checked"
         assert "failedToLoadCertificate" not in r.stderr.split(sentence)[0]
+
+
+def test_plugins_list_without_a_config_lists_what_is_installed_and_what_it_needs(tmp_path):
+    """A fresh install has no password file yet: bare `ctd plugins list` shows every installed plugin (loaded by
+    real dlopen) with its health, the authenticator's missing setting named, and exits 0."""
+    cmd = [str(CTD), "plugins", "list", "--plugin-dir", str(CTD.parent)]
+    if Path("/etc/ctd/ctd.toml").exists():
+        # Hide an installed config from this one process (a private mount namespace).
+        empty = tmp_path / "etc-ctd"
+        empty.mkdir()
+        cmd = ["unshare", "-m", "--", "sh", "-c", 'mount --bind "$0" /etc/ctd && exec "$@"', str(empty), *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = {l.split("\t")[0]: l.split("\t") for l in r.stdout.splitlines() if "\t" in l}
+    assert {"AuthSHA", "AuthPAM", "UIDResolver", "AuditSQLite"} <= set(lines), r.stdout
+    assert lines["AuthSHA"][1] == "auth.sha" and lines["AuthSHA"][4] == "authenticator"
+    assert "not configured" in lines["AuthSHA"][5] and "password_file" in lines["AuthSHA"][5], lines["AuthSHA"]
+    assert lines["UIDResolver"][5] == "not enabled"
+    # With a config file that fails, it is an error (exit 1), as before.
+    cfg = tmp_path / "ctd.toml"
+    write_config(cfg, password_file=tmp_path / "missing-passwd")
+    r = subprocess.run([str(CTD), "plugins", "list", "--config", str(cfg)], capture_output=True, text=True,
+                       timeout=DEADLINE, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "error:" in r.stdout, r.stdout + r.stderr

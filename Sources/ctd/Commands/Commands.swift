@@ -194,8 +194,24 @@ struct PluginsCommand: ParsableCommand {
             do {
                 registry = try PluginRegistry.load(c.pluginSelection, logger: logger)
             } catch {
-                print("error: \(error)")
-                throw ExitCode(1)
+                // Without a config file, list what is installed and what each plugin still needs (a fresh
+                // install has no password file yet); with one, its error is an error.
+                guard DaemonConfig.path(explicit: pluginOptions.config) == nil else {
+                    print("error: \(error)")
+                    throw ExitCode(1)
+                }
+                print("no config file: the plugins installed, each with what it needs (ctd.toml(5))")
+                for entry in PluginRegistry.inventory(c.pluginSelection, logger: logger) {
+                    guard let p = entry.plugin else {
+                        print("\(entry.name)\t-\t-\t-\t-\t\(entry.health)")
+                        continue
+                    }
+                    let m = p.metadata
+                    print(
+                        "\(p.name)\t\(m.id)\t\(m.version)\tabi \(m.abiVersion)\t\(m.roles.map(\.rawValue).joined(separator: ","))\t\(entry.health)\t\(p.path)"
+                    )
+                }
+                return
             }
             for p in registry.all {
                 let m = p.metadata
