@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+import xmlrpc.client
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,8 @@ def _write_fixture_files(d: Path, service: str) -> dict[str, str]:
 
 
 def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files: bool = False,
-           plugins: tuple[str, ...] = (), extra_config: str = "", max_concurrent_logins: int = 16) -> Ctd:
+           plugins: tuple[str, ...] = (), extra_config: str = "", max_concurrent_logins: int = 16,
+           service_user: list[str] | None = None) -> Ctd:
     """Starts `ctd serve --port 0 --mod-auth AuthPAM --config CFG --show-all` with nss_wrapper preloaded, or with
     `system_files`, in a mount namespace where the test's passwd/shadow/group files are the system's (pam_unix)."""
     if not (BIN_DIR / "libAuthPAM.so").is_file():
@@ -88,6 +90,17 @@ def _start(workdir: Path, *, service: str, worker_threads: int = 0, system_files
                     pytrace=False)
     if system_files:
         env, wrap = dict(os.environ), _write_unix_files(workdir, service)
+        if service_user is not None:
+            # As systemd's User=ctd with AmbientCapabilities=CAP_NET_ADMIN runs it: an unprivileged user keeping only
+            # CAP_NET_ADMIN, its supplementary groups as given. /etc/shadow is root:shadow 0640, as on Debian.
+            with open(workdir / "passwd", "a") as f:
+                f.write("ctdsvc:x:3900:3900:ctd:/nonexistent:/usr/sbin/nologin\n")
+            with open(workdir / "group", "a") as f:
+                f.write("shadow:x:42:\nctdsvc:x:3900:\n")
+            os.chown(workdir / "shadow", 0, 42)
+            (workdir / "shadow").chmod(0o640)
+            wrap = [*wrap, "setpriv", "--reuid=3900", "--regid=3900", *service_user, "--inh-caps=+net_admin",
+                    "--ambient-caps=+net_admin", "--"]
     else:
         env, wrap = dict(os.environ, **_write_fixture_files(workdir, service)), []
     cfg = workdir / "ctd.toml"
@@ -358,6 +371,39 @@ def test_daemonLog_neverContainsPasswords(pam_ctd):
     log = wait_for(pam_ctd.stderr, done=lambda s: "login olivia (operator)" in s, what="olivia's login in the log")
     for user, password in PASSWORDS.items():
         assert password not in log, f"{user}'s password is in the daemon log"
+
+
+def test_pamUnix_asTheServiceUser_readsShadowOnlyWithSupplementaryGroupShadow(request, private_netns):
+    """The unit runs ctd as User=ctd; pam_unix then reads /etc/shadow (root:shadow 0640) only when the unit adds
+    SupplementaryGroups=shadow (docs/packaging.md). Without the group no login can be checked (fault -32603, PAM's
+    "cannot retrieve authentication info" in the log); with it, the login works."""
+    import shutil
+    import tempfile
+    for groups, works in ((["--clear-groups"], False), (["--groups=42"], True)):
+        # A directory the service user can read (pytest's own tmp directories are root's, mode 0700).
+        d = Path(tempfile.mkdtemp(prefix="ctd-shadow-"))
+        d.chmod(0o755)
+        try:
+            c = _start(d, service="ctd-unix", system_files=True, service_user=groups)
+            try:
+                status = Path(f"/proc/{c.proc.pid}/status").read_text()
+                assert "\nUid:\t3900\t3900\t3900\t3900\n" in status, status
+                assert any(l.startswith("Groups:") and ("42" in l.split()) == works for l in status.splitlines())
+                rpc = c.proxy()
+                if works:
+                    sid = rpc.login("uma", UNIX_PASSWORDS["uma"])
+                    assert rpc.view(sid, {}, "", "ASC", 0, 1)["total"] >= 0
+                else:
+                    with pytest.raises(xmlrpc.client.Fault) as fault:
+                        rpc.login("uma", UNIX_PASSWORDS["uma"])
+                    # Not the client's fault: an internal error to the client, PAM's reason in the log.
+                    assert fault.value.faultCode == -32603
+                    wait_for(lambda: "cannot retrieve authentication info" in c.stderr(),
+                             what="pam_unix's reason in the log")
+            finally:
+                _stop(c, request)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
