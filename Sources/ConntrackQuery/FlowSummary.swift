@@ -134,7 +134,9 @@ public struct FlowSummary: Equatable, Sendable {
 struct GroupSums {
     let key: FlowSummary.Key
     let resolve: ((String, UInt32) -> ResolvedValue?)?
-    private var sums: [NumericGroup: (sample: Flow, totals: FlowSummary.Totals)] = [:]
+    /// The totals per group; a group's name is made from its key alone (``name(_:_:resolve:)``), so no flow is
+    /// kept per group (32 bytes a group, not the 248 of a sample flow beside its totals).
+    private var sums: [NumericGroup: FlowSummary.Totals] = [:]
 
     init(key: FlowSummary.Key, resolve: ((String, UInt32) -> ResolvedValue?)?) {
         self.key = key
@@ -152,7 +154,7 @@ struct GroupSums {
     }
 
     var allTotals: [FlowSummary.Totals] {
-        key.isResolved ? Array(groups.values) : sums.values.map(\.totals)
+        key.isResolved ? Array(groups.values) : Array(sums.values)
     }
 
     /// The `limit` groups with the largest `order` value, ties by the group's key (addresses in numeric order, then
@@ -177,19 +179,19 @@ struct GroupSums {
         var best: [(NumericGroup, FlowSummary.Totals)] = []
         best.reserveCapacity(limit + 1)
         for (k, g) in sums {
-            let item = (k, g.totals)
+            let item = (k, g)
             if best.count == limit, let last = best.last, !better(item, last) { continue }
             let i = best.firstIndex { better(item, $0) } ?? best.count
             best.insert(item, at: i)
             if best.count > limit { best.removeLast() }
         }
-        return best.map { FlowSummary.Group(name: Self.name(key, sums[$0.0]!.sample, resolve: resolve), totals: $0.1) }
+        return best.map { FlowSummary.Group(name: Self.name(key, $0.0, resolve: resolve), totals: $0.1) }
     }
 
     /// The sums by group name.
     var groups: [String: FlowSummary.Totals] {
         var out: [String: FlowSummary.Totals] = [:]
-        for (_, g) in sums { out[Self.name(key, g.sample, resolve: resolve), default: FlowSummary.Totals()].add(g.totals) }
+        for (k, g) in sums { out[Self.name(key, k, resolve: resolve), default: FlowSummary.Totals()].add(g) }
         return out
     }
 
@@ -204,30 +206,34 @@ struct GroupSums {
             numeric = NumericGroup(a: f.origDestination, b: zero, n: UInt64(f.l4proto) << 16 | UInt64(f.origDestinationPort))
         case .service: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.l4proto) << 16 | UInt64(f.origDestinationPort))
         case .l4proto: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.l4proto))
-        case .state: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.l4proto == 6 ? f.tcpState : 255))
+        // 256: not TCP ("(none)"), distinct from every TCP state byte.
+        case .state: numeric = NumericGroup(a: zero, b: zero, n: f.l4proto == 6 ? UInt64(f.tcpState) : 256)
         case .mark: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.mark))
         case .zone: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.zone))
         case .resolved: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.mark))
         }
-        if sums[numeric] == nil { sums[numeric] = (f, FlowSummary.Totals()) }
-        sums[numeric]!.totals.add(f)
+        sums[numeric, default: FlowSummary.Totals()].add(f)
     }
 
-    static func name(_ key: FlowSummary.Key, _ f: Flow, resolve: ((String, UInt32) -> ResolvedValue?)?) -> String {
+    /// A group's name from its key (the fields `add` put in it).
+    static func name(_ key: FlowSummary.Key, _ g: NumericGroup, resolve: ((String, UInt32) -> ResolvedValue?)?)
+        -> String
+    {
+        let port = UInt16(truncatingIfNeeded: g.n)
+        let proto = UInt8(truncatingIfNeeded: g.n >> 16)
         switch key {
-        case .origSrc: return f.origSource.description
-        case .origDst: return f.origDestination.description
-        case .pair: return "\(f.origSource) -> \(f.origDestination)"
+        case .origSrc, .origDst: return g.a.description
+        case .pair: return "\(g.a) -> \(g.b)"
         case .destinationPort:
-            let host = f.origDestination.isIPv6 ? "[\(f.origDestination)]" : f.origDestination.description
-            return "\(host):\(f.origDestinationPort)/\(ConntrackNames.l4(f.l4proto))"
-        case .service: return "\(ConntrackNames.l4(f.l4proto))/\(f.origDestinationPort)"
-        case .l4proto: return ConntrackNames.l4(f.l4proto)
-        case .state: return f.l4proto == 6 ? ConntrackNames.tcpState(f.tcpState) : "(none)"
-        case .mark: return String(f.mark)
-        case .zone: return String(f.zone)
+            let host = g.a.isIPv6 ? "[\(g.a)]" : g.a.description
+            return "\(host):\(port)/\(ConntrackNames.l4(proto))"
+        case .service: return "\(ConntrackNames.l4(proto))/\(port)"
+        case .l4proto: return ConntrackNames.l4(UInt8(truncatingIfNeeded: g.n))
+        case .state: return g.n == 256 ? "(none)" : ConntrackNames.tcpState(UInt8(truncatingIfNeeded: g.n))
+        case .mark: return String(g.n)
+        case .zone: return String(g.n)
         case .resolved(let field):
-            switch resolve?(field, f.mark) {
+            switch resolve?(field, UInt32(truncatingIfNeeded: g.n)) {
             case .integer(let i)?: return String(i)
             case .string(let s)?: return s
             case nil: return "(none)"
