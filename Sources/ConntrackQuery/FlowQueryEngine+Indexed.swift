@@ -147,36 +147,28 @@ extension FlowQueryEngine {
     }
 
     static func narrowPage(_ index: OrderedIndex<SortKey>, _ start: Int, _ length: Int, _ descending: Bool) -> [Int] {
-        let reader = OrderedIndex.Reader(index)
-        guard descending else { return ascending(reader, start, length, \.tableIndex) }
-        // Primary DESC, ties ASC: the primary is the high half of `a`.
-        return reader.descendingByGroups(
-            start: start, length: length,
-            groupLow: { SortKey(a: $0.a & 0xffff_ffff_0000_0000, b: 0) },
-            groupHigh: { SortKey(a: $0.a | 0xffff_ffff, b: .max) }
-        ).map(\.tableIndex)
+        page(index, start, length, descending, narrowGroups)
     }
 
     static func widePage(_ index: OrderedIndex<SortKey>, _ start: Int, _ length: Int, _ descending: Bool) -> [Int] {
-        let reader = OrderedIndex.Reader(index)
-        guard descending else { return ascending(reader, start, length, \.tableIndex) }
-        return reader.descendingByGroups(
-            start: start, length: length,
-            groupLow: { SortKey(a: $0.a, b: 0) },
-            groupHigh: { SortKey(a: $0.a, b: .max) }
-        ).map(\.tableIndex)
+        page(index, start, length, descending, wideGroups)
     }
 
     static func addressPage(_ index: OrderedIndex<AddressSortKey>, _ start: Int, _ length: Int, _ descending: Bool)
         -> [Int]
     {
+        page(index, start, length, descending, addressGroups)
+    }
+
+    /// ASC: ranks start ..< start + length. DESC: primary DESC with ties ASC, by groups of equal primary value.
+    private static func page<K: FlowIndexKey>(
+        _ index: OrderedIndex<K>, _ start: Int, _ length: Int, _ descending: Bool,
+        _ groups: (low: (K) -> K, high: (K) -> K)
+    ) -> [Int] {
         let reader = OrderedIndex.Reader(index)
         guard descending else { return ascending(reader, start, length, \.tableIndex) }
-        return reader.descendingByGroups(
-            start: start, length: length,
-            groupLow: { AddressSortKey(family: $0.family, high: $0.high, low: $0.low, tie: 0) },
-            groupHigh: { AddressSortKey(family: $0.family, high: $0.high, low: $0.low, tie: .max) }
-        ).map(\.tableIndex)
+        return reader.descendingByGroups(start: start, length: length, groupLow: groups.low, groupHigh: groups.high)
+            .map(\.tableIndex)
     }
 
     // MARK: Seek plan
