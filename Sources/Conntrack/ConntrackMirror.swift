@@ -192,7 +192,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         _ flow: Flow, present: ConntrackEvent.Fields, fromEvent: Bool = false, isNew: Bool = false
     ) {
         let key = FlowKey(flow)
-        if let i = indexByKey.find(key, keyAt) {
+        if let i = indexByKey.find(key) {
             let old = flows[i]
             flows[i].merge(flow, present: present)
             let new = flows[i]
@@ -219,15 +219,13 @@ public final class ConntrackMirror: @unchecked Sendable {
         lastSeen.append(0)
         silent.append(false)
         changes.record(.new, flow)
-        indexByKey.insert(key, index: i, keyAt)
+        indexByKey.insert(key, index: i)
     }
 
-    /// The key of the flow at table index `i` (the hash table reads its keys back from the flows).
-    @inline(__always) private func keyAt(_ i: Int) -> FlowKey { FlowKey(flows[i]) }
 
     private func removeLocked(_ key: FlowKey) {
-        guard let i = indexByKey.find(key, keyAt) else { return }
-        indexByKey.remove(key, index: i, keyAt)
+        guard let i = indexByKey.find(key) else { return }
+        indexByKey.remove(key)
         let last = flows.count - 1
         changes.record(.destroyed, flows[i])
         if silent[i] { silentCount -= 1 }
@@ -235,7 +233,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         if i != last {
             let moved = flows[last]
             indexes.move(moved, from: last, to: i)
-            indexByKey.move(FlowKey(moved), from: last, to: i)
+            indexByKey.move(FlowKey(moved), to: i)
             flows[i] = moved
             lastSeen[i] = lastSeen[last]
             silent[i] = silent[last]
@@ -325,11 +323,11 @@ public final class ConntrackMirror: @unchecked Sendable {
         try fill { f in
             guard !hide.hides(f) else { return }
             let key = FlowKey(f)
-            if let i = byKey.find(key, { FlowKey(table[$0]) }) {
+            if let i = byKey.find(key) {
                 table[i] = f
             } else {
                 table.append(f)
-                byKey.insert(key, index: table.count - 1) { FlowKey(table[$0]) }
+                byKey.insert(key, index: table.count - 1)
             }
         }
         let indexingStarted = clock.now()
@@ -369,10 +367,15 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     func reconcile(chunk: ArraySlice<Flow>, epoch: UInt32, interval: Double) {
         lock.withLock {
+            // A full load (a resync after event loss, on the event thread) replaced the table since this
+            // reconciliation's dump began: that load listed the kernel later than this dump did, so this chunk is
+            // older than the table. Adding its "unknown" entries would bring back entries deleted in between
+            // (their DESTROY events were applied, or lost and covered by the load): skip it.
+            guard loads == loadsAtReconcileStart, epoch == reconcileEpoch else { return }
             dropPublishedLocked()
             var changed = false
             for f in chunk {
-                guard let i = indexByKey.find(FlowKey(f), keyAt) else {
+                guard let i = indexByKey.find(FlowKey(f)) else {
                     // Listed by the kernel but unknown here: its NEW event was lost. (A hidden entry stays out.)
                     let before = flows.count
                     upsertLocked(f, present: .all)
