@@ -194,9 +194,13 @@ struct PluginsCommand: ParsableCommand {
             do {
                 registry = try PluginRegistry.load(c.pluginSelection, logger: logger)
             } catch {
-                // Without a config file, list what is installed and what each plugin still needs (a fresh
-                // install has no password file yet); with one, its error is an error.
-                guard DaemonConfig.path(explicit: pluginOptions.config) == nil else {
+                // Without a config file or plugin options, list what is installed and what each plugin still
+                // needs (a fresh install has no password file yet); with them, the error is an error.
+                let o = pluginOptions
+                let bare =
+                    DaemonConfig.path(explicit: o.config) == nil && o.modAuth == nil && o.plugins.isEmpty
+                    && o.pluginSettings.isEmpty && o.passwordFile == nil
+                guard bare else {
                     print("error: \(error)")
                     throw ExitCode(1)
                 }
