@@ -367,11 +367,6 @@ public final class ConntrackMirror: @unchecked Sendable {
 
     func reconcile(chunk: ArraySlice<Flow>, epoch: UInt32, interval: Double) {
         lock.withLock {
-            // A full load (a resync after event loss, on the event thread) replaced the table since this
-            // reconciliation's dump began: that load listed the kernel later than this dump did, so this chunk is
-            // older than the table. Adding its "unknown" entries would bring back entries deleted in between
-            // (their DESTROY events were applied, or lost and covered by the load): skip it.
-            guard loads == loadsAtReconcileStart, epoch == reconcileEpoch else { return }
             dropPublishedLocked()
             var changed = false
             for f in chunk {

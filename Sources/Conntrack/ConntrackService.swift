@@ -239,7 +239,9 @@ public final class ConntrackService: @unchecked Sendable {
             let viewing = mirror.secondsSinceLastView < 10
             // A dump of a million entries takes seconds of CPU: while viewing, dumps take at most a tenth of the
             // time (docs/benchmark.md, "Counter refresh at scale").
-            let viewingInterval = max(counterInterval, 9 * lastDumpSeconds)
+            // Below a second per dump the configured interval stands: the reconciliation is also what notices
+            // entries whose events were lost while a resync dump ran.
+            let viewingInterval = lastDumpSeconds > 1 ? max(counterInterval, 9 * lastDumpSeconds) : counterInterval
             let due = now - lastCounterDumpAt >= (viewing ? viewingInterval : max(idleInterval, viewingInterval))
             guard due else { continue }
             let dropped = refreshCountersShared()

@@ -5,8 +5,9 @@ import Foundation
 /// An open-addressing table of 4-byte slots that read their keys back from the flows (8 to 16 bytes per entry
 /// instead of about 150) was tried: it passed a randomized test against a Dictionary, but under the event-flood
 /// test (`test_mirror_afterFloodWithSmallReceiveBuffer_equalsKernelTableExactly`) the mirror ended with entries
-/// too many or too few in 3 of 11 runs, against 0 of 6 with this Dictionary. Until that is understood, the
-/// Dictionary stays (docs/benchmark.md, memory).
+/// too many or too few in 3 of 11 runs. The failures went on with this Dictionary under load: their cause was a
+/// shorter reconciliation schedule, since reverted, so the slot table may have been sound. It comes back only once
+/// the flood test has run against it again (docs/benchmark.md, memory).
 struct FlowKeyTable {
     private var byKey: [FlowKey: Int] = [:]
 
