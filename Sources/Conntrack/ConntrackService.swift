@@ -237,7 +237,12 @@ public final class ConntrackService: @unchecked Sendable {
             if mirror.releaseIdleSnapshot(after: 10) { ProcessTuning.returnFreedMemory() }
             let now = clock.now()
             let viewing = mirror.secondsSinceLastView < 10
-            let due = now - lastCounterDumpAt >= (viewing ? counterInterval : idleInterval)
+            // A dump of a million entries takes seconds of CPU: while viewing, dumps take at most a tenth of the
+            // time (docs/benchmark.md, "Counter refresh at scale").
+            // Below a second per dump the configured interval stands: the reconciliation is also what notices
+            // entries whose events were lost while a resync dump ran.
+            let viewingInterval = lastDumpSeconds > 1 ? max(counterInterval, 9 * lastDumpSeconds) : counterInterval
+            let due = now - lastCounterDumpAt >= (viewing ? viewingInterval : max(idleInterval, viewingInterval))
             guard due else { continue }
             let dropped = refreshCountersShared()
             idleInterval = dropped > 0 ? 10 : min(600, idleInterval * 2)

@@ -19,7 +19,7 @@ public struct KernelConntrack: Sendable {
     /// Dumps the table, calling `body` for every entry.
     public func dump(_ body: (Flow) -> Void) throws {
         try withoutActuallyEscaping(body) { body in
-            var sink = FlowSink(now: clock.now(), body: { event in body(event.flow) })
+            var sink = FlowSink(now: clock.now(), body: { event in body(event.flow) }, clock: clock)
             let rc = withUnsafeMutablePointer(to: &sink) { ctd_dump(flowSinkCallback, $0) }
             if rc < 0 { throw Error(errno: -rc, operation: "conntrack dump") }
         }
