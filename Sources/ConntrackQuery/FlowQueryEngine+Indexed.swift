@@ -80,29 +80,20 @@ extension FlowQueryEngine {
             wanted = w
         }
         let n = indexes.count
-        func untagged(_ page: [Int]) -> (Int, [Int]) { (n, page) }
+        func read<K: FlowIndexKey>(_ index: OrderedIndex<K>, _ groups: (low: (K) -> K, high: (K) -> K))
+            -> (total: Int, page: [Int])
+        {
+            if let wanted { return taggedPage(index, start, length, descending, wanted, groups) }
+            return (n, page(index, start, length, descending, groups))
+        }
         switch field {
-        case .id:
-            if let wanted { return taggedPage(indexes.id, start, length, descending, wanted, narrowGroups) }
-            return untagged(narrowPage(indexes.id, start, length, descending))
-        case .mark:
-            if let wanted { return taggedPage(indexes.mark, start, length, descending, wanted, narrowGroups) }
-            return untagged(narrowPage(indexes.mark, start, length, descending))
-        case .origPortSrc:
-            if let wanted { return taggedPage(indexes.origPortSrc, start, length, descending, wanted, narrowGroups) }
-            return untagged(narrowPage(indexes.origPortSrc, start, length, descending))
-        case .origPortDst:
-            if let wanted { return taggedPage(indexes.origPortDst, start, length, descending, wanted, narrowGroups) }
-            return untagged(narrowPage(indexes.origPortDst, start, length, descending))
-        case .timeout:
-            if let wanted { return taggedPage(indexes.timeout, start, length, descending, wanted, wideGroups) }
-            return untagged(widePage(indexes.timeout, start, length, descending))
-        case .origSrc:
-            if let wanted { return taggedPage(indexes.origSrc, start, length, descending, wanted, addressGroups) }
-            return untagged(addressPage(indexes.origSrc, start, length, descending))
-        case .origDst:
-            if let wanted { return taggedPage(indexes.origDst, start, length, descending, wanted, addressGroups) }
-            return untagged(addressPage(indexes.origDst, start, length, descending))
+        case .id: return read(indexes.id, narrowGroups)
+        case .mark: return read(indexes.mark, narrowGroups)
+        case .origPortSrc: return read(indexes.origPortSrc, narrowGroups)
+        case .origPortDst: return read(indexes.origPortDst, narrowGroups)
+        case .timeout: return read(indexes.timeout, wideGroups)
+        case .origSrc: return read(indexes.origSrc, addressGroups)
+        case .origDst: return read(indexes.origDst, addressGroups)
         default: return nil
         }
     }
@@ -146,22 +137,8 @@ extension FlowQueryEngine {
         return page
     }
 
-    static func narrowPage(_ index: OrderedIndex<SortKey>, _ start: Int, _ length: Int, _ descending: Bool) -> [Int] {
-        page(index, start, length, descending, narrowGroups)
-    }
-
-    static func widePage(_ index: OrderedIndex<SortKey>, _ start: Int, _ length: Int, _ descending: Bool) -> [Int] {
-        page(index, start, length, descending, wideGroups)
-    }
-
-    static func addressPage(_ index: OrderedIndex<AddressSortKey>, _ start: Int, _ length: Int, _ descending: Bool)
-        -> [Int]
-    {
-        page(index, start, length, descending, addressGroups)
-    }
-
     /// ASC: ranks start ..< start + length. DESC: primary DESC with ties ASC, by groups of equal primary value.
-    private static func page<K: FlowIndexKey>(
+    static func page<K: FlowIndexKey>(
         _ index: OrderedIndex<K>, _ start: Int, _ length: Int, _ descending: Bool,
         _ groups: (low: (K) -> K, high: (K) -> K)
     ) -> [Int] {
