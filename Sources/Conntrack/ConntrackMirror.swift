@@ -82,6 +82,8 @@ public final class ConntrackMirror: @unchecked Sendable {
         public var eventsHealthy: Bool
         /// Entries from a dump not heard of by an event since: their end may only show in a dump.
         public var silentEntries = 0
+        /// A resync dump is running (after lost events, or on request): until it lands, the mirror lags the kernel.
+        public var resyncing = false
     }
 
     private let lock = NIOLock()
@@ -100,6 +102,9 @@ public final class ConntrackMirror: @unchecked Sendable {
     /// of a reconciliation rewrites `lastSeen` and the observation times, so that reconciliation must not drop.
     private var loads: UInt64 = 0
     private var loadsAtReconcileStart: UInt64 = 0
+    /// Keys removed (by an event, a kill or a hide) while a reconciliation dump runs: a chunk of that dump read
+    /// before the removal must not bring them back. `nil` while no reconciliation runs.
+    private var removedDuringReconcile: Set<FlowKey>?
     /// FlowKey -> index (ids are found through `indexes.id`).
     private var indexByKey = FlowKeyTable()
     /// Writes of at least this many entries change the indexes as one batch (FlowIndexes.beginBatch).
@@ -224,6 +229,7 @@ public final class ConntrackMirror: @unchecked Sendable {
 
 
     private func removeLocked(_ key: FlowKey) {
+        removedDuringReconcile?.insert(key)
         guard let i = indexByKey.find(key) else { return }
         indexByKey.remove(key)
         let last = flows.count - 1
@@ -361,16 +367,23 @@ public final class ConntrackMirror: @unchecked Sendable {
             reconcileEpoch &+= 1
             if reconcileEpoch == 0 { reconcileEpoch = 1 }
             loadsAtReconcileStart = loads
+            removedDuringReconcile = []
             return reconcileEpoch
         }
     }
 
     func reconcile(chunk: ArraySlice<Flow>, epoch: UInt32, interval: Double) {
         lock.withLock {
+            // A resync replaced the table after this dump began: the load is newer than every chunk of it.
+            guard loads == loadsAtReconcileStart, epoch == reconcileEpoch else { return }
             dropPublishedLocked()
             var changed = false
             for f in chunk {
-                guard let i = indexByKey.find(FlowKey(f)) else {
+                let key = FlowKey(f)
+                guard let i = indexByKey.find(key) else {
+                    // Removed since the dump listed it (its DESTROY event, or a kill, came after the dump read
+                    // it): the chunk is older than the removal.
+                    if removedDuringReconcile?.contains(key) == true { continue }
                     // Listed by the kernel but unknown here: its NEW event was lost. (A hidden entry stays out.)
                     let before = flows.count
                     upsertLocked(f, present: .all)
@@ -416,6 +429,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         let dropped: Int = lock.withLock {
             stats.counterRefreshes += 1
             stats.lastCounterRefresh = Date().timeIntervalSince1970
+            defer { if epoch == reconcileEpoch { removedDuringReconcile = nil } }
             guard loads == loadsAtReconcileStart, epoch == reconcileEpoch else { return 0 }
             var vanished: [FlowKey] = []
             for i in flows.indices where lastSeen[i] != epoch && flows[i].timeoutObservedAt < dumpStartedAt {
@@ -433,6 +447,11 @@ public final class ConntrackMirror: @unchecked Sendable {
         return dropped
     }
 
+    /// Ends a reconciliation whose dump failed: nothing is dropped.
+    func abandonReconcile(epoch: UInt32) {
+        lock.withLock { if epoch == reconcileEpoch { removedDuringReconcile = nil } }
+    }
+
     /// Lets go of the published snapshot when nobody has looked for a while, so that the next change to the table
     /// does not copy it (the copy-on-write would otherwise keep two tables in memory).
     /// - Returns: whether a snapshot was let go.
@@ -444,6 +463,8 @@ public final class ConntrackMirror: @unchecked Sendable {
             return true
         }
     }
+
+    func setResyncing(_ on: Bool) { lock.withLock { stats.resyncing = on } }
 
     func setEventStatus(receiveBuffer: Int, healthy: Bool) {
         lock.withLock {

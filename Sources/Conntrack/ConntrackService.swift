@@ -189,6 +189,8 @@ public final class ConntrackService: @unchecked Sendable {
     }
 
     private func load(isResync: Bool) throws {
+        mirror.setResyncing(true)
+        defer { mirror.setResyncing(false) }
         lastIndexSeconds = try mirror.load(isResync: isResync) { add in try kernel.dump(add) }
     }
 
@@ -284,6 +286,7 @@ public final class ConntrackService: @unchecked Sendable {
             if dropped > 0 { logger.debug("reconciliation dropped \(dropped) entries that ended without an event") }
             return dropped
         } catch {
+            mirror.abandonReconcile(epoch: epoch)
             logger.error("counter refresh failed: \(error)")
             return 0
         }

@@ -92,7 +92,11 @@ struct FlowSink {
     /// For a dump: `now` is read again every 128 entries. A dump of a million entries takes seconds, and each
     /// entry's remaining timeout is as of when the kernel wrote it: stamped with the dump's start, every later entry
     /// would seem to have lost seconds, and the reconciliation would rewrite (and re-index) nearly all of them.
+    /// For events, `now` is read for every event (``ConntrackEvents/poll(timeoutMs:_:)``): an event stamped
+    /// before it happened (with the time the wait began) would look older than a reconciliation dump that missed
+    /// the entry, and the reconciliation would drop a live entry.
     var clock: MonotonicClock? = nil
+    var restampEvery = 128
     var sinceClockRead = 0
 }
 
@@ -109,7 +113,7 @@ let flowSinkCallback: ctd_flow_cb = { context, type, raw in
     }
     if let clock = sink.pointee.clock {
         sink.pointee.sinceClockRead += 1
-        if sink.pointee.sinceClockRead == 128 {
+        if sink.pointee.sinceClockRead >= sink.pointee.restampEvery {
             sink.pointee.sinceClockRead = 0
             sink.pointee.now = clock.now()
         }
@@ -208,7 +212,7 @@ final class ConntrackEvents {
         complete: Bool, readingFrom: Double?
     ) {
         try withoutActuallyEscaping(body) { body in
-            var sink = FlowSink(now: clock.now(), body: body)
+            var sink = FlowSink(now: clock.now(), body: body, clock: clock, restampEvery: 1)
             var readingFrom = 0.0
             let rc = withUnsafeMutablePointer(to: &sink) {
                 ctd_events_poll(handle, timeoutMs, flowSinkCallback, $0, &readingFrom)

@@ -5,7 +5,7 @@ extension Procedure {
     static let status = Procedure(
         name: "status", params: ["session"], required: 1, role: .viewer, signatures: [["struct", "string"]],
         help:
-            "status(session) -> {version, entries, generation, resyncs, events_applied, events_healthy, receive_buffer, counter_refreshes, accounting, sessions, uptime, plugins}.",
+            "status(session) -> {version, entries, generation, resyncs, events_applied, events_healthy, resyncing, receive_buffer, counter_refreshes, accounting, sessions, uptime, plugins}.",
         run: { .value(Status.run($0)) })
 }
 
@@ -35,6 +35,7 @@ enum Status {
                 ("resyncs", .int(Int64(st.resyncs))),
                 ("events_applied", .double(Double(st.eventsApplied))),
                 ("events_healthy", .bool(st.eventsHealthy)),
+                ("resyncing", .bool(st.resyncing)),
                 ("receive_buffer", .int(Int64(st.receiveBuffer))),
                 ("counter_refreshes", .int(Int64(st.counterRefreshes))),
                 ("accounting", .bool(st.accountingEnabled)),
