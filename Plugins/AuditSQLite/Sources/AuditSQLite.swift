@@ -142,6 +142,11 @@ public final class AuditSQLitePlugin: ActionHook {
         }
     }
 
+    /// After the interrupted outcomes of a crash: a checkpoint of kind `recovery`.
+    func recordedRecovery(_ s: State) {
+        try? checkpoint(s, kind: "recovery")
+    }
+
     /// A checkpoint when `checkpoint_rows` rows were written since the last one. A failed checkpoint does not
     /// refuse the action (its rows are durable); it is logged and the next write tries again.
     private func checkpointIfDue(_ s: State, head: Int64) {

@@ -28,13 +28,16 @@ public struct AuditAction: RawRepresentable, Hashable, Sendable, CustomStringCon
 
 /// Where an action stands: written before it happens as `pending`, completed by an `outcome` row.
 public enum AuditOutcome: String, Sendable, Equatable, CaseIterable {
-    /// Recorded before the action; no outcome row (yet). After a crash it stays pending: the action may or may
-    /// not have reached the kernel.
+    /// Recorded before the action; no outcome row (yet). After a crash the next start-up completes it with
+    /// ``interrupted``.
     case pending
     /// The action happened.
     case succeeded
     /// The action did not happen; `reason` says why.
     case failed
+    /// The daemon stopped (crash, `kill -9`) after the action row and before its outcome; recorded at the next
+    /// start-up, `reason` saying what the kernel table showed then (the connection still there, or gone).
+    case interrupted
 }
 
 /// The connection an action touched, as it was before the action.

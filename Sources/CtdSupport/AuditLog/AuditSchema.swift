@@ -98,6 +98,11 @@ enum AuditSchema {
                 ) STRICT
                 """,
             ]),
+        // Version 3: start-up finds the actions a crash left without an outcome through this index, without reading
+        // the whole trail.
+        Migration(
+            version: 3,
+            statements: ["CREATE INDEX audit_pending ON audit(seq) WHERE outcome = 'pending'"]),
     ]
 
     /// The version this code writes.

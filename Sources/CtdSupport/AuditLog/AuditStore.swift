@@ -116,6 +116,17 @@ public final class AuditStore: Sendable {
     /// - Throws: ``AuditError`` as ``append(_:at:)``; nothing is written then.
     @discardableResult
     public func append(batch entries: [AuditEntry], at time: Double? = nil) throws -> [Int64] {
+        try appendRows(entries, at: time).map(\.seq)
+    }
+
+    /// The same, and the rows' hashes.
+    public func appendReturningHashes(batch entries: [AuditEntry], at time: Double? = nil) throws
+        -> [(seq: Int64, hash: String)]
+    {
+        try appendRows(entries, at: time)
+    }
+
+    private func appendRows(_ entries: [AuditEntry], at time: Double?) throws -> [(seq: Int64, hash: String)] {
         if entries.isEmpty { return [] }
         return try withConnection { db in
             guard !self.isReadOnly else {
@@ -128,7 +139,7 @@ public final class AuditStore: Sendable {
                 var previous = head?.hash ?? AuditChain.genesis
                 let when = time ?? AuditTime.now()
                 let iso = AuditTime.iso(when)
-                var seqs: [Int64] = []
+                var seqs: [(seq: Int64, hash: String)] = []
                 seqs.reserveCapacity(entries.count)
                 let names = AuditEntry.columnNames
                 let insert = try db.prepare(Self.insertSQL(names), doing: "prepare the insert")
@@ -148,7 +159,7 @@ public final class AuditStore: Sendable {
                     _ = try insert.step(doing: "write a row")
                     insert.reset()
                     previous = hash
-                    seqs.append(seq)
+                    seqs.append((seq, hash))
                 }
                 try db.execute("COMMIT", doing: "commit rows")
                 if db.walPages >= WALCheckpointer.thresholdPages { self.checkpointer?.request() }

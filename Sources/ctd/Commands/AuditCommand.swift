@@ -267,6 +267,10 @@ enum AuditTable {
             return reason.isEmpty
                 ? "failed" : "failed: \(reason.count > 80 ? reason.prefix(79) + "…" : Substring(reason))"
         case .pending: return "pending (no outcome recorded)"
+        case .interrupted:
+            let reason = r.reason ?? ""
+            return reason.isEmpty
+                ? "interrupted" : "interrupted: \(reason.count > 100 ? reason.prefix(99) + "…" : Substring(reason))"
         }
     }
 

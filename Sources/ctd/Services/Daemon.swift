@@ -76,6 +76,9 @@ final class Daemon {
                     "cannot read the kernel conntrack table (\(error)); ctd needs CAP_NET_ADMIN and the nf_conntrack module"
             )
         }
+        // Before any call is served: actions a crash left without an outcome get one, from the kernel's table.
+        InterruptedActionRecovery(plugins: plugins, dump: { try kernel.dump($0) }, now: { clock.now() }, logger: logger)
+            .run()
         let table = ConntrackTable(mirror: mirror, kernel: kernel, service: follower, logger: logger)
         let sessions = SessionStore(
             idleTimeout: config.idleTimeout, maxLifetime: config.maxLifetime, maxSessions: config.maxSessions,

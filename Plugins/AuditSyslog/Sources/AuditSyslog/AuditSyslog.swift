@@ -154,12 +154,12 @@ public final class AuditSyslogPlugin: ActionHook {
 
     // MARK: Helpers
 
-    private func configured() throws -> State {
+    func configured() throws -> State {
         guard let s = state.withLock({ $0 }) else { throw PluginError("plugin AuditSyslog is not configured") }
         return s
     }
 
-    private func enqueue(
+    func enqueue(
         _ s: State, count: Int, exempt: Bool, doing what: String, make: (Int, UInt64) -> SyslogMessage
     ) throws -> UInt64 {
         guard count > 0 else { return s.queue.nextSequence }
@@ -182,6 +182,18 @@ public final class AuditSyslogPlugin: ActionHook {
         } catch {
             appendProblem.withLock { $0 = "last append failed: \(error)" }
             throw PluginError("AuditSyslog cannot \(what): \(error)")
+        }
+    }
+}
+
+extension AuditSyslogPlugin: InterruptedActionObserver {
+    /// Queues one `interrupted` outcome message per action (always admitted, like outcomes: the actions were let
+    /// through before the crash).
+    public func observeInterrupted(_ actions: [InterruptedAction]) throws {
+        let s = try configured()
+        let now = Date().timeIntervalSince1970
+        _ = try enqueue(s, count: actions.count, exempt: true, doing: "queue \(actions.count) interrupted outcomes") {
+            i, seq in s.formatter.interrupted(actions[i], event: seq, time: now)
         }
     }
 }

@@ -59,6 +59,30 @@ public struct AuditEventFormatter: Sendable {
             text: sentence(e, outcome: reason.map { "failed: \($0)" } ?? "succeeded"))
     }
 
+    /// The message for an action a crash left without an outcome, recorded at the next start-up by the trail
+    /// `a.recordedBy` (MSGID `outcome`, `outcome="interrupted"`). No `ref`: this plugin's message for the action was
+    /// numbered by the process that died; `audit_ref_seq` (the action's row in the trail) and `audit_seq` /
+    /// `audit_hash` (the interrupted outcome's row) tie it to the chain instead, and `kernel` says what the table
+    /// showed (`present`, `gone`, or `none` for an action on no connection).
+    public func interrupted(_ a: InterruptedAction, event seq: UInt64, time: Double) -> SyslogMessage {
+        let e = a.event
+        var p: [(name: String, value: String)] = [("event", String(seq)), ("action", e.kind.rawValue)]
+        p += common(e)
+        p.append(("outcome", "interrupted"))
+        p.append(("reason", a.reason))
+        p.append(("kernel", a.connectionPresent.map { $0 ? "present" : "gone" } ?? "none"))
+        p.append(("recorded_by", a.recordedBy))
+        if let r = a.actionRecord { p.append(("audit_ref_seq", String(r.seq))) }
+        if let r = a.outcomeRecord {
+            p.append(("audit_seq", String(r.seq)))
+            p.append(("audit_hash", r.hash))
+        }
+        p += details(e)
+        return message(
+            severity: .warning, time: time, msgID: "outcome", parameters: p,
+            text: sentence(e, outcome: "interrupted: \(a.reason)"))
+    }
+
     private func common(_ e: ActionEvent) -> [(name: String, value: String)] {
         [
             ("procedure", e.procedure), ("user", e.user),

@@ -1,0 +1,66 @@
+/// An action row that has no outcome row: the daemon stopped between the two (docs/audit.md, "Crash recovery").
+public struct AuditUnfinishedAction: Sendable, Equatable {
+    /// The action row's `seq`.
+    public var seq: Int64
+    /// The action row's chain hash.
+    public var hash: String
+    /// The row as it was appended.
+    public var entry: AuditEntry
+}
+
+extension AuditStore {
+    /// The action rows still `pending` with no outcome row, oldest first. Read through the partial index
+    /// `audit_pending` (schema version 3), so the cost is the number of pending rows, not the trail's length.
+    /// - Throws: ``AuditError`` when the database cannot be read.
+    public func unfinishedActions() throws -> [AuditUnfinishedAction] {
+        let sql = """
+            SELECT a.seq, a.hash, a.action, a.procedure, a.user, a.roles, a.client, a.conn_id, a.l3proto, a.l4proto,
+                   a.orig_src, a.orig_dst, a.orig_sport, a.orig_dport, a.repl_src, a.repl_dst, a.repl_sport,
+                   a.repl_dport, a.mark, a.timeout, a.zone, a.field, a.new_value
+            FROM audit a INDEXED BY audit_pending
+            WHERE a.outcome = 'pending' AND a.action <> 'outcome'
+              AND NOT EXISTS (SELECT 1 FROM audit o WHERE o.ref_seq = a.seq AND o.action = 'outcome')
+            ORDER BY a.seq
+            """
+        return try withConnection { db in
+            try db.execute("BEGIN", doing: "start a read")
+            defer { try? db.execute("COMMIT", doing: "end a read") }
+            let s = try db.prepare(sql, doing: "read the actions without an outcome")
+            defer { s.reset() }
+            var out: [AuditUnfinishedAction] = []
+            while try s.step(doing: "read the actions without an outcome") {
+                func text(_ i: Int32) -> String? { s.column(i).text }
+                func int(_ i: Int32) -> Int64? { s.column(i).integer }
+                func number<T: FixedWidthInteger>(_ i: Int32) -> T { int(i).flatMap { T(exactly: $0) } ?? 0 }
+                var connection: AuditConnection?
+                if let id = int(7).flatMap({ UInt32(exactly: $0) }), let l3 = text(8) {
+                    connection = AuditConnection(
+                        id: id, l3proto: l3, l4proto: number(9),
+                        origSource: text(10) ?? "", origDestination: text(11) ?? "",
+                        origSourcePort: number(12), origDestinationPort: number(13),
+                        replySource: text(14) ?? "", replyDestination: text(15) ?? "",
+                        replySourcePort: number(16), replyDestinationPort: number(17),
+                        mark: number(18), timeout: number(19), zone: number(20))
+                }
+                let entry = AuditEntry(
+                    action: AuditAction(rawValue: text(2) ?? ""), procedure: text(3) ?? "", user: text(4) ?? "",
+                    roles: (text(5) ?? "").split(separator: ",").map(String.init), client: text(6) ?? "",
+                    connection: connection, field: text(21), newValue: text(22))
+                out.append(AuditUnfinishedAction(seq: int(0) ?? 0, hash: text(1) ?? "", entry: entry))
+            }
+            return out
+        }
+    }
+
+    /// Appends an `interrupted` outcome row for each action (one transaction, durable when it returns).
+    /// - Parameter actions: the action row's `seq` and entry, and the reason (what the kernel table showed).
+    /// - Returns: the outcome rows' `seq` and hash, in order.
+    /// - Throws: ``AuditError``; nothing is written then.
+    public func appendInterrupted(_ actions: [(seq: Int64, entry: AuditEntry, reason: String)]) throws
+        -> [(seq: Int64, hash: String)]
+    {
+        try appendReturningHashes(
+            batch: actions.map { AuditEntry.outcome(of: $0.entry, seq: $0.seq, outcome: .interrupted, reason: $0.reason) }
+        )
+    }
+}
