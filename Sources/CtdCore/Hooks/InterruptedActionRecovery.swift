@@ -123,32 +123,32 @@ public struct InterruptedActionRecovery {
         return found
     }
 
-    /// What the kernel's state says about the action, in one sentence.
+    /// What the kernel's state says about the action, in one sentence; the finding first (the outcome
+    /// `interrupted` already says that the daemon stopped before recording one).
     static func reason(_ event: ActionEvent, current: ConnectionInfo?) -> String {
         guard let before = event.connection else {
-            return "the daemon stopped before the outcome was recorded (no kernel state to check)"
+            return "stopped before the outcome was recorded (no kernel state to check)"
         }
         switch event.kind {
         case .kill:
             return current == nil
-                ? "the daemon stopped before the outcome was recorded; at restart the connection is gone from the kernel table (the kill reached it, or it ended otherwise)"
-                : "the daemon stopped before the outcome was recorded; at restart the connection is still in the kernel table (the kill did not reach it)"
+                ? "the connection is gone from the kernel table at restart: the kill reached it, or it ended otherwise"
+                : "the connection is still in the kernel table at restart: the kill did not reach it"
         case .change:
-            guard let current else {
-                return "the daemon stopped before the outcome was recorded; at restart the connection is gone from the kernel table"
-            }
+            guard let current else { return "the connection is gone from the kernel table at restart" }
             if event.field == "mark", let wanted = event.newValue.flatMap(UInt32.init) {
-                let prefix = "the daemon stopped before the outcome was recorded; at restart the connection has mark \(current.mark)"
+                let prefix = "at restart the connection has mark \(current.mark)"
                 if current.mark == wanted {
                     return prefix + ", the requested value"
-                        + (before.mark == wanted ? " (it had that mark before too)" : " (the change reached it)")
+                        + (before.mark == wanted ? " (it had that mark before too)" : ": the change reached it")
                 }
                 return prefix + ", not the requested \(wanted)"
-                    + (current.mark == before.mark ? " (the change did not reach it)" : "")
+                    + (current.mark == before.mark ? ": the change did not reach it" : "")
             }
-            return "the daemon stopped before the outcome was recorded; at restart the connection is still in the kernel table (\(event.field ?? "the field") \(event.field == "timeout" ? "\(current.timeout) s left" : "unknown"): whether the change reached it cannot be told)"
+            return "the connection is still in the kernel table at restart; whether the \(event.field ?? "") change "
+                + "reached it cannot be told from the table"
         default:
-            return "the daemon stopped before the outcome was recorded"
+            return "stopped before the outcome was recorded"
         }
     }
 
