@@ -6,7 +6,10 @@ made with sqlite3 or a text edit on a copy.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import time
 import threading
 from pathlib import Path
 
@@ -113,3 +116,94 @@ def test_backup_toAnExistingFile_isRefusedAndTheFileIsLeftAlone(ctd, tmp_path):
     missing = _audit("backup", "--db", tmp_path / "nope.db", tmp_path / "x.db", check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def _sqlite(db: Path, sql: str) -> str:
+    p = subprocess.run(["sqlite3", str(db), sql], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def _copy(db: Path, dest: Path) -> Path:
+    _sqlite(db, f".backup {dest}")
+    return dest
+
+
+def test_prune_whileCtdRuns_isAuditedAndTheRestVerifies_andTamperingAfterItFails(ctd, tmp_path):
+    c, db = _audited(ctd, tmp_path)
+    pub = _pubkey(db, tmp_path)
+    rpc, sid = c.login()
+    e = ct_insert("tcp", "10.75.0.1", "10.75.0.2", 4200, 80, timeout=600, mark=1, state="ESTABLISHED")
+    _visible(rpc, sid, e)
+    for mark in range(2, 12):
+        rpc.change(sid, "mark", str(e["id"]), mark)
+    old_rows = _count(db)
+    cutoff = time.time()
+    wait_for(time.time, timeout=5, done=lambda t: t > cutoff + 0.01, what="the clock past the cut-off")
+    for mark in range(12, 17):
+        rpc.change(sid, "mark", str(e["id"]), mark)
+
+    p = _audit("prune", "--db", db, "--before", f"{cutoff:.6f}")
+    assert p.stdout.startswith(f"pruned rows 1 to {old_rows} ({old_rows} rows); the trail now starts at seq "
+                               f"{old_rows + 1}, anchored by signed checkpoint "), p.stdout
+    prune_cp = int(p.stdout.split("anchored by signed checkpoint ")[1].split()[0])
+    assert _sqlite(db, "SELECT count(*) FROM audit WHERE seq <= %d" % old_rows) == "0"
+    # ctd goes on writing after the prune, and the whole remainder verifies with the key.
+    rpc.change(sid, "mark", str(e["id"]), 99)
+    assert c.stop() == 0
+    ok = _audit("verify", "--db", db, "--pubkey", pub)
+    assert ok.stdout.startswith(f"ok: {_count(db)} rows (seq {old_rows + 1} to "), ok.stdout
+    assert f"rows 1 to {old_rows} were pruned, checkpoint {prune_cp}), chain intact, anchored up to seq" in ok.stdout
+    assert "not yet anchored" not in ok.stdout, ok.stdout
+    assert _audit("verify", "--db", db).stdout.startswith("ok: ")
+    # The prune is in the trail: who, when, what, and its outcome.
+    listing = _audit("list", "--db", db, "--action", "prune").stdout.splitlines()
+    assert len(listing) == 2 and " root " in listing[1] and "before=" in listing[1], listing
+    assert "succeeded" in listing[1], listing
+    prune_rows = [r for r in json.loads(_audit("export", "--db", db, "--format", "json", "--action", "prune").stdout)]
+    assert prune_rows[0]["reason"].startswith(f"removed rows 1 to {old_rows} ({old_rows} rows)")
+    # The trigger is back: a plain DELETE is still refused.
+    bad = subprocess.run(["sqlite3", str(_copy(db, tmp_path / "t0.db")), f"DELETE FROM audit WHERE seq = {old_rows + 1}"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "append-only" in bad.stderr
+
+    # Tampering after the prune, each on a copy.
+    first = old_rows + 1
+    cut = _copy(db, tmp_path / "t1.db")  # the first kept rows deleted as if pruned
+    _sqlite(cut, f"DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq <= {first + 1}")
+    r = _audit("verify", "--db", cut, check=False)
+    assert r.returncode == 1 and f"FAILED at seq {first}: rows {first} to {first + 1} are missing" in r.stdout, r.stdout
+    moved = _copy(db, tmp_path / "t2.db")  # ... and the prune checkpoint moved to cover them: its signature breaks
+    _sqlite(moved, f"DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq <= {first + 1}; "
+                   "DROP TRIGGER checkpoint_no_update; UPDATE checkpoint SET head_seq = "
+                   f"{first + 1}, head_hash = (SELECT prev_hash FROM audit WHERE seq = {first + 2}) "
+                   f"WHERE number = {prune_cp}")
+    assert _audit("verify", "--db", moved).returncode == 0  # the chain alone cannot tell
+    r = _audit("verify", "--db", moved, "--pubkey", pub, check=False)
+    assert r.returncode == 1 and f"checkpoint {prune_cp}'s signature is not valid" in r.stdout, r.stdout
+    gone = _copy(db, tmp_path / "t3.db")  # the prune checkpoint deleted
+    _sqlite(gone, f"DROP TRIGGER checkpoint_no_delete; DELETE FROM checkpoint WHERE number = {prune_cp}")
+    r = _audit("verify", "--db", gone, check=False)
+    assert r.returncode == 1 and f"rows 1 to {old_rows} are missing" in r.stdout, r.stdout
+    r = _audit("verify", "--db", gone, "--pubkey", pub, check=False)
+    assert r.returncode == 1 and f"rows 1 to {old_rows} are missing" in r.stdout, r.stdout
+    edited = _copy(db, tmp_path / "t4.db")  # a kept row edited
+    _sqlite(edited, f"DROP TRIGGER audit_no_update; UPDATE audit SET new_value = '1313' WHERE seq = {first + 2}")
+    r = _audit("verify", "--db", edited, "--pubkey", pub, check=False)
+    assert r.returncode == 1 and f"FAILED at seq {first + 2}: the row was changed" in r.stdout, r.stdout
+
+
+def test_prune_withAFutureTimeOrAnotherKey_isRefusedAndNothingIsRemoved(ctd, tmp_path):
+    c, db = _audited(ctd, tmp_path)
+    c.login()
+    before = _count(db)
+    p = _audit("prune", "--db", db, "--before", "2999-01-01T00:00:00Z", check=False)
+    assert p.returncode == 2 and "--before must be in the past" in p.stderr, p.stderr
+    other = tmp_path / "other.key"
+    other.write_text("ctd-audit-ed25519-private " + "22" * 32 + "\n")
+    other.chmod(0o600)
+    p = _audit("prune", "--db", db, "--before", "2000-01-01T00:00:00Z", "--key", other, check=False)
+    assert p.returncode == 2 and "is not the key that signed this trail's checkpoints" in p.stderr, p.stderr
+    p = _audit("prune", "--db", db, "--before", "yesterday", check=False)
+    assert p.returncode != 0 and "--before must be epoch seconds or an ISO 8601 time" in p.stderr, p.stderr
+    assert _count(db) >= before and _sqlite(db, "SELECT min(seq) FROM audit") == "1"

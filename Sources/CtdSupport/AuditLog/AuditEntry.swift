@@ -16,11 +16,13 @@ public struct AuditAction: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let denied = AuditAction(rawValue: "denied")
     /// An `audit_list` call: an admin reading this trail over XML-RPC (`field` "filters", `new_value` what was asked).
     public static let auditRead = AuditAction(rawValue: "audit_read")
+    /// `ctd audit prune`: rows older than `new_value` removed from the start of the trail (docs/audit.md).
+    public static let prune = AuditAction(rawValue: "prune")
     /// The outcome of the action row named by `ref_seq`.
     public static let outcome = AuditAction(rawValue: "outcome")
 
     /// The kinds a filter may name (`outcome` rows are shown with their action, never alone).
-    public static let filterable: [AuditAction] = [.login, .kill, .change, .denied, .auditRead]
+    public static let filterable: [AuditAction] = [.login, .kill, .change, .denied, .auditRead, .prune]
 
     /// The stored text.
     public var description: String { rawValue }

@@ -61,10 +61,7 @@ enum AuditSchema {
                 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
                 BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END
                 """,
-                """
-                CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-                BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END
-                """,
+                noDeleteTrigger,
             ]),
         // Version 2: signed checkpoints of the chain's head (docs/audit.md) and the writer sessions that let
         // `verify` tell a copy made without its -wal file.
@@ -104,6 +101,12 @@ enum AuditSchema {
             version: 3,
             statements: ["CREATE INDEX audit_pending ON audit(seq) WHERE outcome = 'pending'"]),
     ]
+
+    /// The guard against deleting rows; `ctd audit prune` drops and recreates it inside its transaction.
+    static let noDeleteTrigger = """
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END
+        """
 
     /// The version this code writes.
     static var latestVersion: Int { migrations.last?.version ?? 0 }

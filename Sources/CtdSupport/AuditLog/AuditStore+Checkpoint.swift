@@ -9,23 +9,9 @@ extension AuditStore {
             try db.execute("BEGIN IMMEDIATE", doing: "take the write lock")
             do {
                 let head = try Self.head(db)
-                let last = try db.scalar("SELECT max(number) FROM checkpoint", doing: "read the last checkpoint")
-                var c = AuditCheckpoint(
-                    number: (last.integer ?? 0) + 1,
-                    timeMilliseconds: Int64(((time ?? AuditTime.now()) * 1000).rounded()),
-                    kind: kind, headSeq: head?.seq ?? 0, headHash: head?.hash ?? AuditChain.genesis,
-                    publicKey: key.publicKeyHex, signature: "")
-                c.signature = AuditSigningKey.hex(try key.sign(c.message))
-                let insert = try db.prepare(
-                    "INSERT INTO checkpoint (number, time_ms, kind, head_seq, head_hash, public_key, signature) "
-                        + "VALUES (?, ?, ?, ?, ?, ?, ?)", doing: "prepare the checkpoint")
-                try insert.bind(
-                    [
-                        .integer(c.number), .integer(c.timeMilliseconds), .text(c.kind), .integer(c.headSeq),
-                        .text(c.headHash), .text(c.publicKey), .text(c.signature),
-                    ], doing: "write a checkpoint")
-                _ = try insert.step(doing: "write a checkpoint")
-                insert.reset()
+                let c = try Self.insertCheckpoint(
+                    db, kind: kind, key: key, headSeq: head?.seq ?? 0, headHash: head?.hash ?? AuditChain.genesis,
+                    at: time)
                 try db.execute("COMMIT", doing: "commit the checkpoint")
                 return c
             } catch {
@@ -33,6 +19,28 @@ extension AuditStore {
                 throw error
             }
         }
+    }
+
+    /// Signs `headSeq`/`headHash` as checkpoint number max+1 inside the caller's write transaction.
+    static func insertCheckpoint(
+        _ db: SQLiteConnection, kind: String, key: AuditSigningKey, headSeq: Int64, headHash: String, at time: Double?
+    ) throws -> AuditCheckpoint {
+        let last = try db.scalar("SELECT max(number) FROM checkpoint", doing: "read the last checkpoint")
+        var c = AuditCheckpoint(
+            number: (last.integer ?? 0) + 1, timeMilliseconds: Int64(((time ?? AuditTime.now()) * 1000).rounded()),
+            kind: kind, headSeq: headSeq, headHash: headHash, publicKey: key.publicKeyHex, signature: "")
+        c.signature = AuditSigningKey.hex(try key.sign(c.message))
+        let insert = try db.prepare(
+            "INSERT INTO checkpoint (number, time_ms, kind, head_seq, head_hash, public_key, signature) "
+                + "VALUES (?, ?, ?, ?, ?, ?, ?)", doing: "prepare the checkpoint")
+        try insert.bind(
+            [
+                .integer(c.number), .integer(c.timeMilliseconds), .text(c.kind), .integer(c.headSeq),
+                .text(c.headHash), .text(c.publicKey), .text(c.signature),
+            ], doing: "write a checkpoint")
+        _ = try insert.step(doing: "write a checkpoint")
+        insert.reset()
+        return c
     }
 
     /// Records that a writer has the file open and copies the WAL into the main file, so that a copy of the main
@@ -111,7 +119,7 @@ extension AuditStore {
             if let failure { return "FAILED: \(failure)" }
             guard let last = lastCheckpoint else { return chain.description }
             var line =
-                "ok: \(chain.rows) rows, chain intact, anchored up to seq \(last.headSeq) by signed checkpoint "
+                "ok: \(chain.rows) rows\(chain.prunedNote), chain intact, anchored up to seq \(last.headSeq) by signed checkpoint "
                 + "\(last.number) (head seq \(chain.headSeq), hash \(chain.headHash))"
             if unanchoredRows > 0 {
                 line += "; \(unanchoredRows) rows after seq \(last.headSeq) are not yet anchored (not proven)"
@@ -174,7 +182,9 @@ extension AuditStore {
                         + (walMissing ? " (or this copy lacks its -wal file)" : "")
                     return
                 }
-                if c.headSeq > 0 {
+                // A checkpoint of a pruned row: its signature is checked above, its row is gone on purpose (the
+                // prune checkpoint's hash is the one the first kept row links to, checked by the chain).
+                if c.headSeq > 0 && c.headSeq > chain.prunedThrough {
                     try rowHash.bind([.integer(c.headSeq)], doing: "read a row's hash")
                     let has = try rowHash.step(doing: "read a row's hash")
                     let stored = has ? rowHash.column(0).text : nil

@@ -27,15 +27,25 @@ public struct VerifyReport: Sendable, Equatable, CustomStringConvertible {
     public var problem: Problem?
     /// Things that do not break the chain but deserve attention (e.g. an append-only trigger was dropped).
     public var warnings: [String]
+    /// When the trail was pruned: the last removed row's `seq` (the chain starts after it), else 0.
+    public var prunedThrough: Int64 = 0
+    /// The checkpoint of kind `prune` whose head the first row links to, when the trail was pruned.
+    public var pruneCheckpoint: Int64?
 
     /// Whether every row is as it was written and none is missing (before the last one: see the README on
     /// truncation).
     public var isIntact: Bool { problem == nil }
 
+    /// ` (seq P+1 to S; rows 1 to P were pruned, checkpoint K)` when the trail was pruned.
+    var prunedNote: String {
+        guard prunedThrough > 0, let k = pruneCheckpoint else { return "" }
+        return " (seq \(prunedThrough + 1) to \(headSeq); rows 1 to \(prunedThrough) were pruned, checkpoint \(k))"
+    }
+
     /// One line: `ok: N rows, chain intact (head …)` or what is wrong where.
     public var description: String {
         guard let problem else {
-            return "ok: \(rows) \(rows == 1 ? "row" : "rows"), chain intact (head seq \(headSeq), hash \(headHash))"
+            return "ok: \(rows) \(rows == 1 ? "row" : "rows")\(prunedNote), chain intact (head seq \(headSeq), hash \(headHash))"
         }
         let seq = firstBadSeq.map(String.init) ?? "?"
         switch problem {
@@ -106,6 +116,24 @@ extension AuditStore {
             let refIndex = names.firstIndex(of: "ref_seq")
             var expected: Int64 = 1
             var previousHash = AuditChain.genesis
+            // A pruned trail starts after the newest prune checkpoint's head and links to its hash (the signature
+            // is checked by the anchored verify, with the public key).
+            if try Self.hasTable(db, "checkpoint") {
+                let p = try db.prepare(
+                    "SELECT number, head_seq, head_hash FROM checkpoint WHERE kind = 'prune' ORDER BY head_seq DESC LIMIT 1",
+                    doing: "read the prune checkpoint")
+                if try p.step(doing: "read the prune checkpoint"), let n = p.column(0).integer,
+                    let through = p.column(1).integer, let hash = p.column(2).text, through > 0
+                {
+                    expected = through + 1
+                    previousHash = hash
+                    report.prunedThrough = through
+                    report.pruneCheckpoint = n
+                    report.headSeq = through
+                    report.headHash = hash
+                }
+                p.reset()
+            }
             let layout = AuditChain.Layout(names: names)
             var values = [SQLValue](repeating: .null, count: names.count)
             var canonical: [UInt8] = []
@@ -114,6 +142,13 @@ extension AuditStore {
                 guard let seq = values[seqIndex].integer else {
                     report.firstBadSeq = expected
                     report.problem = .malformedRow("a row after seq \(expected - 1) has no integer seq")
+                    return report
+                }
+                if seq < expected {
+                    report.firstBadSeq = seq
+                    report.problem = .malformedRow(
+                        "the trail was pruned through seq \(expected - 1) (checkpoint \(report.pruneCheckpoint ?? 0)), "
+                            + "but row \(seq) is still there")
                     return report
                 }
                 if seq != expected {
@@ -133,6 +168,13 @@ extension AuditStore {
                     return report
                 }
                 if values[prevIndex] != .text(previousHash) {
+                    if seq == report.prunedThrough + 1 && report.prunedThrough > 0 {
+                        report.firstBadSeq = seq
+                        report.problem = .malformedRow(
+                            "the first row after the pruned prefix does not link to the head checkpoint "
+                                + "\(report.pruneCheckpoint ?? 0) signed (prev_hash differs from its head_hash)")
+                        return report
+                    }
                     if seq == 1 {
                         report.firstBadSeq = 1
                         report.problem = .malformedRow("the first row's prev_hash is not the genesis value (64 zeros)")

@@ -134,33 +134,7 @@ public final class AuditStore: Sendable {
             }
             try db.execute("BEGIN IMMEDIATE", doing: "take the write lock")
             do {
-                let head = try Self.head(db)
-                var seq = head?.seq ?? 0
-                var previous = head?.hash ?? AuditChain.genesis
-                let when = time ?? AuditTime.now()
-                let iso = AuditTime.iso(when)
-                var seqs: [(seq: Int64, hash: String)] = []
-                seqs.reserveCapacity(entries.count)
-                let names = AuditEntry.columnNames
-                let insert = try db.prepare(Self.insertSQL(names), doing: "prepare the insert")
-                var values = [SQLValue](repeating: .null, count: names.count)
-                var canonical: [UInt8] = []
-                canonical.reserveCapacity(1024)
-                var roles: (list: [String], text: String) = ([], "")
-                for entry in entries {
-                    seq += 1
-                    if entry.roles != roles.list { roles = (entry.roles, entry.rolesText) }
-                    entry.values(
-                        seq: seq, time: when, iso: iso, roles: roles.text, previousHash: previous, into: &values)
-                    Self.layout.canonical(values, into: &canonical)
-                    let hash = try AuditChain.sha256Hex(canonical)
-                    values[names.count - 1] = .text(hash)
-                    try insert.bind(values, doing: "write a row")
-                    _ = try insert.step(doing: "write a row")
-                    insert.reset()
-                    previous = hash
-                    seqs.append((seq, hash))
-                }
+                let seqs = try Self.insertRows(db, entries, at: time)
                 try db.execute("COMMIT", doing: "commit rows")
                 if db.walPages >= WALCheckpointer.thresholdPages { self.checkpointer?.request() }
                 return seqs
@@ -169,6 +143,39 @@ public final class AuditStore: Sendable {
                 throw error
             }
         }
+    }
+
+    /// Appends rows after the head inside the caller's write transaction.
+    static func insertRows(_ db: SQLiteConnection, _ entries: [AuditEntry], at time: Double?) throws
+        -> [(seq: Int64, hash: String)]
+    {
+        let head = try Self.head(db)
+        var seq = head?.seq ?? 0
+        var previous = head?.hash ?? AuditChain.genesis
+        let when = time ?? AuditTime.now()
+        let iso = AuditTime.iso(when)
+        var seqs: [(seq: Int64, hash: String)] = []
+        seqs.reserveCapacity(entries.count)
+        let names = AuditEntry.columnNames
+        let insert = try db.prepare(Self.insertSQL(names), doing: "prepare the insert")
+        var values = [SQLValue](repeating: .null, count: names.count)
+        var canonical: [UInt8] = []
+        canonical.reserveCapacity(1024)
+        var roles: (list: [String], text: String) = ([], "")
+        for entry in entries {
+            seq += 1
+            if entry.roles != roles.list { roles = (entry.roles, entry.rolesText) }
+            entry.values(seq: seq, time: when, iso: iso, roles: roles.text, previousHash: previous, into: &values)
+            Self.layout.canonical(values, into: &canonical)
+            let hash = try AuditChain.sha256Hex(canonical)
+            values[names.count - 1] = .text(hash)
+            try insert.bind(values, doing: "write a row")
+            _ = try insert.step(doing: "write a row")
+            insert.reset()
+            previous = hash
+            seqs.append((seq, hash))
+        }
+        return seqs
     }
 
     /// The last row's `seq` and `hash` (an anchor worth writing somewhere else), or `nil` when the table is empty.

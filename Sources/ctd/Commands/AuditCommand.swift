@@ -11,7 +11,7 @@ import PluginHost
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "Check and read an AuditSQLite audit trail.",
-        subcommands: [Verify.self, List.self, Export.self, PublicKey.self, Backup.self])
+        subcommands: [Verify.self, List.self, Export.self, PublicKey.self, Backup.self, Prune.self])
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
