@@ -207,3 +207,136 @@ def test_prune_withAFutureTimeOrAnotherKey_isRefusedAndNothingIsRemoved(ctd, tmp
     p = _audit("prune", "--db", db, "--before", "yesterday", check=False)
     assert p.returncode != 0 and "--before must be epoch seconds or an ISO 8601 time" in p.stderr, p.stderr
     assert _count(db) >= before and _sqlite(db, "SELECT min(seq) FROM audit") == "1"
+
+
+def _manifest_trail(ctd, tmp_path):
+    """A trail with a failed login (a user name with a quote, a comma and a line break, which ctd stores with `?`
+    for each; empty roles), changes and a kill, closed by ctd's shutdown checkpoint."""
+    c, db = _audited(ctd, tmp_path)
+    rpc, sid = c.login()
+    try:
+        c.proxy().login('we"ird,\nname', "wrong")
+    except Exception:
+        pass
+    e = ct_insert("tcp", "10.76.0.1", "10.76.0.2", 4300, 80, timeout=600, mark=1, state="ESTABLISHED")
+    _visible(rpc, sid, e)
+    for mark in (5, 6, 7):
+        rpc.change(sid, "mark", str(e["id"]), mark)
+    assert rpc.kill(sid, [str(e["id"])])["killed"] == 1
+    assert c.stop() == 0
+    return db, _pubkey(db, tmp_path)
+
+
+def _verify_export(path: Path, pub: Path) -> subprocess.CompletedProcess:
+    return _audit("verify", "--export", path, "--pubkey", pub, check=False)
+
+
+def test_exportWithManifest_jsonAndCsv_verifyOffline_andEachTamperingFails(ctd, tmp_path):
+    db, pub = _manifest_trail(ctd, tmp_path)
+    rows = _count(db)
+    js, cs = tmp_path / "trail.json", tmp_path / "trail.csv"
+    p = _audit("export", "--db", db, "--format", "json", "--manifest", "--output", js)
+    assert p.stdout.startswith(f"exported rows 1 to {rows} ({rows} rows) to {js} with its manifest inside"), p.stdout
+    p = _audit("export", "--db", db, "--format", "csv", "--manifest", "--output", cs)
+    assert f"with its manifest {cs}.manifest.json" in p.stdout, p.stdout
+    for f in (js, cs):
+        ok = _verify_export(f, pub)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert ok.stdout.startswith(f"ok: export of {rows} rows, seq 1 to {rows} (from the first row of the trail)")
+    # Readable by ordinary tools: Python's csv and json modules see every row, the awkward name intact.
+    import csv
+    with open(cs, newline="") as f:
+        parsed = list(csv.DictReader(f))
+    assert len(parsed) == rows and any(r["user"] == "we?ird??name" and r["roles"] == "" for r in parsed)
+    doc = json.loads(js.read_text())
+    assert len(doc["rows"]) == rows and doc["manifest"]["checkpoint"]["head_seq"] == rows
+    assert any(r["user"] == "we?ird??name" and r["roles"] == "" and r["conn_id"] is None for r in doc["rows"])
+    # An existing file is never overwritten.
+    again = _audit("export", "--db", db, "--format", "json", "--manifest", "--output", js, check=False)
+    assert again.returncode == 2 and "it exists" in again.stderr
+
+    def tampered(name: str, edit) -> Path:
+        d = json.loads(js.read_text())
+        edit(d)
+        out = tmp_path / name
+        out.write_text(json.dumps(d))
+        return out
+
+    def fails(path: Path, sentence: str):
+        r = _verify_export(path, pub)
+        assert r.returncode == 1 and r.stdout.startswith("FAILED: ") and sentence in r.stdout, r.stdout
+
+    mid = rows // 2
+    fails(tampered("edited.json", lambda d: d["rows"][mid - 1].update(user="mallory")),
+          f"row seq {mid} was changed after it was exported")
+    fails(tampered("dropped.json", lambda d: d["rows"].pop(mid - 1)),
+          f"the export jumps from seq {mid - 1} to {mid + 1}: rows {mid} to {mid} were removed")
+    fails(tampered("tail.json", lambda d: d["rows"].pop()),
+          f"the export ends at seq {rows - 1}, but its signed checkpoint")
+    fails(tampered("tail-and-manifest.json",
+                   lambda d: (d["rows"].pop(), d["manifest"].update(last_seq=rows - 1, rows=rows - 1,
+                                                                     head_hash=d["rows"][-1]["hash"]))),
+          "the manifest was edited: it names seq")
+    fails(tampered("signature.json", lambda d: d["manifest"]["checkpoint"].update(head_seq=rows - 1)),
+          "signature in the manifest is not valid for the given public key")
+    fails(tampered("count.json", lambda d: d["manifest"].update(rows=rows + 1)),
+          f"the manifest says {rows + 1} rows, the export has {rows}")
+    fails(tampered("head.json",
+                   lambda d: (d["rows"].pop(0), d["manifest"].update(first_seq=2, rows=rows - 1,
+                                                                     first_prev_hash=d["rows"][0]["prev_hash"]))),
+          "the export starts at seq 2 with no signed prune checkpoint")
+    # CSV: a text edit of one field, a dropped line, an edited sidecar manifest.
+    lines = cs.read_bytes().split(b"\r\n")
+    edited = tmp_path / "edited.csv"
+    edited.write_bytes(b"\r\n".join(lines).replace(b'"mark","7"', b'"mark","8"', 1))
+    (tmp_path / "edited.csv.manifest.json").write_bytes(Path(f"{cs}.manifest.json").read_bytes())
+    assert edited.read_bytes() != cs.read_bytes()
+    fails(edited, "was changed after it was exported")
+    dropped = tmp_path / "dropped.csv"
+    header_and_rows = [line for line in lines if line]
+    # The line of the row with seq == mid (a row's first field is its seq; the user with a line break spans two).
+    k = next(i for i, line in enumerate(header_and_rows) if line.startswith(f"{mid},".encode()))
+    dropped.write_bytes(b"\r\n".join(header_and_rows[:k] + header_and_rows[k + 1:]) + b"\r\n")
+    (tmp_path / "dropped.csv.manifest.json").write_bytes(Path(f"{cs}.manifest.json").read_bytes())
+    fails(dropped, f"rows {mid} to {mid} were removed")
+    m = json.loads(Path(f"{cs}.manifest.json").read_text())
+    m["checkpoint"]["number"] += 1
+    manifest_edit = tmp_path / "manifest.csv"
+    manifest_edit.write_bytes(cs.read_bytes())
+    Path(f"{manifest_edit}.manifest.json").write_text(json.dumps(m))
+    fails(manifest_edit, "signature in the manifest is not valid")
+    other = tmp_path / "other.pub"
+    other.write_text("ctd-audit-ed25519-public " + "11" * 32 + "\n")
+    r = _verify_export(js, other)
+    assert r.returncode == 1 and "was not signed by the given public key" in r.stdout, r.stdout
+
+
+def test_exportWithManifest_ofAPrunedTrail_startsAtItsSignedPruneCheckpoint(ctd, tmp_path):
+    db, pub = _manifest_trail(ctd, tmp_path)
+    cutoff = time.time()
+    wait_for(time.time, timeout=5, done=lambda t: t > cutoff + 0.01, what="the clock past the cut-off")
+    pruned = _audit("prune", "--db", db, "--before", f"{cutoff:.6f}").stdout
+    through = int(pruned.split("pruned rows 1 to ")[1].split()[0])
+    out = tmp_path / "pruned.json"
+    _audit("export", "--db", db, "--format", "json", "--manifest", "--output", out)
+    # CSV too: the prune's outcome reason has a comma and a semicolon, quoted in the file.
+    _audit("export", "--db", db, "--format", "csv", "--manifest", "--output", tmp_path / "pruned.csv")
+    assert f'"removed rows 1 to {through} ({through} rows); the trail starts at seq {through + 1}, anchored by '.encode() \
+        in (tmp_path / "pruned.csv").read_bytes()
+    for f in (out, tmp_path / "pruned.csv"):
+        ok = _verify_export(f, pub)
+        assert ok.returncode == 0, ok.stdout
+        assert f"seq {through + 1} to " in ok.stdout and f"after the pruned prefix (rows 1 to {through}" in ok.stdout
+    d = json.loads(out.read_text())
+    d["rows"].pop(0)
+    d["manifest"].update(first_seq=through + 2, rows=len(d["rows"]), first_prev_hash=d["rows"][0]["prev_hash"])
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps(d))
+    r = _verify_export(cut, pub)
+    assert r.returncode == 1 and f"rows {through + 1} to {through + 1} were removed from its start" in r.stdout, \
+        r.stdout
+    bad = _audit("export", "--db", db, "--format", "csv", "--manifest", check=False)
+    assert bad.returncode != 0 and "--manifest needs --output FILE" in bad.stderr
+    bad = _audit("export", "--db", db, "--format", "csv", "--manifest", "--output", tmp_path / "x.csv", "--user",
+                 "admin", check=False)
+    assert bad.returncode != 0 and "takes no --since, --until, --user" in bad.stderr

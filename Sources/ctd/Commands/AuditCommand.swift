@@ -29,15 +29,32 @@ struct AuditCommand: ParsableCommand {
                 "The number of the last checkpoint the log (or syslog collector) shows: fewer in the file means a truncated tail."
         )
         var expectCheckpoint: Int64?
+        @Option(
+            name: .long,
+            help: "Check an export made with `export --manifest` (offline, no database) instead of the trail; needs --pubkey.")
+        var export: String?
 
         func run() throws {
-            let path = try location.path()
             let key: [UInt8]?
             do {
                 key = try pubkey.map { try AuditSigningKey.loadPublicKey(path: $0) }
             } catch let e as AuditError {
                 throw ValidationError(e.message)
             }
+            if let export {
+                guard let key else { throw ValidationError("--export needs --pubkey") }
+                let report: AuditManifestVerifier.Report
+                do {
+                    report = try AuditManifestVerifier.verify(path: export, publicKey: key)
+                } catch let e as AuditError {
+                    AuditCommand.standardError("error: \(e.message)")
+                    throw ExitCode(2)
+                }
+                print(report.description)
+                if !report.isIntact { throw ExitCode(1) }
+                return
+            }
+            let path = try location.path()
             if expectCheckpoint != nil && key == nil {
                 throw ValidationError("--expect-checkpoint needs --pubkey")
             }
@@ -157,18 +174,62 @@ struct AuditCommand: ParsableCommand {
         @OptionGroup var filters: Filters
         @Option(name: .long, help: "csv or json.") var format: String
         @Option(name: .long, help: "Only the N most recent matching actions (default: all).") var limit: Int?
+        @Flag(
+            name: .long,
+            help:
+                "Export the chain's rows up to the last signed checkpoint with a manifest that `verify --export FILE --pubkey K` checks offline (needs --output; no filters)."
+        )
+        var manifest = false
+        @Option(name: .long, help: "Write to this new file instead of standard output (CSV: its manifest goes to FILE.manifest.json).")
+        var output: String?
 
         func validate() throws {
             guard AuditExportFormat(rawValue: format.lowercased()) != nil else {
                 throw ValidationError("--format must be csv or json")
             }
             if let limit, limit < 1 { throw ValidationError("--limit must be 1 or more") }
+            if manifest {
+                guard output != nil else { throw ValidationError("--manifest needs --output FILE") }
+                let f = filters
+                if f.since != nil || f.until != nil || f.user != nil || f.action != nil || limit != nil {
+                    throw ValidationError(
+                        "--manifest exports one unbroken range of the chain, so it takes no --since, --until, --user, --action or --limit")
+                }
+            }
         }
 
         func run() throws {
             let filter = try filters.filter()
             let format = AuditExportFormat(rawValue: self.format.lowercased())!
-            let out = FileHandle.standardOutput
+            if manifest, let output {
+                let report = try AuditCommand.open(filters.location.path()) { store in
+                    do {
+                        return try store.exportWithManifest(format: format, to: output)
+                    } catch let error as AuditError {
+                        AuditCommand.standardError("error: \(error.message)")
+                        throw ExitCode(2)
+                    }
+                }
+                print(
+                    "exported rows \(report.firstSeq) to \(report.lastSeq) (\(report.rows) rows) to \(output)"
+                        + (report.manifestPath.map { " with its manifest \($0)" } ?? " with its manifest inside")
+                        + ", anchored by signed checkpoint \(report.checkpoint.number)")
+                if report.unanchoredRows > 0 {
+                    AuditCommand.standardError(
+                        "note: the \(report.unanchoredRows) rows after seq \(report.lastSeq) are not yet anchored by a checkpoint and were not exported")
+                }
+                return
+            }
+            let out: FileHandle
+            if let output {
+                guard !FileManager.default.fileExists(atPath: output),
+                    FileManager.default.createFile(atPath: output, contents: nil, attributes: [.posixPermissions: 0o600]),
+                    let h = FileHandle(forWritingAtPath: output)
+                else { throw ValidationError("cannot create \(output) (an export never overwrites a file)") }
+                out = h
+            } else {
+                out = FileHandle.standardOutput
+            }
             var buffer = [UInt8]()
             buffer.reserveCapacity(1 << 16)
             try AuditCommand.open(filters.location.path()) { store in
