@@ -137,7 +137,9 @@ private func mutable(_ paths: String...) throws {
     #expect(sync == 2)  // FULL
     let attributes = try FileManager.default.attributesOfItem(atPath: path)
     #expect((attributes[.posixPermissions] as? Int) == 0o600)
-    #expect(try run("sqlite3", path, "PRAGMA user_version").out.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
+    #expect(
+        try run("sqlite3", path, "PRAGMA user_version").out.trimmingCharacters(in: .whitespacesAndNewlines)
+            == String(AuditSchema.latestVersion))
 }
 
 @Test func reopen_continuesTheChain() throws {
@@ -668,10 +670,11 @@ private func storeWithAwkwardValues(_ dir: borrowing TempDir) throws -> AuditSto
     try fill(store, actions: 2)
     let v2 =
         AuditSchema.migrations + [
-            AuditSchema.Migration(version: 3, statements: ["ALTER TABLE audit ADD COLUMN session TEXT"])
+            AuditSchema.Migration(
+                version: AuditSchema.latestVersion + 1, statements: ["ALTER TABLE audit ADD COLUMN session TEXT"])
         ]
     try store.withConnection { try AuditSchema.migrate($0, migrations: v2) }
-    #expect(try run("sqlite3", path, "PRAGMA user_version").out.hasPrefix("3"))
+    #expect(try run("sqlite3", path, "PRAGMA user_version").out.hasPrefix(String(AuditSchema.latestVersion + 1)))
     #expect(try store.verify().isIntact)
     // A v2 row with the new column set is covered by its hash too.
     try store.withConnection { try $0.execute("DROP TRIGGER audit_no_update", doing: "tamper") }
