@@ -351,6 +351,15 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     assert from_syslog == from_db
 
     unique = {e["sd"]["event"]: e for e in events}
+    # AuditSQLite comes before AuditSyslog: each message names its trail row (docs/audit.md), one message per row.
+    by_seq = {r["seq"]: r for r in rows}
+    assert sorted(int(e["sd"]["audit_seq"]) for e in unique.values()) == sorted(by_seq)
+    for e in unique.values():
+        r = by_seq[int(e["sd"]["audit_seq"])]
+        assert e["sd"]["audit_hash"] == r["hash"] and e["sd"]["user"] == r["user"], (e["line"], r)
+        assert (e["msgid"] == "outcome") == (r["action"] == "outcome") and e["sd"]["outcome"] == r["outcome"]
+        if r["action"] == "outcome":
+            assert int(e["sd"]["audit_ref_seq"]) == r["ref_seq"]
     bulk = [e for e in unique.values() if e["sd"].get("procedure") == "kill_matching"]
     pending = [e for e in bulk if e["msgid"] == "kill"]
     outcomes = [e for e in bulk if e["msgid"] == "outcome"]

@@ -47,6 +47,8 @@ public final class AuditSQLitePlugin: ActionHook {
     private let timer = Mutex<DispatchSourceTimer?>(nil)
 
     let state = Mutex<State?>(nil)
+    /// The rows of recent actions, for ``ChainedTrailRecorder``.
+    let positions = TrailPositionCache()
     /// The last write failure, until a write succeeds again.
     private let lastFailure = Mutex<String?>(nil)
 
@@ -155,8 +157,9 @@ public final class AuditSQLitePlugin: ActionHook {
 
     public func before(_ event: ActionEvent) throws -> (decision: HookDecision, token: Int64) {
         let entry = Self.entry(for: event)
-        let seq = try write(entry, doing: "record the \(event.kind.rawValue) by \(event.user)")
-        return (.allow, seq)
+        let row = try writeBatch([entry], doing: "record the \(event.kind.rawValue) by \(event.user)")[0]
+        positions.recordActions([row])
+        return (.allow, row.seq)
     }
 
     public func after(_ event: ActionEvent, token: Int64, outcome: ActionOutcome) throws {
@@ -167,13 +170,15 @@ public final class AuditSQLitePlugin: ActionHook {
         @unknown default: (verdict, reason) = (.failed, "outcome unknown to AuditSQLite \(metadata.version)")
         }
         let row = AuditEntry.outcome(of: Self.entry(for: event), seq: token, outcome: verdict, reason: reason)
-        _ = try write(row, doing: "record the outcome of seq \(token)")
+        let written = try writeBatch([row], doing: "record the outcome of seq \(token)")[0]
+        positions.recordOutcomes([(token, written.seq, written.hash)])
     }
 
     /// A bulk kill: every pending row in one transaction, durable before any connection is touched.
     public func before(batch events: [ActionEvent]) throws -> [(decision: HookDecision, token: Int64)] {
-        let seqs = try writeBatch(events.map(Self.entry(for:)), doing: "record \(events.count) actions")
-        return seqs.map { (HookDecision.allow, $0) }
+        let rows = try writeBatch(events.map(Self.entry(for:)), doing: "record \(events.count) actions")
+        positions.recordActions(rows)
+        return rows.map { (HookDecision.allow, $0.seq) }
     }
 
     public func after(batch results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)]) throws {
@@ -186,7 +191,8 @@ public final class AuditSQLitePlugin: ActionHook {
             }
             return AuditEntry.outcome(of: Self.entry(for: r.event), seq: r.token, outcome: verdict, reason: reason)
         }
-        _ = try writeBatch(rows, doing: "record \(rows.count) outcomes")
+        let written = try writeBatch(rows, doing: "record \(rows.count) outcomes")
+        positions.recordOutcomes(zip(results, written).map { ($0.0.token, $0.1.seq, $0.1.hash) })
     }
 
     public var healthProblem: String? {
@@ -210,28 +216,15 @@ public final class AuditSQLitePlugin: ActionHook {
 
     // MARK: Helpers
 
-    private func write(_ entry: AuditEntry, doing what: String) throws -> Int64 {
+    private func writeBatch(_ entries: [AuditEntry], doing what: String) throws -> [(seq: Int64, hash: String)] {
         guard let s = state.withLock({ $0 }) else { throw PluginError("plugin AuditSQLite is not configured") }
         do {
-            let seq = try s.store.append(entry)
+            let seqs = try s.store.appendReturningHashes(batch: entries)
             lastFailure.withLock { $0 = nil }
-            checkpointIfDue(s, head: seq)
-            return seq
-        } catch {
-            // The host logs the error and shows it in `plugins list`; healthProblem keeps it until a write succeeds.
-            lastFailure.withLock { $0 = "last write failed: \(error)" }
-            throw PluginError("cannot \(what): \(error)")
-        }
-    }
-
-    private func writeBatch(_ entries: [AuditEntry], doing what: String) throws -> [Int64] {
-        guard let s = state.withLock({ $0 }) else { throw PluginError("plugin AuditSQLite is not configured") }
-        do {
-            let seqs = try s.store.append(batch: entries)
-            lastFailure.withLock { $0 = nil }
-            if let last = seqs.last { checkpointIfDue(s, head: last) }
+            if let last = seqs.last { checkpointIfDue(s, head: last.seq) }
             return seqs
         } catch {
+            // The host logs the error and shows it in `plugins list`; healthProblem keeps it until a write succeeds.
             lastFailure.withLock { $0 = "last write failed: \(error)" }
             throw PluginError("cannot \(what): \(error)")
         }

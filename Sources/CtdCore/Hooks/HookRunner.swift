@@ -28,13 +28,24 @@ struct HookRunner {
         var result = Batch(
             events: events, tokens: [], approved: Array(repeating: true, count: events.count),
             vetoes: Array(repeating: nil, count: events.count))
+        // The chain's rows of these actions, once a recorder (AuditSQLite) wrote them, for observers after it.
+        var chain: (recorder: any ChainedTrailRecorder, tokens: [Int64])?
         for (info, hook) in plugins.hooks {
             do {
-                let answers = try hook.before(batch: events)
+                let answers: [(decision: HookDecision, token: Int64)]
+                if let observer = hook as? any TrailPositionObserver, let chain {
+                    answers = try observer.before(
+                        batch: events, positions: chain.recorder.actionPositions(for: chain.tokens))
+                } else {
+                    answers = try hook.before(batch: events)
+                }
                 guard answers.count == events.count else {
                     throw PluginError("answered \(answers.count) decisions for \(events.count) actions")
                 }
                 result.tokens.append(answers.map(\.token))
+                if chain == nil, let recorder = hook as? any ChainedTrailRecorder {
+                    chain = (recorder, answers.map(\.token))
+                }
                 var vetoes = 0
                 for (i, a) in answers.enumerated() {
                     if case .veto = a.decision { vetoes += 1 }
@@ -61,10 +72,19 @@ struct HookRunner {
     }
 
     func after(batch: Batch, outcomes: [ActionOutcome]) {
+        var chain: (recorder: any ChainedTrailRecorder, tokens: [Int64])?
         for (h, tokens) in batch.tokens.enumerated() where !tokens.isEmpty {
             let (info, hook) = plugins.hooks[h]
             do {
-                try hook.after(batch: (0..<batch.events.count).map { (batch.events[$0], tokens[$0], outcomes[$0]) })
+                let results = (0..<batch.events.count).map { (batch.events[$0], tokens[$0], outcomes[$0]) }
+                if let observer = hook as? any TrailPositionObserver, let chain {
+                    try observer.after(
+                        batch: results, outcomePositions: chain.recorder.outcomePositions(for: chain.tokens),
+                        actionPositions: chain.recorder.actionPositions(for: chain.tokens))
+                } else {
+                    try hook.after(batch: results)
+                }
+                if chain == nil, let recorder = hook as? any ChainedTrailRecorder { chain = (recorder, tokens) }
                 metrics.auditRecords(plugin: info.name, count: batch.events.count)
             } catch {
                 metrics.auditFailure(plugin: info.name, phase: "after")

@@ -108,23 +108,11 @@ public final class AuditSyslogPlugin: ActionHook {
     }
 
     public func before(batch events: [ActionEvent]) throws -> [(decision: HookDecision, token: Int64)] {
-        let s = try configured()
-        let now = Date().timeIntervalSince1970
-        let first = try enqueue(s, count: events.count, exempt: false, doing: "queue \(events.count) events") {
-            i, seq in s.formatter.action(events[i], event: seq, time: now)
-        }
-        return (0..<events.count).map { (HookDecision.allow, Int64(first + UInt64($0))) }
+        try before(batch: events, positions: [])
     }
 
     public func after(batch results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)]) throws {
-        let s = try configured()
-        let now = Date().timeIntervalSince1970
-        // Outcomes of actions that were let through always fit: `refuse` bounds new actions, and each admitted
-        // action has exactly one outcome (the overshoot is bounded by the actions in flight).
-        _ = try enqueue(s, count: results.count, exempt: true, doing: "queue \(results.count) outcomes") { i, seq in
-            let r = results[i]
-            return s.formatter.outcome(r.event, outcome: r.outcome, event: seq, ref: r.token, time: now)
-        }
+        try after(batch: results, outcomePositions: [], actionPositions: [])
     }
 
     public var healthProblem: String? {
@@ -182,6 +170,37 @@ public final class AuditSyslogPlugin: ActionHook {
         } catch {
             appendProblem.withLock { $0 = "last append failed: \(error)" }
             throw PluginError("AuditSyslog cannot \(what): \(error)")
+        }
+    }
+}
+
+extension AuditSyslogPlugin: TrailPositionObserver {
+    /// The actions' messages with the trail rows AuditSQLite wrote just before (`audit_seq`, `audit_hash`).
+    public func before(batch events: [ActionEvent], positions: [TrailPosition?]) throws
+        -> [(decision: HookDecision, token: Int64)]
+    {
+        let s = try configured()
+        let now = Date().timeIntervalSince1970
+        let first = try enqueue(s, count: events.count, exempt: false, doing: "queue \(events.count) events") {
+            i, seq in s.formatter.action(events[i], event: seq, time: now, position: i < positions.count ? positions[i] : nil)
+        }
+        return (0..<events.count).map { (HookDecision.allow, Int64(first + UInt64($0))) }
+    }
+
+    public func after(
+        batch results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)], outcomePositions: [TrailPosition?],
+        actionPositions: [TrailPosition?]
+    ) throws {
+        let s = try configured()
+        let now = Date().timeIntervalSince1970
+        // Outcomes of actions that were let through always fit: `refuse` bounds new actions, and each admitted
+        // action has exactly one outcome (the overshoot is bounded by the actions in flight).
+        _ = try enqueue(s, count: results.count, exempt: true, doing: "queue \(results.count) outcomes") { i, seq in
+            let r = results[i]
+            return s.formatter.outcome(
+                r.event, outcome: r.outcome, event: seq, ref: r.token, time: now,
+                position: i < outcomePositions.count ? outcomePositions[i] : nil,
+                actionPosition: i < actionPositions.count ? actionPositions[i] : nil)
         }
     }
 }

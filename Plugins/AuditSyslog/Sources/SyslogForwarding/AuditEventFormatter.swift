@@ -8,7 +8,9 @@ import Foundation
 /// `event` (this message's queue sequence number, unique and growing across restarts), `ref`, `action`,
 /// `procedure`, `user`, `roles`, `client`, `outcome`, `reason`, `conn_id`, `l3proto`, `l4proto`, `orig_src`,
 /// `orig_dst`, `orig_sport`, `orig_dport`, `repl_src`, `repl_dst`, `repl_sport`, `repl_dport`, `mark`, `timeout`,
-/// `zone`, `field`, `old_value`, `new_value`. The host's events never carry a password; nothing here adds one.
+/// `zone`, `field`, `old_value`, `new_value`; and, when AuditSQLite comes before AuditSyslog in the configuration
+/// (``TrailPositionObserver``), `audit_seq` and `audit_hash` (the trail row of this action or outcome) and, on an
+/// outcome, `audit_ref_seq` (the action's row). The host's events never carry a password; nothing here adds one.
 public struct AuditEventFormatter: Sendable {
     public var facility: Int
     public var hostname: String
@@ -25,9 +27,12 @@ public struct AuditEventFormatter: Sendable {
     }
 
     /// The message for an action before it happens.
-    public func action(_ e: ActionEvent, event seq: UInt64, time: Double) -> SyslogMessage {
+    public func action(_ e: ActionEvent, event seq: UInt64, time: Double, position: TrailPosition? = nil)
+        -> SyslogMessage
+    {
         let denied = e.kind == .denied
         var p: [(name: String, value: String)] = [("event", String(seq)), ("action", e.kind.rawValue)]
+        if let position { p += [("audit_seq", String(position.seq)), ("audit_hash", position.hash)] }
         p += common(e)
         p.append(("outcome", denied ? "failed" : "pending"))
         if denied { p.append(("reason", "permission denied")) }
@@ -38,9 +43,10 @@ public struct AuditEventFormatter: Sendable {
     }
 
     /// The message for an action's outcome.
-    public func outcome(_ e: ActionEvent, outcome: ActionOutcome, event seq: UInt64, ref: Int64, time: Double)
-        -> SyslogMessage
-    {
+    public func outcome(
+        _ e: ActionEvent, outcome: ActionOutcome, event seq: UInt64, ref: Int64, time: Double,
+        position: TrailPosition? = nil, actionPosition: TrailPosition? = nil
+    ) -> SyslogMessage {
         let (verdict, reason): (String, String?)
         switch outcome {
         case .succeeded: (verdict, reason) = ("succeeded", nil)
@@ -50,6 +56,8 @@ public struct AuditEventFormatter: Sendable {
         var p: [(name: String, value: String)] = [
             ("event", String(seq)), ("ref", String(ref)), ("action", e.kind.rawValue),
         ]
+        if let position { p += [("audit_seq", String(position.seq)), ("audit_hash", position.hash)] }
+        if let actionPosition { p.append(("audit_ref_seq", String(actionPosition.seq))) }
         p += common(e)
         p.append(("outcome", verdict))
         if let reason { p.append(("reason", reason)) }
