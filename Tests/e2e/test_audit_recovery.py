@@ -79,10 +79,14 @@ def _interrupt_a_bulk_kill(victim, db: Path) -> tuple[int, int]:
             if not killer.is_alive():
                 break
         os.kill(victim.proc.pid, signal.SIGSTOP)
-        pending = _rows(db, "SELECT seq FROM audit WHERE seq > ? AND procedure = 'kill_matching' AND action = 'kill'",
-                        head)
-        seqs = [r["seq"] for r in pending]
-        outcomes = _rows(db, "SELECT count(*) AS n FROM audit WHERE seq > ? AND action = 'outcome'", head)[0]["n"]
+        try:
+            pending = _rows(db, "SELECT seq FROM audit WHERE seq > ? AND procedure = 'kill_matching' "
+                                "AND action = 'kill'", head)
+            seqs = [r["seq"] for r in pending]
+            outcomes = _rows(db, "SELECT count(*) AS n FROM audit WHERE seq > ? AND action = 'outcome'", head)[0]["n"]
+        except sqlite3.OperationalError as e:
+            # Frozen in the middle of a commit (the WAL index being written): this attempt cannot be read.
+            seqs, outcomes = [], f"unreadable ({e})"
         left = len(_left())
         if len(seqs) == 10_000 and outcomes == 0 and 0 < left < 10_000:
             os.kill(victim.proc.pid, signal.SIGKILL)

@@ -111,3 +111,32 @@ private let formatter = AuditEventFormatter(
     #expect(s.contains("outcome=\"failed\" reason=\"permission denied\""))
     #expect(s.hasPrefix("<84>1 "))
 }
+
+@Test func messages_withTrailPositions_carryTheChainsSeqAndHash() {
+    let e = ActionEvent(kind: .login, procedure: "login", user: "alice", roles: [.admin], clientAddress: "::1")
+    let pending = text(formatter.action(e, event: 3, time: 0, position: TrailPosition(seq: 41, hash: "ab")))
+    #expect(pending.contains("[ctd@32473 event=\"3\" action=\"login\" audit_seq=\"41\" audit_hash=\"ab\" procedure="))
+    let done = text(
+        formatter.outcome(
+            e, outcome: .succeeded, event: 4, ref: 3, time: 0, position: TrailPosition(seq: 42, hash: "cd"),
+            actionPosition: TrailPosition(seq: 41, hash: "ab")))
+    #expect(done.contains("ref=\"3\" action=\"login\" audit_seq=\"42\" audit_hash=\"cd\" audit_ref_seq=\"41\" "))
+    #expect(!text(formatter.action(e, event: 5, time: 0)).contains("audit_seq"))
+}
+
+@Test func interruptedMessage_saysWhatTheKernelShowedAndNamesTheTrailRows() {
+    let c = ConnectionInfo(
+        id: 9, l3proto: "ipv4", l4proto: 17, origSource: "10.0.0.1", origDestination: "10.0.0.2", origSourcePort: 1,
+        origDestinationPort: 53, replySource: "10.0.0.2", replyDestination: "10.0.0.1", replySourcePort: 53,
+        replyDestinationPort: 1, mark: 0, timeout: 10, status: 0, zone: 0)
+    let e = ActionEvent(kind: .kill, procedure: "kill", user: "alice", roles: [.operator], clientAddress: "::1", connection: c)
+    let a = InterruptedAction(
+        event: e, token: 7, recordedBy: "AuditSQLite", connectionPresent: false, current: nil, reason: "gone",
+        outcomeRecord: TrailPosition(seq: 8, hash: "ef"), actionRecord: TrailPosition(seq: 7, hash: "01"))
+    let s = text(formatter.interrupted(a, event: 12, time: 0))
+    #expect(s.hasPrefix("<84>1 "))
+    #expect(s.contains(" outcome [ctd@32473 event=\"12\" action=\"kill\" procedure=\"kill\" user=\"alice\" "))
+    #expect(s.contains("outcome=\"interrupted\" reason=\"gone\" kernel=\"gone\" recorded_by=\"AuditSQLite\" "
+        + "audit_ref_seq=\"7\" audit_seq=\"8\" audit_hash=\"ef\" conn_id=\"9\""))
+    #expect(!s.contains(" ref="))
+}
