@@ -340,3 +340,27 @@ def test_exportWithManifest_ofAPrunedTrail_startsAtItsSignedPruneCheckpoint(ctd,
     bad = _audit("export", "--db", db, "--format", "csv", "--manifest", "--output", tmp_path / "x.csv", "--user",
                  "admin", check=False)
     assert bad.returncode != 0 and "takes no --since, --until, --user" in bad.stderr
+
+
+def test_pruneTwice_thenBackup_theCopyStartsAtTheNewestPruneAndVerifies(ctd, tmp_path):
+    c, db = _audited(ctd, tmp_path)
+    pub = _pubkey(db, tmp_path)
+    rpc, sid = c.login()
+    e = ct_insert("tcp", "10.77.0.1", "10.77.0.2", 4400, 80, timeout=600, mark=1, state="ESTABLISHED")
+    _visible(rpc, sid, e)
+    cuts = []
+    for round_ in range(2):
+        for mark in range(2, 6):
+            rpc.change(sid, "mark", str(e["id"]), mark + 10 * round_)
+        cutoff = time.time()
+        wait_for(time.time, timeout=5, done=lambda t: t > cutoff + 0.01, what="the clock past the cut-off")
+        out = _audit("prune", "--db", db, "--before", f"{cutoff:.6f}").stdout
+        cuts.append(int(out.split(" to ")[1].split()[0]))
+    assert cuts[1] > cuts[0]
+    copy = tmp_path / "pruned-copy.db"
+    _audit("backup", "--db", db, copy)
+    assert c.stop() == 0
+    for f in (db, copy):
+        ok = _audit("verify", "--db", f, "--pubkey", pub).stdout
+        assert ok.startswith(f"ok: ") and f"(seq {cuts[1] + 1} to " in ok and f"rows 1 to {cuts[1]} were pruned" in ok, ok
+    assert _sqlite(copy, "SELECT count(*) FROM checkpoint WHERE kind = 'prune'") == "2"
