@@ -15,10 +15,20 @@ const NUMERIC = new Set(['bytes', 'packets', 'timeout', 'age']); // grouped digi
 const DEFAULT_COLS = ['id', 'l4proto', 'orig_src', 'orig_port_src', 'orig_dst', 'orig_port_dst', 'state', 'mark',
   'timeout', 'bytes', 'age', 'labels', 'username'];
 const GROUPS = ['orig_src', 'orig_dst', 'orig_dst_port', 'username', 'state'];
+// The column choice is remembered in this browser (localStorage: a list of column names, nothing secret).
+const COLS_KEY = 'ctd.columns';
+function savedCols() {
+  try {
+    const v = JSON.parse(localStorage.getItem(COLS_KEY));
+    if (Array.isArray(v)) return new Set(v.filter((c) => COLUMNS.includes(c)));
+  } catch { /* none saved, or unreadable: the default */ }
+  return new Set(DEFAULT_COLS);
+}
+function saveCols() { try { localStorage.setItem(COLS_KEY, JSON.stringify(COLUMNS.filter((c) => S.cols.has(c)))); } catch { /* storage off */ } }
 
 const S = {
   lang: 'en', session: null, user: '', role: 'viewer', filters: {}, order: 'id', dir: 'ASC', start: 0, length: 50,
-  cols: new Set(DEFAULT_COLS), rows: [], total: 0, selected: new Set(), cursor: '', epoch: 0, known: new Set(),
+  cols: savedCols(), rows: [], total: 0, selected: new Set(), cursor: '', epoch: 0, known: new Set(),
   tab: 'table', loading: false, pending: false,
 };
 
@@ -148,7 +158,7 @@ function renderColumns() {
   $('col-list').replaceChildren(...COLUMNS.map((c) => {
     const box = el('input', { type: 'checkbox', id: 'col-' + c, 'data-col': c });
     box.checked = S.cols.has(c);
-    box.addEventListener('change', () => { box.checked ? S.cols.add(c) : S.cols.delete(c); renderHead(); renderRows(); });
+    box.addEventListener('change', () => { box.checked ? S.cols.add(c) : S.cols.delete(c); saveCols(); renderHead(); renderRows(); });
     return el('label', { for: 'col-' + c }, box, document.createTextNode(t('col.' + c)));
   }));
 }
@@ -171,12 +181,20 @@ function renderHead() {
   if (S.role !== 'viewer') ths.push(el('th', { scope: 'col', text: t('col.actions') }));
   $('head').replaceChildren(...ths);
 }
+// A row as the table and the exports show it: the mark unsigned (an i4 carries the u32 signed), bytes and packets
+// both directions together (view gives orig_ and repl_ counters).
+function normalize(r) {
+  const n = { ...r };
+  if (typeof n.mark === 'number' && n.mark < 0) n.mark += 2 ** 32;
+  n.bytes = (r.orig_bytes ?? 0) + (r.repl_bytes ?? 0);
+  n.packets = (r.orig_packets ?? 0) + (r.repl_packets ?? 0);
+  return n;
+}
 function cell(row, c) {
   let v = row[c];
   if (c === 'labels') return (v || []).join(', ');
   if (c === 'status') return (row.status_flags || []).join ? (row.status_flags || []).join(' ') : String(v ?? '');
   if (v === undefined || v === null) return '';
-  if (c === 'mark' && typeof v === 'number' && v < 0) return String(v + 2 ** 32); // an i4 carries the u32 signed
   return NUMERIC.has(c) ? fmtNum(v) : String(v);
 }
 function renderRows(fresh = new Set(), ending = new Set()) {
@@ -214,7 +232,7 @@ async function load(fresh) {
     const ids = new Set(v.connections.map((r) => r.id));
     const newIds = fresh ? new Set([...ids].filter((id) => !S.known.has(id))) : new Set();
     S.known = ids;
-    S.rows = v.connections; S.total = v.total;
+    S.rows = v.connections.map(normalize); S.total = v.total;
     for (const id of [...S.selected]) if (!ids.has(id)) S.selected.delete(id);
     renderRows(newIds);
     document.body.dataset.loaded = String(Date.now());
@@ -311,7 +329,7 @@ async function allRows() {
   const out = []; let start = 0;
   for (;;) {
     const v = await rpc('view', filterArg(), S.order, S.dir, start, 150);
-    out.push(...v.connections); start += v.connections.length;
+    out.push(...v.connections.map(normalize)); start += v.connections.length;
     if (!v.connections.length || start >= v.total) return out;
   }
 }
@@ -368,7 +386,12 @@ async function loadSummary() {
     $('warnings').replaceChildren(...w);
     $('kernel').tBodies[0].replaceChildren(...Object.entries(s.kernel || {}).map(([k, v]) =>
       el('tr', {}, el('th', { scope: 'row', text: k }), el('td', { text: fmtNum(v) }))));
-  } catch (e) { say(t('error', { msg: e.message }), true); }
+  } catch (e) {
+    if (e instanceof Fault && e.code === 3) { // a scoped user: stats describes everyone's connections
+      $('fill').replaceChildren(el('p', { text: t('summary.scoped') }));
+      $('warnings').replaceChildren(); $('kernel').tBodies[0].replaceChildren();
+    } else say(t('error', { msg: e.message }), true);
+  }
 }
 
 // ---- audit ----
@@ -385,9 +408,23 @@ async function loadAudit() {
       return el('tr', {}, el('td', { text: when }), el('td', { text: String(user ?? '') }), el('td', { text: String(action ?? '') }),
         el('td', { class: 'detail', text: JSON.stringify(rest) }));
     }));
-    const v = list.find((r) => r.verify !== undefined);
-    $('verify').textContent = v ? (v.verify === true ? t('audit.verify.ok') : t('audit.verify.bad', { msg: String(v.verify) })) : t('audit.verify.none');
   } catch (e) { say(t('error', { msg: e.message }), true); }
+  await loadVerify();
+}
+// The chain's verify status (audit_verify): the sentence is ours, the server's summary is shown beside it as text.
+async function loadVerify() {
+  const line = $('verify'), detail = $('verify-detail');
+  line.dataset.state = 'checking'; line.textContent = t('audit.verify.checking'); detail.textContent = '';
+  try {
+    const v = await rpc('audit_verify');
+    line.dataset.state = v.intact ? 'ok' : 'bad';
+    line.textContent = v.intact ? t('audit.verify.ok', { n: fmtNum(v.records) })
+      : t('audit.verify.bad', { seq: fmtNum(v.first_bad_seq ?? '?') });
+    detail.textContent = [v.summary, ...(v.warnings || [])].join('\n');
+  } catch (e) {
+    line.dataset.state = 'none';
+    line.textContent = e instanceof Fault && e.code === 9 ? t('audit.verify.none') : t('error', { msg: e.message });
+  }
 }
 $('audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); loadAudit(); });
 
