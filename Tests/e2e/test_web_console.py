@@ -806,6 +806,7 @@ def test_audit_panel_shows_the_chain_verify_status(ctd, tmp_path, browser):
     assert "audit_no_update is missing" in detail
     cli = run([str(CTD), "audit", "verify", "--db", str(db)], check=False)
     assert cli.returncode == 1 and "FAILED at seq 1:" in cli.stdout
+    shot(browser, "audit-verify-failed")
     # In French, the status line is translated; the server's sentence stays as the server wrote it.
     Select(browser.find_element(By.ID, "lang")).select_by_value("fr")
     browser.find_element(By.CSS_SELECTOR, "#audit-form button").click()

@@ -36,6 +36,11 @@ function t(key, vars = {}) {
   const s = messages[S.lang][key] ?? messages.en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => (vars[k] !== undefined ? vars[k] : ''));
 }
+// A message about n things: KEY.one when the language's plural rules call n "one" (1 in English; 0 and 1 in French).
+function tn(key, n, vars = {}) {
+  const one = new Intl.PluralRules(S.lang).select(n) === 'one' && messages[S.lang][key + '.one'] !== undefined;
+  return t(one ? key + '.one' : key, vars);
+}
 const nf = () => new Intl.NumberFormat(S.lang);
 const fmtNum = (n) => (typeof n === 'number' ? nf().format(n) : n);
 const fmtDate = (epoch) => new Intl.DateTimeFormat(S.lang, { dateStyle: 'short', timeStyle: 'medium' }).format(new Date(epoch * 1000));
@@ -217,7 +222,7 @@ function renderRows(fresh = new Set(), ending = new Set()) {
   $('rows').replaceChildren(...trs);
   const from = S.total ? S.start + 1 : 0, to = S.start + S.rows.length;
   $('page').textContent = t('page.of', { from: fmtNum(from), to: fmtNum(to), total: fmtNum(S.total) });
-  $('count').textContent = t('count', { total: fmtNum(S.total) });
+  $('count').textContent = tn('count', S.total, { total: fmtNum(S.total) });
   $('prev').disabled = $('first').disabled = S.start === 0;
   $('next').disabled = to >= S.total;
   $('live').textContent = S.start === 0 ? t('live.on') : t('live.paused', { n: fmtNum(Math.floor(S.start / S.length) + 1) });
@@ -284,10 +289,10 @@ function confirmDialog(text, detail) {
 $('kill-sel').addEventListener('click', async () => {
   const ids = [...S.selected];
   if (!ids.length) return;
-  if (!(await confirmDialog(t('confirm.ids', { n: fmtNum(ids.length) })))) return;
+  if (!(await confirmDialog(tn('confirm.ids', ids.length, { n: fmtNum(ids.length) })))) return;
   try {
     const r = await rpc('kill', ids);
-    S.selected.clear(); say(t('killed', { n: fmtNum(r.killed) })); load();
+    S.selected.clear(); say(tn('killed', r.killed, { n: fmtNum(r.killed) })); load();
   } catch (e) { say(t('error', { msg: e.message }), true); }
 });
 function groupList(title, groups) {
@@ -298,11 +303,11 @@ $('kill-filter').addEventListener('click', async () => {
   try {
     const p = await rpc('kill_preview', filterArg());
     if (!p.token) { say(p.total ? (p.note || t('error', { msg: p.total })) : t('confirm.none')); return; }
-    const ok = await confirmDialog(t('confirm.filter', { n: fmtNum(p.total) }), [
+    const ok = await confirmDialog(tn('confirm.filter', p.total, { n: fmtNum(p.total) }), [
       groupList(t('confirm.sources'), p.groups?.sources), groupList(t('confirm.destinations'), p.groups?.destinations)]);
     if (!ok) return;
     const r = await rpc('kill_matching', p.token, p.total);
-    say(t('killed', { n: fmtNum(r.killed) })); load();
+    say(tn('killed', r.killed, { n: fmtNum(r.killed) })); load();
   } catch (e) { say(t('error', { msg: e.message }), true); }
 });
 
