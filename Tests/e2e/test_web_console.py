@@ -504,7 +504,8 @@ def test_change_timeout_and_column_chooser_remembered(ctd, tmp_path, browser):
             browser.find_element(By.ID, f"col-{col}").click()
 
         def heads(d):
-            return d.execute_script("return [...document.querySelectorAll('#head th[data-col]')].map(t => t.dataset.col)")
+            return d.execute_script(
+                "return [...document.querySelectorAll('#head th[data-col]')].map(t => t.dataset.col)")
         assert "mark" not in heads(browser) and {"zone", "repl_src"} <= set(heads(browser))
         assert cell_text(browser, e["id"], "mark") is None
         assert cell_text(browser, e["id"], "repl_src") == ct_find("tcp", "10.51.0.1", "10.52.0.1", 24000,
