@@ -164,6 +164,12 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock { ids.map(lookupLocked) }
     }
 
+    /// The entries with these identities (id and original tuple), under one lock: never ambiguous, since two live
+    /// entries never share both (a kill of entries a preview saw).
+    public func lookup(keys: [FlowKey]) -> [Flow?] {
+        lock.withLock { keys.map { k in indexByKey.find(k, keyAt).map { flows[$0] } } }
+    }
+
     private func lookupLocked(_ id: UInt32) -> Lookup {
         switch indexes.lookup(id: id) {
         case .none: return .missing
