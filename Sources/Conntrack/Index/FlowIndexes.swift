@@ -98,13 +98,37 @@ public struct FlowIndexes: Sendable {
     public mutating func endBatch() {
         guard let p = pending else { return }
         pending = nil
-        id.apply(p.changes[0].net())
-        mark.apply(p.changes[1].net())
-        timeout.apply(p.changes[2].net())
-        origPortSrc.apply(p.changes[3].net())
-        origPortDst.apply(p.changes[4].net())
-        origSrc.apply(p.addressChanges[0].net())
-        origDst.apply(p.addressChanges[1].net())
+        var narrow = [id, mark, timeout, origPortSrc, origPortDst]
+        var addresses = [origSrc, origDst]
+        // Let go of this struct's references, so that the indexes in the arrays are uniquely held and change in
+        // place (a shared leaf would be copied on its first write).
+        (id, mark, timeout, origPortSrc, origPortDst) = (.init(), .init(), .init(), .init(), .init())
+        (origSrc, origDst) = (.init(), .init())
+        // A large batch (a bulk kill) rewrites every leaf of every index: the seven run two at a time, on both
+        // cores (the caller holds the mirror's lock throughout either way).
+        let parallel = p.changes[0].count >= 4096
+        narrow.withUnsafeMutableBufferPointer { narrowOut in
+            addresses.withUnsafeMutableBufferPointer { addressOut in
+                let nOut = narrowOut
+                let aOut = addressOut
+                DispatchQueue.concurrentPerform(iterations: parallel ? 2 : 1) { worker in
+                    for job in stride(from: worker, to: 7, by: parallel ? 2 : 1) {
+                        if job < 5 {
+                            nOut[job].apply(p.changes[job].net())
+                        } else {
+                            aOut[job - 5].apply(p.addressChanges[job - 5].net())
+                        }
+                    }
+                }
+            }
+        }
+        id = narrow[0]
+        mark = narrow[1]
+        timeout = narrow[2]
+        origPortSrc = narrow[3]
+        origPortDst = narrow[4]
+        origSrc = addresses[0]
+        origDst = addresses[1]
     }
 
     /// A flow appended at table index `i`.
@@ -321,6 +345,7 @@ struct PendingChanges<K: Comparable> {
         var kind: UInt16
     }
     private var changes: [Change] = []
+    var count: Int { changes.count }
 
     @inline(__always) mutating func append(_ k: K, tag: UInt8, insert: Bool) {
         changes.append(
