@@ -164,6 +164,12 @@ public final class ConntrackMirror: @unchecked Sendable {
         lock.withLock { ids.map(lookupLocked) }
     }
 
+    /// The entries with these identities (id and original tuple), under one lock: never ambiguous, since two live
+    /// entries never share both (a kill of entries a preview saw).
+    public func lookup(keys: [FlowKey]) -> [Flow?] {
+        lock.withLock { keys.map { k in indexByKey.find(k, keyAt).map { flows[$0] } } }
+    }
+
     private func lookupLocked(_ id: UInt32) -> Lookup {
         switch indexes.lookup(id: id) {
         case .none: return .missing
@@ -197,7 +203,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         _ flow: Flow, present: ConntrackEvent.Fields, fromEvent: Bool = false, isNew: Bool = false
     ) {
         let key = FlowKey(flow)
-        if let i = indexByKey.find(key) {
+        if let i = indexByKey.find(key, keyAt) {
             let old = flows[i]
             flows[i].merge(flow, present: present)
             let new = flows[i]
@@ -224,14 +230,17 @@ public final class ConntrackMirror: @unchecked Sendable {
         lastSeen.append(0)
         silent.append(false)
         changes.record(.new, flow)
-        indexByKey.insert(key, index: i)
+        indexByKey.insert(key, index: i, keyAt)
     }
+
+    /// The key of the flow at table index `i` (the hash table reads its keys back from the flows).
+    @inline(__always) private func keyAt(_ i: Int) -> FlowKey { FlowKey(flows[i]) }
 
 
     private func removeLocked(_ key: FlowKey) {
         removedDuringReconcile?.insert(key)
-        guard let i = indexByKey.find(key) else { return }
-        indexByKey.remove(key)
+        guard let i = indexByKey.find(key, keyAt) else { return }
+        indexByKey.remove(key, index: i, keyAt)
         let last = flows.count - 1
         changes.record(.destroyed, flows[i])
         if silent[i] { silentCount -= 1 }
@@ -239,7 +248,7 @@ public final class ConntrackMirror: @unchecked Sendable {
         if i != last {
             let moved = flows[last]
             indexes.move(moved, from: last, to: i)
-            indexByKey.move(FlowKey(moved), to: i)
+            indexByKey.move(FlowKey(moved), from: last, to: i)
             flows[i] = moved
             lastSeen[i] = lastSeen[last]
             silent[i] = silent[last]
@@ -329,11 +338,11 @@ public final class ConntrackMirror: @unchecked Sendable {
         try fill { f in
             guard !hide.hides(f) else { return }
             let key = FlowKey(f)
-            if let i = byKey.find(key) {
+            if let i = byKey.find(key, { FlowKey(table[$0]) }) {
                 table[i] = f
             } else {
                 table.append(f)
-                byKey.insert(key, index: table.count - 1)
+                byKey.insert(key, index: table.count - 1) { FlowKey(table[$0]) }
             }
         }
         let indexingStarted = clock.now()
@@ -380,7 +389,7 @@ public final class ConntrackMirror: @unchecked Sendable {
             var changed = false
             for f in chunk {
                 let key = FlowKey(f)
-                guard let i = indexByKey.find(key) else {
+                guard let i = indexByKey.find(key, keyAt) else {
                     // Removed since the dump listed it (its DESTROY event, or a kill, came after the dump read
                     // it): the chunk is older than the removal.
                     if removedDuringReconcile?.contains(key) == true { continue }

@@ -59,6 +59,9 @@ public final class ConntrackTable: @unchecked Sendable {
 
     public func lookup(id: UInt32) -> ConntrackMirror.Lookup { lookup(ids: [id])[0] }
 
+    /// The entries with these identities (id and tuple) as the mirror holds them now; `nil`: gone.
+    public func lookup(keys: [FlowKey]) -> [Flow?] { mirror.lookup(keys: keys) }
+
     /// The kernel's per-CPU counters (`conntrack -S`).
     public func cpuStatistics() throws -> [CPUStatistics] { try kernel.cpuStatistics() }
 

@@ -116,8 +116,7 @@ public struct FlowSummary: Equatable, Sendable {
         var sums = GroupSums(key: key, resolve: resolve)
         query.forEachMatch(on: table, indexes: indexes, now: now, resolve: resolve) { sums.add($0) }
         let ranked = sums.top(limit: max(0, limit), order: order)
-        var total = Totals()
-        for t in sums.allTotals { total.add(t) }
+        let total = sums.total
         var top = Totals()
         for g in ranked { top.add(g.totals) }
         var other = total
@@ -136,7 +135,9 @@ struct GroupSums {
     let resolve: ((String, UInt32) -> ResolvedValue?)?
     /// The totals per group; a group's name is made from its key alone (``name(_:_:resolve:)``), so no flow is
     /// kept per group (32 bytes a group, not the 248 of a sample flow beside its totals).
-    private var sums: [NumericGroup: FlowSummary.Totals] = [:]
+    private var table = GroupTable()
+    /// Everything added: the grand total.
+    private(set) var total = FlowSummary.Totals()
 
     init(key: FlowSummary.Key, resolve: ((String, UInt32) -> ResolvedValue?)?) {
         self.key = key
@@ -151,10 +152,6 @@ struct GroupSums {
         static func < (x: NumericGroup, y: NumericGroup) -> Bool {
             x.a != y.a ? x.a < y.a : x.b != y.b ? x.b < y.b : x.n < y.n
         }
-    }
-
-    var allTotals: [FlowSummary.Totals] {
-        key.isResolved ? Array(groups.values) : Array(sums.values)
     }
 
     /// The `limit` groups with the largest `order` value, ties by the group's key (addresses in numeric order, then
@@ -178,9 +175,9 @@ struct GroupSums {
         // A sorted window of the best `limit` so far; most groups are rejected by one comparison with its last.
         var best: [(NumericGroup, FlowSummary.Totals)] = []
         best.reserveCapacity(limit + 1)
-        for (k, g) in sums {
+        table.forEach { k, g in
             let item = (k, g)
-            if best.count == limit, let last = best.last, !better(item, last) { continue }
+            if best.count == limit, let last = best.last, !better(item, last) { return }
             let i = best.firstIndex { better(item, $0) } ?? best.count
             best.insert(item, at: i)
             if best.count > limit { best.removeLast() }
@@ -191,7 +188,7 @@ struct GroupSums {
     /// The sums by group name.
     var groups: [String: FlowSummary.Totals] {
         var out: [String: FlowSummary.Totals] = [:]
-        for (k, g) in sums { out[Self.name(key, k, resolve: resolve), default: FlowSummary.Totals()].add(g) }
+        table.forEach { k, g in out[Self.name(key, k, resolve: resolve), default: FlowSummary.Totals()].add(g) }
         return out
     }
 
@@ -212,7 +209,8 @@ struct GroupSums {
         case .zone: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.zone))
         case .resolved: numeric = NumericGroup(a: zero, b: zero, n: UInt64(f.mark))
         }
-        sums[numeric, default: FlowSummary.Totals()].add(f)
+        table.add(numeric, f)
+        total.add(f)
     }
 
     /// A group's name from its key (the fields `add` put in it).
@@ -239,5 +237,70 @@ struct GroupSums {
             case nil: return "(none)"
             }
         }
+    }
+}
+
+/// The groups of a summary: open addressing with linear probing over parallel arrays, hashed by a seeded
+/// multiply-xorshift of the key's words. `Dictionary`'s SipHash of the 40-byte key was two thirds of a summary's
+/// time at 250,000 entries (perf, docs/benchmark.md). The seed is random per process, so that connections a client
+/// can create cannot be chosen to collide.
+struct GroupTable {
+    private static let seed: UInt64 = UInt64.random(in: 1...UInt64.max) | 1
+    private var keys: [GroupSums.NumericGroup] = []
+    private var totals: [FlowSummary.Totals] = []
+    /// Parallel to the slots: whether a slot holds a group.
+    private var used: [Bool] = []
+    private var count = 0
+    private var mask = 0
+
+    init() { resize(to: 64) }
+
+    @inline(__always)
+    private static func hash(_ k: GroupSums.NumericGroup) -> UInt64 {
+        var h = seed
+        h = (h ^ k.a.low) &* 0x9E37_79B9_7F4A_7C15
+        h = (h ^ k.a.high ^ (k.a.isIPv6 ? 1 << 63 : 0)) &* 0xC2B2_AE3D_27D4_EB4F
+        h = (h ^ k.b.low) &* 0x1656_67B1_9E37_79F9
+        h = (h ^ k.b.high ^ (k.b.isIPv6 ? 1 << 63 : 0)) &* 0x85EB_CA77_C2B2_AE63
+        h = (h ^ k.n) &* 0x27D4_EB2F_1656_67C5
+        return h ^ (h >> 29)
+    }
+
+    private mutating func resize(to capacity: Int) {
+        let oldKeys = keys
+        let oldTotals = totals
+        let oldUsed = used
+        let zero = IPAddress(high: 0, low: 0, isIPv6: false)
+        keys = [GroupSums.NumericGroup](repeating: .init(a: zero, b: zero, n: 0), count: capacity)
+        totals = [FlowSummary.Totals](repeating: .init(), count: capacity)
+        used = [Bool](repeating: false, count: capacity)
+        mask = capacity - 1
+        for i in oldUsed.indices where oldUsed[i] {
+            var s = Int(truncatingIfNeeded: Self.hash(oldKeys[i])) & mask
+            while used[s] { s = (s + 1) & mask }
+            used[s] = true
+            keys[s] = oldKeys[i]
+            totals[s] = oldTotals[i]
+        }
+    }
+
+    mutating func add(_ k: GroupSums.NumericGroup, _ f: Flow) {
+        var s = Int(truncatingIfNeeded: Self.hash(k)) & mask
+        while used[s] {
+            if keys[s] == k {
+                totals[s].add(f)
+                return
+            }
+            s = (s + 1) & mask
+        }
+        used[s] = true
+        keys[s] = k
+        totals[s].add(f)
+        count += 1
+        if count * 2 > mask + 1 { resize(to: (mask + 1) * 2) }
+    }
+
+    func forEach(_ body: (GroupSums.NumericGroup, FlowSummary.Totals) -> Void) {
+        for i in used.indices where used[i] { body(keys[i], totals[i]) }
     }
 }

@@ -137,6 +137,13 @@ public final class PluginRegistry: @unchecked Sendable {
         return nil
     }
 
+    /// The audit trail hook, if it can also check its trail (``AuditTrailVerifier``; a plugin built before that
+    /// protocol cannot, and `audit_verify` says it is not available).
+    public var auditVerifier: (LoadedPlugin, any AuditTrailVerifier)? {
+        guard let (info, reader) = auditTrail, let verifier = reader as? any AuditTrailVerifier else { return nil }
+        return (info, verifier)
+    }
+
     /// Hands every reloadable plugin its new section (a SIGHUP). A plugin that refuses keeps its old settings.
     /// - Returns: what changed, one line per change, and the plugins that refused with their reasons.
     public func reload(sections: [String: [String: ConfigValue]]) -> (changes: [String], failures: [String]) {

@@ -229,6 +229,63 @@ struct FlowIndexTests {
         }
     }
 
+    /// Batches large enough that the seven index merges run on two threads (FlowIndexes.endBatch): destroys, mark
+    /// and timeout changes and creations mixed in one batch, and a bulk removal like a kill's.
+    @Test func largeBatches_mergedOnTwoThreads_keepTheIndexesExact() {
+        var g = SplitMix(state: 21)
+        let mirror = ConntrackMirror(hide: HidePolicy(blocks: []), clock: MonotonicClock { 100 }, logger: Logger(label: "t"))
+        var live = randomTable(count: 20_000, seed: 22)
+        // Distinct identities (the mirror keys by id and tuple; ICMP by its id in place of the port).
+        func unique(_ f: inout Flow, _ n: Int) {
+            f.id = UInt32(n)
+            f.origSourcePort = UInt16(truncatingIfNeeded: n)
+            f.icmpID = UInt16(truncatingIfNeeded: n)
+        }
+        for i in live.indices { unique(&live[i], i) }
+        mirror.load(live, isResync: false)
+        var maker = QueryMaker(g: SplitMix(state: 23), size: 20_000)
+        var nextPort = 30_000
+        for round in 0..<3 {
+            var events: [ConntrackEvent] = []
+            for _ in 0..<3000 where !live.isEmpty {
+                let i = Int.random(in: 0..<live.count, using: &g)
+                events.append(ConntrackEvent(kind: .destroy, fields: [], flow: live.remove(at: i)))
+            }
+            for _ in 0..<1500 {
+                let i = Int.random(in: 0..<live.count, using: &g)
+                live[i].mark = UInt32.random(in: 0..<5, using: &g)
+                live[i].timeout = UInt32.random(in: 0..<30, using: &g)
+                events.append(ConntrackEvent(kind: .update, fields: [.mark, .timeout], flow: live[i]))
+            }
+            for _ in 0..<1500 {
+                var f = randomTable(count: 1, seed: g.next())[0]
+                unique(&f, nextPort)
+                nextPort += 1
+                live.append(f)
+                events.append(ConntrackEvent(kind: .new, fields: .all, flow: f))
+            }
+            mirror.apply(events: events)
+            var snap = mirror.snapshot()
+            #expect(snap.flows.count == live.count, "round \(round)")
+            #expect(snap.indexes.matches(snap.flows), "round \(round)")
+            // A kill's shape: many removals at once, each moving the last flow into its place.
+            let victims = Array(live.prefix(5000))
+            live.removeFirst(5000)
+            mirror.apply(events: victims.map { ConntrackEvent(kind: .destroy, fields: [], flow: $0) })
+            snap = mirror.snapshot()
+            #expect(snap.flows.count == live.count, "round \(round), after the bulk removal")
+            #expect(snap.indexes.matches(snap.flows), "round \(round), after the bulk removal")
+            for _ in 0..<20 { guard checkAgainstScan(snap.flows, snap.indexes, maker.next(), now: 50) else { return } }
+            for _ in 0..<5000 {
+                var f = randomTable(count: 1, seed: g.next())[0]
+                unique(&f, nextPort)
+                nextPort += 1
+                live.append(f)
+            }
+            mirror.apply(events: live.suffix(5000).map { ConntrackEvent(kind: .new, fields: .all, flow: $0) })
+        }
+    }
+
     /// One million entries: the indexes built at load, then 20,000 events, then queries against the scan.
     @Test func atAMillionEntries_indexedPlansEqualTheScan() {
         let n = 1_000_000

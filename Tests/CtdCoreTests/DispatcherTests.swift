@@ -108,6 +108,7 @@ struct DispatcherTests {
         #expect(try faultCode("change", [viewer, "mark", "1", 5]) == ApplicationFault.permissionDenied.rawValue)
         let op = try login("operator")
         #expect(try faultCode("audit_list", [op]) == ApplicationFault.permissionDenied.rawValue)
+        #expect(try faultCode("audit_verify", [op]) == ApplicationFault.permissionDenied.rawValue)
         #expect(try faultCode("view", ["not-a-session"]) == ApplicationFault.invalidSession.rawValue)
         #expect(try faultCode("login", ["viewer", "wrong"]) == ApplicationFault.loginFailed.rawValue)
     }
@@ -115,6 +116,11 @@ struct DispatcherTests {
     @Test func auditList_withoutAnAuditTrailPlugin_isFault9() throws {
         let admin = try login("admin")
         #expect(try faultCode("audit_list", [admin]) == ApplicationFault.notAvailable.rawValue)
+    }
+
+    @Test func auditVerify_withoutAnAuditTrailPlugin_isFault9() throws {
+        let admin = try login("admin")
+        #expect(try faultCode("audit_verify", [admin]) == ApplicationFault.notAvailable.rawValue)
     }
 
     @Test func protocolFaults_forUnknownMethodsBadArgumentsAndNestedMulticall() throws {

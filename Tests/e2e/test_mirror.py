@@ -134,7 +134,8 @@ def test_mirror_afterFloodWithSmallReceiveBuffer_equalsKernelTableExactly(ctd):
     run([str(CTD_FILL), "create", "50000"], timeout=120)
     run([str(CTD_FILL), "create", str(STABLE_COUNT), "--base", STABLE_BASE], timeout=120)
     assert conntrack_count() == 50000 + STABLE_COUNT
-    c = ctd(receive_buffer=65536)
+    # A flood on a loaded machine can outlast the default idle timeout of the session that waits for it.
+    c = ctd(receive_buffer=65536, idle_timeout=600)
     rpc, sid = c.login()
     st = rpc.status(sid)
     assert st["entries"] == 50000 + STABLE_COUNT and st["resyncs"] == 0

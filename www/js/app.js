@@ -15,16 +15,31 @@ const NUMERIC = new Set(['bytes', 'packets', 'timeout', 'age']); // grouped digi
 const DEFAULT_COLS = ['id', 'l4proto', 'orig_src', 'orig_port_src', 'orig_dst', 'orig_port_dst', 'state', 'mark',
   'timeout', 'bytes', 'age', 'labels', 'username'];
 const GROUPS = ['orig_src', 'orig_dst', 'orig_dst_port', 'username', 'state'];
+// The column choice is remembered in this browser (localStorage: a list of column names, nothing secret).
+const COLS_KEY = 'ctd.columns';
+function savedCols() {
+  try {
+    const v = JSON.parse(localStorage.getItem(COLS_KEY));
+    if (Array.isArray(v)) return new Set(v.filter((c) => COLUMNS.includes(c)));
+  } catch { /* none saved, or unreadable: the default */ }
+  return new Set(DEFAULT_COLS);
+}
+function saveCols() { try { localStorage.setItem(COLS_KEY, JSON.stringify(COLUMNS.filter((c) => S.cols.has(c)))); } catch { /* storage off */ } }
 
 const S = {
   lang: 'en', session: null, user: '', role: 'viewer', filters: {}, order: 'id', dir: 'ASC', start: 0, length: 50,
-  cols: new Set(DEFAULT_COLS), rows: [], total: 0, selected: new Set(), cursor: '', epoch: 0, known: new Set(),
+  cols: savedCols(), rows: [], total: 0, selected: new Set(), cursor: '', epoch: 0, known: new Set(),
   tab: 'table', loading: false, pending: false,
 };
 
 function t(key, vars = {}) {
   const s = messages[S.lang][key] ?? messages.en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => (vars[k] !== undefined ? vars[k] : ''));
+}
+// A message about n things: KEY.one when the language's plural rules call n "one" (1 in English; 0 and 1 in French).
+function tn(key, n, vars = {}) {
+  const one = new Intl.PluralRules(S.lang).select(n) === 'one' && messages[S.lang][key + '.one'] !== undefined;
+  return t(one ? key + '.one' : key, vars);
 }
 const nf = () => new Intl.NumberFormat(S.lang);
 const fmtNum = (n) => (typeof n === 'number' ? nf().format(n) : n);
@@ -148,7 +163,7 @@ function renderColumns() {
   $('col-list').replaceChildren(...COLUMNS.map((c) => {
     const box = el('input', { type: 'checkbox', id: 'col-' + c, 'data-col': c });
     box.checked = S.cols.has(c);
-    box.addEventListener('change', () => { box.checked ? S.cols.add(c) : S.cols.delete(c); renderHead(); renderRows(); });
+    box.addEventListener('change', () => { box.checked ? S.cols.add(c) : S.cols.delete(c); saveCols(); renderHead(); renderRows(); });
     return el('label', { for: 'col-' + c }, box, document.createTextNode(t('col.' + c)));
   }));
 }
@@ -171,12 +186,20 @@ function renderHead() {
   if (S.role !== 'viewer') ths.push(el('th', { scope: 'col', text: t('col.actions') }));
   $('head').replaceChildren(...ths);
 }
+// A row as the table and the exports show it: the mark unsigned (an i4 carries the u32 signed), bytes and packets
+// both directions together (view gives orig_ and repl_ counters).
+function normalize(r) {
+  const n = { ...r };
+  if (typeof n.mark === 'number' && n.mark < 0) n.mark += 2 ** 32;
+  n.bytes = (r.orig_bytes ?? 0) + (r.repl_bytes ?? 0);
+  n.packets = (r.orig_packets ?? 0) + (r.repl_packets ?? 0);
+  return n;
+}
 function cell(row, c) {
   let v = row[c];
   if (c === 'labels') return (v || []).join(', ');
   if (c === 'status') return (row.status_flags || []).join ? (row.status_flags || []).join(' ') : String(v ?? '');
   if (v === undefined || v === null) return '';
-  if (c === 'mark' && typeof v === 'number' && v < 0) return String(v + 2 ** 32); // an i4 carries the u32 signed
   return NUMERIC.has(c) ? fmtNum(v) : String(v);
 }
 function renderRows(fresh = new Set(), ending = new Set()) {
@@ -199,7 +222,7 @@ function renderRows(fresh = new Set(), ending = new Set()) {
   $('rows').replaceChildren(...trs);
   const from = S.total ? S.start + 1 : 0, to = S.start + S.rows.length;
   $('page').textContent = t('page.of', { from: fmtNum(from), to: fmtNum(to), total: fmtNum(S.total) });
-  $('count').textContent = t('count', { total: fmtNum(S.total) });
+  $('count').textContent = tn('count', S.total, { total: fmtNum(S.total) });
   $('prev').disabled = $('first').disabled = S.start === 0;
   $('next').disabled = to >= S.total;
   $('live').textContent = S.start === 0 ? t('live.on') : t('live.paused', { n: fmtNum(Math.floor(S.start / S.length) + 1) });
@@ -214,7 +237,7 @@ async function load(fresh) {
     const ids = new Set(v.connections.map((r) => r.id));
     const newIds = fresh ? new Set([...ids].filter((id) => !S.known.has(id))) : new Set();
     S.known = ids;
-    S.rows = v.connections; S.total = v.total;
+    S.rows = v.connections.map(normalize); S.total = v.total;
     for (const id of [...S.selected]) if (!ids.has(id)) S.selected.delete(id);
     renderRows(newIds);
     document.body.dataset.loaded = String(Date.now());
@@ -266,10 +289,10 @@ function confirmDialog(text, detail) {
 $('kill-sel').addEventListener('click', async () => {
   const ids = [...S.selected];
   if (!ids.length) return;
-  if (!(await confirmDialog(t('confirm.ids', { n: fmtNum(ids.length) })))) return;
+  if (!(await confirmDialog(tn('confirm.ids', ids.length, { n: fmtNum(ids.length) })))) return;
   try {
     const r = await rpc('kill', ids);
-    S.selected.clear(); say(t('killed', { n: fmtNum(r.killed) })); load();
+    S.selected.clear(); say(tn('killed', r.killed, { n: fmtNum(r.killed) })); load();
   } catch (e) { say(t('error', { msg: e.message }), true); }
 });
 function groupList(title, groups) {
@@ -280,11 +303,11 @@ $('kill-filter').addEventListener('click', async () => {
   try {
     const p = await rpc('kill_preview', filterArg());
     if (!p.token) { say(p.total ? (p.note || t('error', { msg: p.total })) : t('confirm.none')); return; }
-    const ok = await confirmDialog(t('confirm.filter', { n: fmtNum(p.total) }), [
+    const ok = await confirmDialog(tn('confirm.filter', p.total, { n: fmtNum(p.total) }), [
       groupList(t('confirm.sources'), p.groups?.sources), groupList(t('confirm.destinations'), p.groups?.destinations)]);
     if (!ok) return;
     const r = await rpc('kill_matching', p.token, p.total);
-    say(t('killed', { n: fmtNum(r.killed) })); load();
+    say(tn('killed', r.killed, { n: fmtNum(r.killed) })); load();
   } catch (e) { say(t('error', { msg: e.message }), true); }
 });
 
@@ -311,7 +334,7 @@ async function allRows() {
   const out = []; let start = 0;
   for (;;) {
     const v = await rpc('view', filterArg(), S.order, S.dir, start, 150);
-    out.push(...v.connections); start += v.connections.length;
+    out.push(...v.connections.map(normalize)); start += v.connections.length;
     if (!v.connections.length || start >= v.total) return out;
   }
 }
@@ -368,7 +391,12 @@ async function loadSummary() {
     $('warnings').replaceChildren(...w);
     $('kernel').tBodies[0].replaceChildren(...Object.entries(s.kernel || {}).map(([k, v]) =>
       el('tr', {}, el('th', { scope: 'row', text: k }), el('td', { text: fmtNum(v) }))));
-  } catch (e) { say(t('error', { msg: e.message }), true); }
+  } catch (e) {
+    if (e instanceof Fault && e.code === 3) { // a scoped user: stats describes everyone's connections
+      $('fill').replaceChildren(el('p', { text: t('summary.scoped') }));
+      $('warnings').replaceChildren(); $('kernel').tBodies[0].replaceChildren();
+    } else say(t('error', { msg: e.message }), true);
+  }
 }
 
 // ---- audit ----
@@ -385,9 +413,23 @@ async function loadAudit() {
       return el('tr', {}, el('td', { text: when }), el('td', { text: String(user ?? '') }), el('td', { text: String(action ?? '') }),
         el('td', { class: 'detail', text: JSON.stringify(rest) }));
     }));
-    const v = list.find((r) => r.verify !== undefined);
-    $('verify').textContent = v ? (v.verify === true ? t('audit.verify.ok') : t('audit.verify.bad', { msg: String(v.verify) })) : t('audit.verify.none');
   } catch (e) { say(t('error', { msg: e.message }), true); }
+  await loadVerify();
+}
+// The chain's verify status (audit_verify): the sentence is ours, the server's summary is shown beside it as text.
+async function loadVerify() {
+  const line = $('verify'), detail = $('verify-detail');
+  line.dataset.state = 'checking'; line.textContent = t('audit.verify.checking'); detail.textContent = '';
+  try {
+    const v = await rpc('audit_verify');
+    line.dataset.state = v.intact ? 'ok' : 'bad';
+    line.textContent = v.intact ? t('audit.verify.ok', { n: fmtNum(v.records) })
+      : t('audit.verify.bad', { seq: fmtNum(v.first_bad_seq ?? '?') });
+    detail.textContent = [v.summary, ...(v.warnings || [])].join('\n');
+  } catch (e) {
+    line.dataset.state = 'none';
+    line.textContent = e instanceof Fault && e.code === 9 ? t('audit.verify.none') : t('error', { msg: e.message });
+  }
 }
 $('audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); loadAudit(); });
 

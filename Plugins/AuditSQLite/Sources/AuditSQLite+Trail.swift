@@ -40,6 +40,27 @@ extension AuditSQLitePlugin: AuditTrailReader {
     }
 }
 
+extension AuditSQLitePlugin: AuditTrailVerifier {
+    /// `audit_verify`: `ctd audit verify --pubkey` with the plugin's own signing key, on a read-only connection: the
+    /// chain (numbering, every hash, every link, the file's integrity) and the signed checkpoints. A trail not
+    /// written yet is intact and empty.
+    public func verifyTrail() throws -> AuditTrailVerification {
+        let key = state.withLock { $0?.key.publicKey }
+        let store: AuditStore
+        do {
+            store = try AuditStore(readingFrom: trailLocation)
+        } catch let error as AuditError where error.isMissingDatabase {
+            return AuditTrailVerification(intact: true, records: 0, headSeq: 0, summary: "ok: 0 rows, chain intact")
+        }
+        defer { store.close() }
+        let report = try store.verify(publicKey: key)
+        return AuditTrailVerification(
+            intact: report.isIntact, records: Int64(report.chain.rows), headSeq: report.chain.headSeq,
+            firstBadSeq: report.chain.firstBadSeq, summary: report.description,
+            warnings: report.chain.warnings + report.notes)
+    }
+}
+
 extension AuditValue {
     var trailValue: AuditTrailValue {
         switch self {

@@ -73,3 +73,14 @@ private func text(_ record: [(name: String, value: AuditTrailValue)], _ name: St
     }
     #expect(since?.message.contains("since") == true)
 }
+
+@Test func verifyTrail_throughTheLoadedPlugin_isIntactAndCountsEveryRecord() throws {
+    let trail = try TrailUnderTest()
+    let verifier = try #require(trail.plugin as? any AuditTrailVerifier, "AuditSQLite is an AuditTrailVerifier")
+    try trail.record(.login, by: "alice")
+    try trail.record(.kill, by: "alice")
+    let report = try verifier.verifyTrail()
+    // Each action is two records: the action and its outcome.
+    #expect(report.intact && report.records == 4 && report.headSeq == 4 && report.firstBadSeq == nil)
+    #expect(report.summary.hasPrefix("ok: 4 rows, chain intact"), "\(report.summary)")
+}

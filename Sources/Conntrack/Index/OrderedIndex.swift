@@ -156,13 +156,17 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
     /// merge of the sorted batch with the index into new leaves, O(n + b log b), where key-by-key changes would move
     /// and, under a snapshot, copy a leaf per key.
     public mutating func apply(removing: Set<K>, inserting: [K: UInt8]) where K: Hashable {
-        if (removing.count + inserting.count) * 64 < count {
-            for k in removing { remove(k) }
-            for (k, t) in inserting { insert(k, tag: t) }
+        apply((removing.sorted(), inserting.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
+    }
+
+    /// The same with both lists sorted by key and without repeats (a key in both is removed, then inserted).
+    public mutating func apply(_ changes: (removing: [K], inserting: [(K, UInt8)])) {
+        let (gone, added) = changes
+        if (gone.count + added.count) * 64 < count {
+            for k in gone { remove(k) }
+            for (k, t) in added { insert(k, tag: t) }
             return
         }
-        let gone = removing.sorted()
-        let added = inserting.sorted { $0.key < $1.key }
         var keys: [K] = []
         var newTags: [UInt8] = []
         let total = count - gone.count + added.count
@@ -173,9 +177,9 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
         for (leaf, leafTags) in zip(leaves, tags) {
             for j in 0..<leaf.count {
                 let k = leaf[j]
-                while a < added.count && added[a].key < k {
-                    keys.append(added[a].key)
-                    newTags.append(added[a].value)
+                while a < added.count && added[a].0 < k {
+                    keys.append(added[a].0)
+                    newTags.append(added[a].1)
                     a += 1
                 }
                 if g < gone.count && gone[g] == k {
@@ -187,8 +191,8 @@ public struct OrderedIndex<K: Comparable & Sendable>: Sendable {
             }
         }
         while a < added.count {
-            keys.append(added[a].key)
-            newTags.append(added[a].value)
+            keys.append(added[a].0)
+            newTags.append(added[a].1)
             a += 1
         }
         self = OrderedIndex(sorted: keys, tags: newTags)

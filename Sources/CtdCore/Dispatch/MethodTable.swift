@@ -1,7 +1,7 @@
 /// Every procedure ctd serves: the single source of truth for dispatch, roles and introspection.
 enum MethodTable {
     static let all: [Procedure] = [
-        .login, .logout, .view, .kill, .change, .refresh, .setAutorefresh, .status, .auditList,
+        .login, .logout, .view, .kill, .change, .refresh, .setAutorefresh, .status, .auditList, .auditVerify,
         .summary, .stats, .killPreview, .killMatching, .changes,
         .listMethods, .methodHelp, .methodSignature, .multicall,
     ]

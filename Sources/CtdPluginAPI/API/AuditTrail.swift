@@ -73,3 +73,53 @@ public struct AuditTrailQueryError: Error, Sendable, CustomStringConvertible {
     /// The sentence.
     public var description: String { message }
 }
+
+/// A capability of an ``AuditTrailReader`` that checks its own trail: the host answers `audit_verify` with it
+/// (the console's audit panel shows the answer). A protocol of its own, not a new requirement of
+/// ``AuditTrailReader``, so that a plugin built before it keeps loading and working unchanged (the ABI version
+/// stays the same); the host looks for it with `as?`, and without it `audit_verify` answers "not available".
+///
+/// ``verifyTrail()`` is called from several threads at once, like the other plugin calls; it may read the whole
+/// trail, so it can take as long as `ctd audit verify` does.
+public protocol AuditTrailVerifier: AuditTrailReader {
+    /// Checks the whole trail as it is now, as `ctd audit verify` does.
+    /// - Returns: whether it is intact, how far, and one sentence saying so or naming the first bad record.
+    /// - Throws: when the trail cannot be read at all (the client sees an internal error; the log has the details).
+    func verifyTrail() throws -> AuditTrailVerification
+}
+
+/// What ``AuditTrailVerifier/verifyTrail()`` found.
+public struct AuditTrailVerification: Sendable, Equatable {
+    /// Whether every record is as it was written and none is missing.
+    public var intact: Bool
+    /// Records checked (all of them when intact).
+    public var records: Int64
+    /// The sequence number of the last good record (0 for an empty trail).
+    public var headSeq: Int64
+    /// The first record found bad, or nil when the trail is intact.
+    public var firstBadSeq: Int64?
+    /// One sentence: intact and how far it is anchored, or what is wrong where (English, for people and logs).
+    public var summary: String
+    /// What does not break the trail but deserves attention (a dropped append-only trigger), one sentence each.
+    public var warnings: [String]
+
+    /// A verification result.
+    /// - Parameters:
+    ///   - intact: whether the trail is intact.
+    ///   - records: the records checked.
+    ///   - headSeq: the last good record's sequence number.
+    ///   - firstBadSeq: the first bad record, nil when intact.
+    ///   - summary: one sentence for people.
+    ///   - warnings: notes that do not break the trail.
+    public init(
+        intact: Bool, records: Int64, headSeq: Int64, firstBadSeq: Int64? = nil, summary: String,
+        warnings: [String] = []
+    ) {
+        self.intact = intact
+        self.records = records
+        self.headSeq = headSeq
+        self.firstBadSeq = firstBadSeq
+        self.summary = summary
+        self.warnings = warnings
+    }
+}
