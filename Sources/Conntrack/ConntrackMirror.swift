@@ -236,7 +236,6 @@ public final class ConntrackMirror: @unchecked Sendable {
     /// The key of the flow at table index `i` (the hash table reads its keys back from the flows).
     @inline(__always) private func keyAt(_ i: Int) -> FlowKey { FlowKey(flows[i]) }
 
-
     private func removeLocked(_ key: FlowKey) {
         removedDuringReconcile?.insert(key)
         guard let i = indexByKey.find(key, keyAt) else { return }

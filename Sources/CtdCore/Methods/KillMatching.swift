@@ -6,7 +6,7 @@ extension Procedure {
         name: "kill_matching", params: ["session", "token", "expected_total"], required: 3, role: .operator,
         signatures: [["struct", "string", "string", "int"]],
         help:
-            "kill_matching(session, token, expected_total) -> {killed, killed_ids, not_found, ambiguous, failed}, as kill answers. Kills exactly the entries kill_preview's token names that still exist with the same id and tuple; a connection that started after the preview is never touched, even if it matches. expected_total must be the preview's total. Audited as one action carrying the filter and every entry. Needs the operator role.",
+            "kill_matching(session, token, expected_total) -> {killed, killed_ids, not_found, ambiguous, failed}, as kill answers. Kills exactly the entries kill_preview's token names that still exist with the same id and tuple (found by both, so ambiguous is always empty); a connection that started after the preview is never touched, even if it matches. expected_total must be the preview's total. Audited as one action carrying the filter and every entry. Needs the operator role.",
         run: { try .value(KillMatching.run($0)) })
 }
 
@@ -47,10 +47,8 @@ enum KillMatching {
                 gone.append(entry.id)
             }
         }
-        let ambiguous: [UInt32] = []
         call.context.metrics.kills(.gone, count: gone.count)
-        call.context.metrics.kills(.not_found, count: ambiguous.count)
         let result = try BulkKill.run(targets, call: call, field: "filter", newValue: preview.filter)
-        return result.answer(notFound: gone + result.gone, ambiguous: ambiguous)
+        return result.answer(notFound: gone + result.gone, ambiguous: [])
     }
 }
