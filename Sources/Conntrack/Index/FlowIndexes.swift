@@ -98,37 +98,42 @@ public struct FlowIndexes: Sendable {
     public mutating func endBatch() {
         guard let p = pending else { return }
         pending = nil
-        var narrow = [id, mark, timeout, origPortSrc, origPortDst]
-        var addresses = [origSrc, origDst]
-        // Let go of this struct's references, so that the indexes in the arrays are uniquely held and change in
-        // place (a shared leaf would be copied on its first write).
-        (id, mark, timeout, origPortSrc, origPortDst) = (.init(), .init(), .init(), .init(), .init())
-        (origSrc, origDst) = (.init(), .init())
         // A large batch (a bulk kill) rewrites every leaf of every index: the seven run two at a time, on both
         // cores (the caller holds the mirror's lock throughout either way).
-        let parallel = p.changes[0].count >= 4096
-        narrow.withUnsafeMutableBufferPointer { narrowOut in
-            addresses.withUnsafeMutableBufferPointer { addressOut in
+        withEachIndex(parallel: p.changes[0].count >= 4096) { job, index in
+            index.apply(p.changes[job].net())
+        } address: { job, index in
+            index.apply(p.addressChanges[job].net())
+        }
+    }
+
+    /// Hands each of the seven indexes to `narrow` (the five of `SortKey`, jobs 0 to 4: id, mark, timeout,
+    /// orig_port_src, orig_port_dst) or `address` (jobs 0 and 1: orig_src, orig_dst), two at a time on both cores
+    /// when `parallel`, and stores them back. This struct lets go of them meanwhile, so that each is uniquely held
+    /// and changes in place (a shared leaf would be copied on its first write).
+    private mutating func withEachIndex(
+        parallel: Bool, narrow: (Int, inout OrderedIndex<SortKey>) -> Void,
+        address: (Int, inout OrderedIndex<AddressSortKey>) -> Void
+    ) {
+        var narrowIndexes = [id, mark, timeout, origPortSrc, origPortDst]
+        var addressIndexes = [origSrc, origDst]
+        (id, mark, timeout, origPortSrc, origPortDst) = (.init(), .init(), .init(), .init(), .init())
+        (origSrc, origDst) = (.init(), .init())
+        narrowIndexes.withUnsafeMutableBufferPointer { narrowOut in
+            addressIndexes.withUnsafeMutableBufferPointer { addressOut in
                 let nOut = narrowOut
                 let aOut = addressOut
                 DispatchQueue.concurrentPerform(iterations: parallel ? 2 : 1) { worker in
                     for job in stride(from: worker, to: 7, by: parallel ? 2 : 1) {
-                        if job < 5 {
-                            nOut[job].apply(p.changes[job].net())
-                        } else {
-                            aOut[job - 5].apply(p.addressChanges[job - 5].net())
-                        }
+                        if job < 5 { narrow(job, &nOut[job]) } else { address(job - 5, &aOut[job - 5]) }
                     }
                 }
             }
         }
-        id = narrow[0]
-        mark = narrow[1]
-        timeout = narrow[2]
-        origPortSrc = narrow[3]
-        origPortDst = narrow[4]
-        origSrc = addresses[0]
-        origDst = addresses[1]
+        (id, mark, timeout, origPortSrc, origPortDst) = (
+            narrowIndexes[0], narrowIndexes[1], narrowIndexes[2], narrowIndexes[3], narrowIndexes[4]
+        )
+        (origSrc, origDst) = (addressIndexes[0], addressIndexes[1])
     }
 
     /// A flow appended at table index `i`.
@@ -210,61 +215,42 @@ public struct FlowIndexes: Sendable {
             for k in 0..<flows.count { protocols[first + k] = flows[k].l4proto }
         }
         func tags(_ keys: [some FlowIndexKey]) -> [UInt8] { keys.map { protocols[$0.tableIndex] } }
-        var narrow = [OrderedIndex<SortKey>](repeating: OrderedIndex(), count: 5)
-        var addresses = [OrderedIndex<AddressSortKey>](repeating: OrderedIndex(), count: 2)
         let makers: [(Flow, Int) -> SortKey] = [
             Self.idKey, Self.markKey, Self.timeoutKey, Self.origPortSrcKey, Self.origPortDstKey,
         ]
         let addressMakers: [(Flow, Int) -> AddressSortKey] = [Self.origSrcKey, Self.origDstKey]
-        narrow.withUnsafeMutableBufferPointer { narrowOut in
-            addresses.withUnsafeMutableBufferPointer { addressOut in
-                let nOut = narrowOut
-                let aOut = addressOut
-                // Two at a time (the machine's cores), so that at most two key arrays exist besides the indexes.
-                DispatchQueue.concurrentPerform(iterations: 2) { worker in
-                    for job in stride(from: worker, to: 7, by: 2) {
-                        if job < 5 {
-                            var keys: [SortKey] = []
-                            keys.reserveCapacity(n)
-                            let make = makers[job]
-                            _ = table.forEachChunk { flows, first in
-                                for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
-                            }
-                            // Narrow keys: a = primary << 32 | id, b = table index (already ascending). Wide keys
-                            // (the timeout): a = primary, b = id << 32 | index.
-                            keys = job == 2
-                                ? radixSorted(keys, digits: 12) { k, d in d < 4 ? k.b >> (32 + 8 * d) : k.a >> (8 * (d - 4)) }
-                                : radixSorted(keys, digits: 8) { k, d in k.a >> (8 * d) }
-                            nOut[job] = OrderedIndex(sorted: keys, tags: tags(keys))
-                        } else {
-                            var keys: [AddressSortKey] = []
-                            keys.reserveCapacity(n)
-                            let make = addressMakers[job - 5]
-                            _ = table.forEachChunk { flows, first in
-                                for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
-                            }
-                            // id (the high half of tie), then low, high, family; the index is already ascending.
-                            keys = radixSorted(keys, digits: 21) { k, d in
-                                switch d {
-                                case 0...3: return k.tie >> (32 + 8 * d)
-                                case 4...11: return k.low >> (8 * (d - 4))
-                                case 12...19: return k.high >> (8 * (d - 12))
-                                default: return k.family
-                                }
-                            }
-                            aOut[job - 5] = OrderedIndex(sorted: keys, tags: tags(keys))
-                        }
-                    }
+        // Two at a time (the machine's cores), so that at most two key arrays exist besides the indexes.
+        withEachIndex(parallel: true) { job, index in
+            var keys: [SortKey] = []
+            keys.reserveCapacity(n)
+            let make = makers[job]
+            _ = table.forEachChunk { flows, first in
+                for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
+            }
+            // Narrow keys: a = primary << 32 | id, b = table index (already ascending). Wide keys (the timeout):
+            // a = primary, b = id << 32 | index.
+            keys = job == 2
+                ? radixSorted(keys, digits: 12) { k, d in d < 4 ? k.b >> (32 + 8 * d) : k.a >> (8 * (d - 4)) }
+                : radixSorted(keys, digits: 8) { k, d in k.a >> (8 * d) }
+            index = OrderedIndex(sorted: keys, tags: tags(keys))
+        } address: { job, index in
+            var keys: [AddressSortKey] = []
+            keys.reserveCapacity(n)
+            let make = addressMakers[job]
+            _ = table.forEachChunk { flows, first in
+                for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
+            }
+            // id (the high half of tie), then low, high, family; the index is already ascending.
+            keys = radixSorted(keys, digits: 21) { k, d in
+                switch d {
+                case 0...3: return k.tie >> (32 + 8 * d)
+                case 4...11: return k.low >> (8 * (d - 4))
+                case 12...19: return k.high >> (8 * (d - 12))
+                default: return k.family
                 }
             }
+            index = OrderedIndex(sorted: keys, tags: tags(keys))
         }
-        id = narrow[0]
-        mark = narrow[1]
-        timeout = narrow[2]
-        origPortSrc = narrow[3]
-        origPortDst = narrow[4]
-        origSrc = addresses[0]
-        origDst = addresses[1]
     }
 
     /// Checks every index against the table (tests): each holds exactly the table's keys.
