@@ -240,12 +240,10 @@ struct GroupSums {
     }
 }
 
-/// The groups of a summary: open addressing with linear probing over parallel arrays, hashed by a seeded
-/// multiply-xorshift of the key's words. `Dictionary`'s SipHash of the 40-byte key was two thirds of a summary's
-/// time at 250,000 entries (perf, docs/benchmark.md). The seed is random per process, so that connections a client
-/// can create cannot be chosen to collide.
+/// The groups of a summary: open addressing with linear probing over parallel arrays, hashed by ``WordHash``.
+/// `Dictionary`'s SipHash of the 40-byte key was two thirds of a summary's time at 250,000 entries (perf,
+/// docs/benchmark.md).
 struct GroupTable {
-    private static let seed: UInt64 = UInt64.random(in: 1...UInt64.max) | 1
     private var keys: [GroupSums.NumericGroup] = []
     private var totals: [FlowSummary.Totals] = []
     /// Parallel to the slots: whether a slot holds a group.
@@ -256,14 +254,12 @@ struct GroupTable {
     init() { resize(to: 64) }
 
     @inline(__always)
-    private static func hash(_ k: GroupSums.NumericGroup) -> UInt64 {
-        var h = seed
-        h = (h ^ k.a.low) &* 0x9E37_79B9_7F4A_7C15
-        h = (h ^ k.a.high ^ (k.a.isIPv6 ? 1 << 63 : 0)) &* 0xC2B2_AE3D_27D4_EB4F
-        h = (h ^ k.b.low) &* 0x1656_67B1_9E37_79F9
-        h = (h ^ k.b.high ^ (k.b.isIPv6 ? 1 << 63 : 0)) &* 0x85EB_CA77_C2B2_AE63
-        h = (h ^ k.n) &* 0x27D4_EB2F_1656_67C5
-        return h ^ (h >> 29)
+    private static func hash(_ k: GroupSums.NumericGroup) -> Int {
+        var h = WordHash()
+        h.combine(k.a)
+        h.combine(k.b)
+        h.combine(k.n)
+        return h.value
     }
 
     private mutating func resize(to capacity: Int) {
@@ -276,7 +272,7 @@ struct GroupTable {
         used = [Bool](repeating: false, count: capacity)
         mask = capacity - 1
         for i in oldUsed.indices where oldUsed[i] {
-            var s = Int(truncatingIfNeeded: Self.hash(oldKeys[i])) & mask
+            var s = Self.hash(oldKeys[i]) & mask
             while used[s] { s = (s + 1) & mask }
             used[s] = true
             keys[s] = oldKeys[i]
@@ -285,7 +281,7 @@ struct GroupTable {
     }
 
     mutating func add(_ k: GroupSums.NumericGroup, _ f: Flow) {
-        var s = Int(truncatingIfNeeded: Self.hash(k)) & mask
+        var s = Self.hash(k) & mask
         while used[s] {
             if keys[s] == k {
                 totals[s].add(f)

@@ -4,10 +4,9 @@ import Foundation
 /// deletion): the key itself is not stored but read back from the flow the slot names, so the table costs 4 bytes
 /// per slot, 8 to 16 bytes per entry, where a `[FlowKey: Int]` costs about 150 at a million entries.
 ///
-/// Hashes are a multiply-xorshift of the key's words, seeded at random per process: a client that opens connections
-/// with chosen tuples cannot aim them at one chain. (`Hasher`'s SipHash was a tenth of a bulk kill's CPU.)
+/// Hashes come from ``WordHash``, seeded at random per process: a client that opens connections with chosen tuples
+/// cannot aim them at one chain.
 struct FlowKeyTable {
-    private static let seed: UInt64 = UInt64.random(in: 1...UInt64.max)
 
     private var slots: [Int32] = []
     private var mask = -1
@@ -22,16 +21,13 @@ struct FlowKeyTable {
         mask = size - 1
     }
 
-    @inline(__always) private func home(_ key: FlowKey) -> Int { Int(truncatingIfNeeded: Self.hash(key)) & mask }
-
-    @inline(__always) static func hash(_ k: FlowKey) -> UInt64 {
-        var h = seed ^ (UInt64(k.id) << 32 | UInt64(k.sourcePort) << 16 | UInt64(k.destinationPort))
-        h = h &* 0x9E37_79B9_7F4A_7C15
-        h = (h ^ k.source.low ^ (k.source.isIPv6 ? 1 << 63 : 0)) &* 0xC2B2_AE3D_27D4_EB4F
-        h = (h ^ k.source.high) &* 0x1656_67B1_9E37_79F9
-        h = (h ^ k.destination.low ^ (k.destination.isIPv6 ? 1 << 62 : 0)) &* 0x85EB_CA77_C2B2_AE63
-        h = (h ^ k.destination.high ^ (UInt64(k.l4proto) << 16 | UInt64(k.zone))) &* 0x27D4_EB2F_1656_67C5
-        return h ^ (h >> 31)
+    @inline(__always) private func home(_ key: FlowKey) -> Int {
+        var h = WordHash()
+        h.combine(UInt64(key.id) << 32 | UInt64(key.sourcePort) << 16 | UInt64(key.destinationPort))
+        h.combine(key.source)
+        h.combine(key.destination)
+        h.combine(UInt64(key.l4proto) << 16 | UInt64(key.zone))
+        return h.value & mask
     }
 
     /// The table index of `key`, reading keys back through `keyAt`.
