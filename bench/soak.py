@@ -77,10 +77,18 @@ def fill(n):
     return time.perf_counter() - t
 
 
-def table():
-    """{id: mark} of every entry in the kernel table (one dump)."""
+def table(with_shared=False):
+    """{id: mark} of every entry in the kernel table (one dump); with_shared: also the ids two or more entries hold
+    (ids are 32-bit hashes: about 7 pairs collide at 250,000 entries, and `kill` refuses such an id as ambiguous)."""
     out = sh("conntrack -L -o id 2>/dev/null").stdout
-    return {int(i): int(m) for m, i in re.findall(r"mark=(\d+).*?id=(\d+)", out)}
+    pairs = [(int(i), int(m)) for m, i in re.findall(r"mark=(\d+).*?id=(\d+)", out)]
+    entries = dict(pairs)
+    if not with_shared:
+        return entries
+    seen, shared = set(), set()
+    for i, _ in pairs:
+        (shared if i in seen else seen).add(i)
+    return entries, shared
 
 
 def count():
@@ -268,6 +276,7 @@ class Stats:
         self.samples = {}  # category -> first few messages
         self.killed = {}  # operator user -> [ids]
         self.kill_foreign = []  # ids reported killed that were not the killer's own
+        self.ambiguous = []  # ids `kill` refused as shared by two entries
         self.nonreading = []
 
     def add(self, key, n=1):
@@ -283,7 +292,7 @@ class Stats:
     def export(self):
         return {"c": self.c, "view_lat": self.view_lat, "multi_lat": self.multi_lat, "kill_lat": self.kill_lat,
                 "samples": self.samples, "killed": self.killed, "kill_foreign": self.kill_foreign,
-                "nonreading": self.nonreading}
+                "ambiguous": self.ambiguous, "nonreading": self.nonreading}
 
 
 class Conn:
@@ -444,11 +453,16 @@ class Client(threading.Thread):
                 if out is not None and code is None:
                     part = out.split(b"<name>killed_ids</name>", 1)[1].split(b"</array>", 1)[0]
                     ids = [int(x) for x in STR_RE.findall(part)]
+                    amb = out.split(b"<name>ambiguous</name>", 1)[1].split(b"</array>", 1)[0]
+                    ambiguous = [int(x) for x in STR_RE.findall(amb)]
                     foreign = [i for i in ids if i not in mine or i not in batch]
                     with self.st.lock:
                         killed.extend(ids)
                         self.st.kill_foreign.extend(foreign)
-                    if len(ids) != len(batch):
+                        self.st.ambiguous.extend(ambiguous)
+                    if ambiguous:
+                        self.st.add("refused:kill (id shared by two entries): ambiguous", len(ambiguous))
+                    if len(ids) + len(ambiguous) != len(batch):
                         self.st.add("wf_errors")
                         self.st.add("error:kill:not all killed")
                         self.st.sample("error:kill", out[:600])
@@ -681,7 +695,7 @@ def main():
         specs.append([kind, i, user, []])
 
     fill_s = fill(ENTRIES)
-    before = table()
+    before, shared_ids = table(with_shared=True)
     start_count = count()
     op_marks = {}
     by_mark = {}
@@ -736,7 +750,7 @@ def main():
     busy = len(re.findall(r"logins in progress", err_text))
 
     # merge
-    c, samples, killed, foreign, nonreading = {}, {}, {}, [], []
+    c, samples, killed, foreign, nonreading, ambiguous = {}, {}, {}, [], [], []
     view_lat, multi_lat, kill_lat = [], [], []
     for r in results:
         for k, v in r["c"].items():
@@ -746,6 +760,7 @@ def main():
         for u, ids in r["killed"].items():
             killed.setdefault(u, []).extend(ids)
         foreign += r["kill_foreign"]
+        ambiguous += r["ambiguous"]
         nonreading += r["nonreading"]
         view_lat += r["view_lat"]
         multi_lat += r["multi_lat"]
@@ -772,7 +787,8 @@ def main():
         start_count=start_count, end_count=end_count, alive=alive and alive_end, exit_code=exit_code, rss=rss,
         steady=steady, rss_end=rss_end, cpu_pct=cpu_pct, throttled=throttled, busy_log=busy, nonreading=nonreading,
         kinds={k: kinds.count(k) for k in sorted(set(kinds))}, ops=ops, owned_each=len(by_mark.get(1, [])),
-        probe_lat=probe_lat,
+        probe_lat=probe_lat, ambiguous=len(ambiguous), ambiguous_unshared=len(set(ambiguous) - shared_ids),
+        shared_ids=len(shared_ids),
     )
     sh("conntrack -F", check=False)
     report = render(r)
@@ -854,6 +870,8 @@ def render(r):
         f"| … of them by the login throttle (ctd's log) | {throttle_text} | |",
         f"| kills done: ids killed by {r['ops']} operators ({r['owned_each']:,} own ids each) | {r['killed']:,} | |",
         f"| … killed ids that were not the killer's own / killed twice | {r['not_own']} / {r['kill_dupes']} | 0 / 0 |",
+        f"| … ids refused as ambiguous / of them not shared by two entries in the starting dump "
+        f"({r['shared_ids']} ids shared there) | {r['ambiguous']} / {r['ambiguous_unshared']} | any / 0 |",
         f"| … `conntrack -C` start − killed = end | {r['start_count']:,} − {r['killed']:,} = "
         f"{r['start_count'] - r['killed']:,}; end {r['end_count']:,} "
         f"({'equal' if r['start_count'] - r['killed'] == r['end_count'] else '**differs**'}) | equal |",

@@ -113,6 +113,75 @@ def test_notify_protocol(tmp_path):
         manager.close()
 
 
+class ThreadStop:
+    """Stops one thread of another process, and only that thread, as a debugger does: PTRACE_SEIZE and
+    PTRACE_INTERRUPT of its tid (the other threads run on), PTRACE_DETACH to let it go. No code in ctd helps."""
+
+    PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT, WALL = 17, 0x4206, 0x4207, 0x40000000
+
+    def __init__(self, tid: int):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        self.tid = tid
+        for request in (self.PTRACE_SEIZE, self.PTRACE_INTERRUPT):
+            if self.libc.ptrace(request, tid, None, None) != 0:
+                raise OSError(ctypes.get_errno(), f"ptrace({request:#x}) of thread {tid}")
+        _, status = os.waitpid(tid, self.WALL)  # returns once the thread is stopped
+        assert os.WIFSTOPPED(status), f"thread {tid}: wait status {status:#x}"
+
+    def release(self):
+        self.libc.ptrace(self.PTRACE_DETACH, self.tid, None, None)
+
+
+def event_loop_threads(pid: int) -> list[int]:
+    tids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().startswith("NIO-ELT-"):
+                tids.append(int(tid))
+    return sorted(tids)
+
+
+def test_watchdog_withheld_while_an_event_loop_is_stalled_and_resumed_after(tmp_path):
+    """One NIO event loop thread stopped from outside (ptrace): the liveness probe cannot make its round trip, so
+    WATCHDOG=1 stops (systemd would kill and restart ctd after WatchdogSec) and the log says why; once the thread
+    runs again, the pings come back. Waits on conditions only: the probe's own 10 s bound ends the stalled check."""
+    manager, proc, _, err_path = start_under_manager(tmp_path, watchdog_usec=2_000_000)
+    stop = None
+    try:
+        ready = manager.wait_for("READY", "1", what="at start")
+        manager.wait_for("WATCHDOG", "1", after=ready, what="before the stall")
+        loops = event_loop_threads(proc.pid)
+        assert loops, f"no NIO-ELT thread in {os.listdir(f'/proc/{proc.pid}/task')}"
+        stop = ThreadStop(loops[-1])
+        manager.poll()
+        stalled_at = len(manager.messages)
+        # The stalled check ends at its 10 s bound with a logged error; wait for that line (it names the cause).
+        end = time.monotonic() + DEADLINE
+        while "watchdog check failed" not in err_path.read_text():
+            assert time.monotonic() < end, "no 'watchdog check failed' in ctd's log while a loop was stopped"
+            assert proc.poll() is None, err_path.read_text()
+            time.sleep(0.2)
+        manager.poll()
+        pings = [m for m in manager.messages[stalled_at:] if m.get("WATCHDOG") == "1"]
+        # A check that passed just before the stop may still send its ping; none after it.
+        assert len(pings) <= 1, f"{len(pings)} WATCHDOG=1 while an event loop was stopped: {manager.messages}"
+        resumed_from = len(manager.messages)
+        stop.release()
+        stop = None
+        manager.wait_for("WATCHDOG", "1", after=resumed_from, what="after the thread runs again")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE) == 0, err_path.read_text()
+    finally:
+        if stop is not None:
+            stop.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        manager.close()
+
+
 def test_without_notify_socket_nothing_changes(ctd):
     """Started by hand (no NOTIFY_SOCKET), ctd serves as before and stops cleanly (checked by the fixture)."""
     c = ctd()
