@@ -192,6 +192,9 @@ public final class ConntrackService: @unchecked Sendable {
         mirror.setResyncing(true)
         defer { mirror.setResyncing(false) }
         lastIndexSeconds = try mirror.load(isResync: isResync) { add in try kernel.dump(add) }
+        // The index build's key arrays and sort scratch (about 100 MB at a million entries) are freed now: give
+        // their pages back, so that resident memory after a load is the table's, not the build's.
+        ProcessTuning.returnFreedMemory()
     }
 
     private func eventLoop() {

@@ -52,7 +52,7 @@ public struct FlowTable: RandomAccessCollection, Sendable {
     }
 
     /// The base address of each chunk, for reading flows in place at random indices (flow i is at
-    /// `bases[i >> chunkShift] + (i & (chunkSize - 1))`) without copying each 216-byte flow out: a read then
+    /// `bases[i >> chunkShift] + (i & (chunkSize - 1))`) without copying each 176-byte flow out: a read then
     /// touches only the cache lines of the fields it needs. Valid while the caller holds this table unchanged (a
     /// snapshot: the table keeps its chunks alive and nothing writes to them while it is shared).
     package func chunkBases() -> [UnsafePointer<Flow>] {

@@ -229,9 +229,11 @@ public struct FlowIndexes: Sendable {
             }
             // Narrow keys: a = primary << 32 | id, b = table index (already ascending). Wide keys (the timeout):
             // a = primary, b = id << 32 | index.
-            keys = job == 2
-                ? radixSorted(keys, digits: 12) { k, d in d < 4 ? k.b >> (32 + 8 * d) : k.a >> (8 * (d - 4)) }
-                : radixSorted(keys, digits: 8) { k, d in k.a >> (8 * d) }
+            if job == 2 {
+                radixSort(&keys, digits: 12) { k, d in d < 4 ? k.b >> (32 + 8 * d) : k.a >> (8 * (d - 4)) }
+            } else {
+                radixSort(&keys, digits: 8) { k, d in k.a >> (8 * d) }
+            }
             index = OrderedIndex(sorted: keys, tags: tags(keys))
         } address: { job, index in
             var keys: [AddressSortKey] = []
@@ -241,7 +243,7 @@ public struct FlowIndexes: Sendable {
                 for k in 0..<flows.count { keys.append(make(flows[k], first + k)) }
             }
             // id (the high half of tie), then low, high, family; the index is already ascending.
-            keys = radixSorted(keys, digits: 21) { k, d in
+            radixSort(&keys, digits: 21) { k, d in
                 switch d {
                 case 0...3: return k.tie >> (32 + 8 * d)
                 case 4...11: return k.low >> (8 * (d - 4))
@@ -281,13 +283,14 @@ extension AddressSortKey: FlowIndexKey {}
 /// 0 ..< digits). Keys made in table order are already ascending by their last tie (the table index), so sorting
 /// by the digits before it is the full order, in linear passes instead of n log n comparisons. A digit that is the
 /// same in every key (the high bytes of a port, the upper half of an IPv4 key, the family) costs one counting pass
-/// and no move.
+/// and no move. Sorts in place with one scratch array of the same size, freed on return: at a million 32-byte
+/// address keys, the load's peak holds 32 MB less per index in flight than a sort that returns a new array
+/// (input, copy and scratch).
 @inline(__always)
-func radixSorted<K>(_ input: [K], digits: Int, _ digit: (K, Int) -> UInt64) -> [K] {
-    let n = input.count
-    guard n > 1 else { return input }
-    var keys = input
-    var other = input
+func radixSort<K>(_ keys: inout [K], digits: Int, _ digit: (K, Int) -> UInt64) {
+    let n = keys.count
+    guard n > 1 else { return }
+    var other = [K](repeating: keys[0], count: n)
     var counts = [Int](repeating: 0, count: 256)
     for d in 0..<digits {
         let skip: Bool = keys.withUnsafeBufferPointer { src in
@@ -319,7 +322,6 @@ func radixSorted<K>(_ input: [K], digits: Int, _ digit: (K, Int) -> UInt64) -> [
         }
         swap(&keys, &other)
     }
-    return keys
 }
 
 /// One index's changes in a batch, in order.
