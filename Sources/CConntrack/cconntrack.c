@@ -186,7 +186,8 @@ struct dump_ring {
 
 /* Whether `buf` holds the end of the dump: NLMSG_DONE or an error message. */
 static int dump_ends_in(const unsigned char *buf, ssize_t n) {
-    for (const struct nlmsghdr *h = (const void *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+    int len = (int)n; /* an int, as NLMSG_OK expects: it stops at a negative rest */
+    for (const struct nlmsghdr *h = (const void *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
         if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) return 1;
     }
     return 0;
@@ -218,7 +219,8 @@ static void *dump_reader(void *arg) {
 
 /* Parses one received buffer; returns 1 at the end of the dump, 0 to go on, -errno on an error message. */
 static int dump_parse(const unsigned char *buf, ssize_t n, uint32_t seq, ctd_flow_cb cb, void *ctx) {
-    for (const struct nlmsghdr *h = (const void *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+    int len = (int)n;
+    for (const struct nlmsghdr *h = (const void *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
         if (h->nlmsg_seq != seq) continue; /* not an answer to this request */
         if (h->nlmsg_type == NLMSG_DONE) return 1;
         if (h->nlmsg_type == NLMSG_ERROR) {
