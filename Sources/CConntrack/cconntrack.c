@@ -148,21 +148,25 @@ static int set_tuple(struct nf_conntrack *ct, const struct ctd_flow *f) {
 struct cb_ctx {
     ctd_flow_cb cb;
     void *ctx;
-    int is_dump;
 };
 
-static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void *data) {
-    struct cb_ctx *c = data;
+/* Hands one parsed entry to `cb` as a message of type `t` (a dump entry or an event). */
+static void deliver(const struct nf_conntrack *ct, int t, ctd_flow_cb cb, void *ctx) {
     struct ctd_flow f;
     to_flow(ct, &f);
-    int t = CTD_MSG_DUMP;
-    if (c->is_dump) t = CTD_MSG_DUMP;
-    else if (type == NFCT_T_NEW) t = CTD_MSG_NEW;
-    else if (type == NFCT_T_UPDATE) t = CTD_MSG_UPDATE;
-    else if (type == NFCT_T_DESTROY) t = CTD_MSG_DESTROY;
     // Labels and helper are in every dump entry and NEW/UPDATE event that has them: their absence means none.
     if (t != CTD_MSG_DESTROY) f.has |= CTD_HAS_LABELS | CTD_HAS_HELPER;
-    c->cb(c->ctx, t, &f);
+    cb(ctx, t, &f);
+}
+
+/* The events' callback (the dump parses its messages itself: `dump_parse`). */
+static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void *data) {
+    struct cb_ctx *c = data;
+    int t = CTD_MSG_DUMP;
+    if (type == NFCT_T_NEW) t = CTD_MSG_NEW;
+    else if (type == NFCT_T_UPDATE) t = CTD_MSG_UPDATE;
+    else if (type == NFCT_T_DESTROY) t = CTD_MSG_DESTROY;
+    deliver(ct, t, c->cb, c->ctx);
     return NFCT_CB_CONTINUE;
 }
 
@@ -171,6 +175,8 @@ static int on_entry(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, vo
  * parsing, one after the other. Here a reader thread only receives (the kernel walks its table a round at a time,
  * as fast as it is read) into a ring of 64 KB buffers, and the calling thread parses what it has received meanwhile:
  * the dump takes about the longer of the two, not their sum. The calling thread is the one that calls `cb`. */
+/* Dumps come in skbs as large as the largest read the kernel has seen on the socket (up to 32 KB): 64 KB reads,
+ * not libnfnetlink's 8 KB, let the kernel walk its table in a quarter of the rounds. */
 enum { DUMP_BUFFER = 65536, DUMP_RING = 64 };
 
 struct dump_ring {
@@ -232,12 +238,7 @@ static int dump_parse(const unsigned char *buf, ssize_t n, uint32_t seq, ctd_flo
          * keep attributes (labels, helper, timestamps) of an earlier entry that this one lacks. */
         struct nf_conntrack *ct = nfct_new();
         if (!ct) return -ENOMEM;
-        if (nfct_nlmsg_parse(h, ct) >= 0) {
-            struct ctd_flow f;
-            to_flow(ct, &f);
-            f.has |= CTD_HAS_LABELS | CTD_HAS_HELPER;
-            cb(ctx, CTD_MSG_DUMP, &f);
-        }
+        if (nfct_nlmsg_parse(h, ct) >= 0) deliver(ct, CTD_MSG_DUMP, cb, ctx);
         nfct_destroy(ct);
     }
     return 0;

@@ -58,22 +58,25 @@ public struct Flow: Sendable, Equatable {
         }
     }
 
-    @inlinable var isIPv6: Bool { l3proto == 10 }
+    /// The address stored as `words`, in this entry's family.
+    @inlinable func address(_ words: AddressWords) -> IPAddress {
+        IPAddress(high: words.high, low: words.low, isIPv6: l3proto == 10)
+    }
 
     public var origSource: IPAddress {
-        @inlinable get { IPAddress(high: origSourceWords.high, low: origSourceWords.low, isIPv6: isIPv6) }
+        @inlinable get { address(origSourceWords) }
         @inlinable set { origSourceWords = AddressWords(newValue) }
     }
     public var origDestination: IPAddress {
-        @inlinable get { IPAddress(high: origDestinationWords.high, low: origDestinationWords.low, isIPv6: isIPv6) }
+        @inlinable get { address(origDestinationWords) }
         @inlinable set { origDestinationWords = AddressWords(newValue) }
     }
     public var replySource: IPAddress {
-        @inlinable get { IPAddress(high: replySourceWords.high, low: replySourceWords.low, isIPv6: isIPv6) }
+        @inlinable get { address(replySourceWords) }
         @inlinable set { replySourceWords = AddressWords(newValue) }
     }
     public var replyDestination: IPAddress {
-        @inlinable get { IPAddress(high: replyDestinationWords.high, low: replyDestinationWords.low, isIPv6: isIPv6) }
+        @inlinable get { address(replyDestinationWords) }
         @inlinable set { replyDestinationWords = AddressWords(newValue) }
     }
 
