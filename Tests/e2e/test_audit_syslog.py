@@ -199,6 +199,19 @@ def _syslog_section(rs: Rsyslog, certs: dict, queue: Path, **extra) -> str:
     return "\n[plugin.AuditSyslog]\n" + body
 
 
+def _span(row: dict) -> range:
+    """The action rows an AuditSQLite row accounts for: an outcome run (ref_seq to ref_last) completes many, each
+    with its own message at the collector; any other row is one event."""
+    if row["action"] == "outcome" and row.get("ref_last") is not None:
+        return range(row["ref_seq"], row["ref_last"] + 1)
+    return range(row["seq"], row["seq"] + 1)
+
+
+def _event_count(rows: list[dict]) -> int:
+    """The events AuditSyslog sends for these trail rows: one per row, and one per action an outcome run completes."""
+    return sum(len(_span(r)) for r in rows)
+
+
 def _audit_rows(db: Path) -> list[dict]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     con.row_factory = sqlite3.Row
@@ -263,7 +276,7 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     by_id = {e["id"]: e for e in entries}
     wait_for(lambda: rpc.view(sid, {"orig_dst": "10.81.0.1"}, "", "ASC", 0, 1)["total"], timeout=60,
              done=lambda t: t == 10_000, what="10,000 entries in view")
-    wait_for(lambda: _distinct(rs), timeout=60, done=lambda n: n == len(_audit_rows(db)),
+    wait_for(lambda: _distinct(rs), timeout=60, done=lambda n: n == _event_count(_audit_rows(db)),
              what="every event so far at the collector")
     before = len(rs.lines())
     assert rs.count() == before
@@ -293,7 +306,7 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     assert f"tls://127.0.0.1:{rs.port}" in h and "events queued" in h, h
     rpc2, sid2 = c.login()
     rs.start()
-    sent = len(_audit_rows(db))
+    sent = _event_count(_audit_rows(db))
     try:
         wait_for(lambda: len({e["sd"]["event"] for e in _whole_events(rs)[0]}), timeout=180, interval=0.2,
                  done=lambda n: n >= sent, what=f"all {sent} events at the restarted collector")
@@ -308,8 +321,9 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     # One interruption of the collector: at most the records it was writing when it stopped are torn.
     assert len(torn) <= 2, f"{len(torn)} torn records at the collector: {[t[:200] for t in torn[:3]]}"
     rows = _audit_rows(db)
-    assert len(rows) == sent, "AuditSQLite wrote rows after the count was taken"
-    # Count sent (one message per AuditSQLite row) equals count received; nothing unknown arrived.
+    assert _event_count(rows) == sent, "AuditSQLite wrote rows after the count was taken"
+    # Count sent (one message per AuditSQLite row, and per action an outcome run completes) equals count received;
+    # nothing unknown arrived.
     numbers = [int(e["sd"]["event"]) for e in events]
     distinct = sorted(set(numbers))
     assert len(distinct) == sent and distinct == list(range(distinct[0], distinct[0] + sent)), \
@@ -328,7 +342,7 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     m = re.search(r"AuditSyslog: stopped; (\d+) events delivered \((\d+) of them resent\), 0 left", c.stderr())
     assert m, c.stderr()[-3000:]
     # Stopping closes the test's sessions, which is audited too: compare with the trail as it is now.
-    assert int(m.group(1)) == len(_audit_rows(db)) and duplicates <= int(m.group(2)), m.group(0)
+    assert int(m.group(1)) == _event_count(_audit_rows(db)) and duplicates <= int(m.group(2)), m.group(0)
     print(f"sent {sent}, received {len(numbers)} ({duplicates} duplicates, {m.group(2)} retransmissions), "
           f"collector stopped at {at_stop} lines; {len(torn)} torn records: {[t[:120] for t in torn]}")
 
@@ -342,24 +356,29 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     # The same actions as AuditSQLite recorded, field by field.
     def key(action, user, conn, outcome):
         return (action, user, None if conn is None else str(conn), outcome)
+    by_seq = {r["seq"]: r for r in rows}
+    # An outcome run stands for one outcome of each action it completes (the connection is in the action's row).
     from_db = collections.Counter(
-        key("outcome" if r["action"] == "outcome" else r["action"], r["user"], r["conn_id"], r["outcome"])
-        for r in rows)
+        key("outcome" if r["action"] == "outcome" else r["action"], r["user"],
+            by_seq[seq]["conn_id"] if r["action"] == "outcome" and r["ref_last"] is not None else r["conn_id"],
+            r["outcome"])
+        for r in rows for seq in _span(r))
     from_syslog = collections.Counter(
         key(e["msgid"], e["sd"]["user"], e["sd"].get("conn_id"), e["sd"]["outcome"])
         for e in {e["sd"]["event"]: e for e in events}.values())
     assert from_syslog == from_db
 
     unique = {e["sd"]["event"]: e for e in events}
-    # AuditSQLite comes before AuditSyslog: each message names its trail row (docs/audit.md), one message per row.
-    by_seq = {r["seq"]: r for r in rows}
-    assert sorted(int(e["sd"]["audit_seq"]) for e in unique.values()) == sorted(by_seq)
+    # AuditSQLite comes before AuditSyslog: each message names its trail row (docs/audit.md), one message per row,
+    # and one per action an outcome run completes, each naming the run's row.
+    assert collections.Counter(int(e["sd"]["audit_seq"]) for e in unique.values()) == {
+        r["seq"]: len(_span(r)) for r in rows}
     for e in unique.values():
         r = by_seq[int(e["sd"]["audit_seq"])]
         assert e["sd"]["audit_hash"] == r["hash"] and e["sd"]["user"] == r["user"], (e["line"], r)
         assert (e["msgid"] == "outcome") == (r["action"] == "outcome") and e["sd"]["outcome"] == r["outcome"]
         if r["action"] == "outcome":
-            assert int(e["sd"]["audit_ref_seq"]) == r["ref_seq"]
+            assert int(e["sd"]["audit_ref_seq"]) in range(r["ref_seq"], (r["ref_last"] or r["ref_seq"]) + 1)
     bulk = [e for e in unique.values() if e["sd"].get("procedure") == "kill_matching"]
     pending = [e for e in bulk if e["msgid"] == "kill"]
     outcomes = [e for e in bulk if e["msgid"] == "outcome"]

@@ -163,13 +163,8 @@ public final class AuditSQLitePlugin: ActionHook {
     }
 
     public func after(_ event: ActionEvent, token: Int64, outcome: ActionOutcome) throws {
-        let (verdict, reason): (AuditOutcome, String?)
-        switch outcome {
-        case .succeeded: (verdict, reason) = (.succeeded, nil)
-        case .failed(let why): (verdict, reason) = (.failed, why)
-        @unknown default: (verdict, reason) = (.failed, "outcome unknown to AuditSQLite \(metadata.version)")
-        }
-        let row = AuditEntry.outcome(of: Self.entry(for: event), seq: token, outcome: verdict, reason: reason)
+        let (verdict, reason) = verdict(outcome)
+        let row = Self.outcomeEntry(for: event, seq: token, outcome: verdict, reason: reason)
         let written = try writeBatch([row], doing: "record the outcome of seq \(token)")[0]
         positions.recordOutcomes([(token, written.seq, written.hash)])
     }
@@ -181,18 +176,54 @@ public final class AuditSQLitePlugin: ActionHook {
         return rows.map { (HookDecision.allow, $0.seq) }
     }
 
+    /// A bulk kill's outcomes. A run of actions that all succeeded, with consecutive rows (one batch: the same
+    /// procedure, user and client), is completed by one outcome row naming the run (`ref_seq` to `ref_last`); each
+    /// other action gets its own row. 10,000 connections killed: one outcome row, not 10,000 (docs/audit.md,
+    /// "Outcome runs").
     public func after(batch results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)]) throws {
-        let rows = results.map { r -> AuditEntry in
-            let (verdict, reason): (AuditOutcome, String?)
-            switch r.outcome {
-            case .succeeded: (verdict, reason) = (.succeeded, nil)
-            case .failed(let why): (verdict, reason) = (.failed, why)
-            @unknown default: (verdict, reason) = (.failed, "outcome unknown to AuditSQLite \(metadata.version)")
+        var rows: [AuditEntry] = []
+        /// For each result, the index in `rows` of the outcome row that completes it.
+        var rowOf: [Int] = []
+        rowOf.reserveCapacity(results.count)
+        var i = 0
+        while i < results.count {
+            let r = results[i]
+            let (verdict, reason) = verdict(r.outcome)
+            var j = i
+            if verdict == .succeeded {
+                while j + 1 < results.count, results[j + 1].token == results[j].token + 1,
+                    case .succeeded = results[j + 1].outcome, Self.sameActor(results[j + 1].event, r.event)
+                {
+                    j += 1
+                }
             }
-            return AuditEntry.outcome(of: Self.entry(for: r.event), seq: r.token, outcome: verdict, reason: reason)
+            if j > i {
+                rows.append(
+                    AuditEntry.outcome(
+                        ofRun: Self.actor(of: r.event), first: r.token, last: results[j].token, outcome: verdict,
+                        reason: reason))
+            } else {
+                rows.append(Self.outcomeEntry(for: r.event, seq: r.token, outcome: verdict, reason: reason))
+            }
+            rowOf.append(contentsOf: repeatElement(rows.count - 1, count: j - i + 1))
+            i = j + 1
         }
-        let written = try writeBatch(rows, doing: "record \(rows.count) outcomes")
-        positions.recordOutcomes(zip(results, written).map { ($0.0.token, $0.1.seq, $0.1.hash) })
+        let written = try writeBatch(rows, doing: "record the outcomes of \(results.count) actions")
+        positions.recordOutcomes(results.indices.map { (results[$0].token, written[rowOf[$0]].seq, written[rowOf[$0]].hash) })
+    }
+
+    private func verdict(_ outcome: ActionOutcome) -> (AuditOutcome, String?) {
+        switch outcome {
+        case .succeeded: return (.succeeded, nil)
+        case .failed(let why): return (.failed, why)
+        @unknown default: return (.failed, "outcome unknown to AuditSQLite \(metadata.version)")
+        }
+    }
+
+    /// Whether two actions share the columns an outcome row repeats from its action (a run's row names them once).
+    static func sameActor(_ a: ActionEvent, _ b: ActionEvent) -> Bool {
+        a.kind == b.kind && a.procedure == b.procedure && a.user == b.user && a.roles == b.roles
+            && a.clientAddress == b.clientAddress
     }
 
     public var healthProblem: String? {
@@ -241,6 +272,20 @@ public final class AuditSQLitePlugin: ActionHook {
             entry.reason = "permission denied"
         }
         return entry
+    }
+
+    /// The outcome row of the action `event`, written as row `seq`: ``AuditEntry/outcome(of:seq:outcome:reason:)``
+    /// without first building the action's whole entry (its tuple's strings are not part of an outcome row).
+    static func outcomeEntry(for event: ActionEvent, seq: Int64, outcome: AuditOutcome, reason: String?) -> AuditEntry {
+        AuditEntry.outcome(
+            of: actor(of: event), connectionID: event.connection?.id, seq: seq, outcome: outcome, reason: reason)
+    }
+
+    /// Who did `event`, from where: the part of its entry an outcome row repeats.
+    static func actor(of event: ActionEvent) -> AuditEntry {
+        AuditEntry(
+            action: AuditAction(rawValue: event.kind.rawValue), procedure: event.procedure, user: event.user,
+            roles: event.roles.map(\.rawValue), client: event.clientAddress)
     }
 
     static func connection(_ c: ConnectionInfo) -> AuditConnection {

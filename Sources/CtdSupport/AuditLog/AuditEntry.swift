@@ -18,7 +18,8 @@ public struct AuditAction: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let auditRead = AuditAction(rawValue: "audit_read")
     /// `ctd audit prune`: rows older than `new_value` removed from the start of the trail (docs/audit.md).
     public static let prune = AuditAction(rawValue: "prune")
-    /// The outcome of the action row named by `ref_seq`.
+    /// The outcome of the action row named by `ref_seq`, or of every action row from `ref_seq` to `ref_last` (a
+    /// bulk action whose rows all had this outcome: one row instead of one per connection).
     public static let outcome = AuditAction(rawValue: "outcome")
 
     /// The kinds a filter may name (`outcome` rows are shown with their action, never alone).
@@ -103,6 +104,9 @@ public struct AuditEntry: Sendable, Equatable {
     public var action: AuditAction
     /// For an ``AuditAction/outcome`` row: the `seq` of the action row it completes.
     public var refSeq: Int64?
+    /// For an outcome row that completes a run of action rows: the `seq` of the run's last row (`refSeq` is its
+    /// first); `nil` for an outcome of one action.
+    public var refLast: Int64?
     /// The XML-RPC procedure (`kill`, `change`, `login`, or the denied one).
     public var procedure: String
     /// The user (for a failed login: the name that was tried).
@@ -145,11 +149,29 @@ public struct AuditEntry: Sendable, Equatable {
     /// that the row reads on its own in `sqlite3`.
     public static func outcome(of action: AuditEntry, seq: Int64, outcome: AuditOutcome, reason: String?) -> AuditEntry
     {
+        Self.outcome(of: action, connectionID: action.connection?.id, seq: seq, outcome: outcome, reason: reason)
+    }
+
+    /// The same for an action whose connection (if any) has the id `connectionID`; `action.connection` is not read.
+    public static func outcome(
+        of action: AuditEntry, connectionID: UInt32?, seq: Int64, outcome: AuditOutcome, reason: String?
+    ) -> AuditEntry {
         var row = AuditEntry(
             action: .outcome, refSeq: seq, procedure: action.procedure, user: action.user, roles: action.roles,
             client: action.client, outcome: outcome, reason: reason)
         // Only the id: the tuple is in the action row.
-        row.connectionID = action.connection?.id
+        row.connectionID = connectionID
+        return row
+    }
+
+    /// One outcome row for the action rows `first` to `last` of a bulk action (one batch: contiguous rows of the
+    /// same procedure, user and client), all of which had `outcome`. It names no connection; the action rows do.
+    public static func outcome(
+        ofRun action: AuditEntry, first: Int64, last: Int64, outcome: AuditOutcome, reason: String?
+    ) -> AuditEntry {
+        precondition(first < last, "a run of outcomes covers at least two action rows")
+        var row = Self.outcome(of: action, connectionID: nil, seq: first, outcome: outcome, reason: reason)
+        row.refLast = last
         return row
     }
 

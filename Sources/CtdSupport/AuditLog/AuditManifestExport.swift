@@ -15,7 +15,7 @@ public enum AuditManifestExport {
 
     /// The columns of `audit` whose values are integers; `time` is the one real; the others are text.
     static let integerColumns: Set<String> = [
-        "seq", "ref_seq", "conn_id", "l4proto", "orig_sport", "orig_dport", "repl_sport", "repl_dport", "mark",
+        "seq", "ref_seq", "ref_last", "conn_id", "l4proto", "orig_sport", "orig_dport", "repl_sport", "repl_dport", "mark",
         "timeout", "zone",
     ]
     static let realColumns: Set<String> = ["time"]

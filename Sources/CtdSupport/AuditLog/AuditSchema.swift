@@ -100,6 +100,10 @@ enum AuditSchema {
         Migration(
             version: 3,
             statements: ["CREATE INDEX audit_pending ON audit(seq) WHERE outcome = 'pending'"]),
+        // Version 4: one outcome row may complete a run of action rows (`ref_seq` to `ref_last`): a bulk kill of
+        // 10,000 connections that all went writes one outcome row, not 10,000 (docs/audit.md, "Outcome runs").
+        // NULL in every older row, and NULLs are not part of the canonical form: no existing hash changes.
+        Migration(version: 4, statements: ["ALTER TABLE audit ADD COLUMN ref_last INTEGER"]),
     ]
 
     /// The guard against deleting rows; `ctd audit prune` drops and recreates it inside its transaction.

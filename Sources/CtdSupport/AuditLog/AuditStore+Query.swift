@@ -102,20 +102,20 @@ extension AuditStore {
             values.append(.text(action.rawValue))
         }
         let columns = Self.recordColumns.map { "a.\($0)" }.joined(separator: ", ")
-        let inner = """
-            SELECT \(columns), o.seq, o.time, o.outcome, o.reason FROM audit a
-            LEFT JOIN audit o ON o.seq = (SELECT min(seq) FROM audit WHERE ref_seq = a.seq AND action = 'outcome')
-            WHERE \(conditions.joined(separator: " AND "))
-            """
-        let sql: String
-        if let limit {
-            sql = "SELECT * FROM (\(inner) ORDER BY a.seq DESC LIMIT \(limit)) ORDER BY 1"
-        } else {
-            sql = inner + " ORDER BY a.seq"
-        }
         try withConnection { db in
             try db.execute("BEGIN", doing: "start a read")
             defer { try? db.execute("COMMIT", doing: "end a read") }
+            let inner = """
+                SELECT \(columns), o.seq, o.time, o.outcome, o.reason FROM audit a
+                LEFT JOIN audit o ON o.seq = \(try Self.completingOutcome(of: "a.seq", in: db))
+                WHERE \(conditions.joined(separator: " AND "))
+                """
+            let sql: String
+            if let limit {
+                sql = "SELECT * FROM (\(inner) ORDER BY a.seq DESC LIMIT \(limit)) ORDER BY 1"
+            } else {
+                sql = inner + " ORDER BY a.seq"
+            }
             let s = try db.prepare(sql, doing: "read the audit trail")
             defer { s.reset() }
             try s.bind(values, doing: "read the audit trail")
@@ -123,6 +123,25 @@ extension AuditStore {
                 try body(Self.record(s))
             }
         }
+    }
+
+    /// An SQL expression: the `seq` of the outcome row that completes the action row whose `seq` is `actionSeq`
+    /// (an SQL expression too), or NULL while it has none. Since schema version 4 that row is either its own
+    /// (`ref_seq` = its seq) or a run's (`ref_seq` <= its seq <= `ref_last`). Runs and single outcomes never
+    /// overlap, so the completing row is the outcome with the greatest `ref_seq` not above the action's seq, if it
+    /// reaches it: one seek in `audit_ref_seq`.
+    static func completingOutcome(of actionSeq: String, in db: SQLiteConnection) throws -> String {
+        let version = try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
+        guard version >= 4 else {
+            return "(SELECT min(seq) FROM audit WHERE ref_seq = \(actionSeq) AND action = 'outcome')"
+        }
+        return """
+            (SELECT c.seq FROM audit c WHERE c.seq = (
+                SELECT seq FROM audit INDEXED BY audit_ref_seq
+                WHERE ref_seq IS NOT NULL AND ref_seq <= \(actionSeq) AND action = 'outcome'
+                ORDER BY ref_seq DESC LIMIT 1)
+             AND (c.ref_seq = \(actionSeq) OR c.ref_last >= \(actionSeq)))
+            """
     }
 
     static let recordColumns = [

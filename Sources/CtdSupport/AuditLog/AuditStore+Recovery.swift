@@ -13,43 +13,47 @@ extension AuditStore {
     /// `audit_pending` (schema version 3), so the cost is the number of pending rows, not the trail's length.
     /// - Throws: ``AuditError`` when the database cannot be read.
     public func unfinishedActions() throws -> [AuditUnfinishedAction] {
+        try withConnection { db in
+            try db.execute("BEGIN", doing: "start a read")
+            defer { try? db.execute("COMMIT", doing: "end a read") }
+            return try Self.unfinishedActions(db)
+        }
+    }
+
+    private static func unfinishedActions(_ db: SQLiteConnection) throws -> [AuditUnfinishedAction] {
         let sql = """
             SELECT a.seq, a.hash, a.action, a.procedure, a.user, a.roles, a.client, a.conn_id, a.l3proto, a.l4proto,
                    a.orig_src, a.orig_dst, a.orig_sport, a.orig_dport, a.repl_src, a.repl_dst, a.repl_sport,
                    a.repl_dport, a.mark, a.timeout, a.zone, a.field, a.new_value
             FROM audit a INDEXED BY audit_pending
             WHERE a.outcome = 'pending' AND a.action <> 'outcome'
-              AND NOT EXISTS (SELECT 1 FROM audit o WHERE o.ref_seq = a.seq AND o.action = 'outcome')
+              AND \(try completingOutcome(of: "a.seq", in: db)) IS NULL
             ORDER BY a.seq
             """
-        return try withConnection { db in
-            try db.execute("BEGIN", doing: "start a read")
-            defer { try? db.execute("COMMIT", doing: "end a read") }
-            let s = try db.prepare(sql, doing: "read the actions without an outcome")
-            defer { s.reset() }
-            var out: [AuditUnfinishedAction] = []
-            while try s.step(doing: "read the actions without an outcome") {
-                func text(_ i: Int32) -> String? { s.column(i).text }
-                func int(_ i: Int32) -> Int64? { s.column(i).integer }
-                func number<T: FixedWidthInteger>(_ i: Int32) -> T { int(i).flatMap { T(exactly: $0) } ?? 0 }
-                var connection: AuditConnection?
-                if let id = int(7).flatMap({ UInt32(exactly: $0) }), let l3 = text(8) {
-                    connection = AuditConnection(
-                        id: id, l3proto: l3, l4proto: number(9),
-                        origSource: text(10) ?? "", origDestination: text(11) ?? "",
-                        origSourcePort: number(12), origDestinationPort: number(13),
-                        replySource: text(14) ?? "", replyDestination: text(15) ?? "",
-                        replySourcePort: number(16), replyDestinationPort: number(17),
-                        mark: number(18), timeout: number(19), zone: number(20))
-                }
-                let entry = AuditEntry(
-                    action: AuditAction(rawValue: text(2) ?? ""), procedure: text(3) ?? "", user: text(4) ?? "",
-                    roles: (text(5) ?? "").split(separator: ",").map(String.init), client: text(6) ?? "",
-                    connection: connection, field: text(21), newValue: text(22))
-                out.append(AuditUnfinishedAction(seq: int(0) ?? 0, hash: text(1) ?? "", entry: entry))
+        let s = try db.prepare(sql, doing: "read the actions without an outcome")
+        defer { s.reset() }
+        var out: [AuditUnfinishedAction] = []
+        while try s.step(doing: "read the actions without an outcome") {
+            func text(_ i: Int32) -> String? { s.column(i).text }
+            func int(_ i: Int32) -> Int64? { s.column(i).integer }
+            func number<T: FixedWidthInteger>(_ i: Int32) -> T { int(i).flatMap { T(exactly: $0) } ?? 0 }
+            var connection: AuditConnection?
+            if let id = int(7).flatMap({ UInt32(exactly: $0) }), let l3 = text(8) {
+                connection = AuditConnection(
+                    id: id, l3proto: l3, l4proto: number(9),
+                    origSource: text(10) ?? "", origDestination: text(11) ?? "",
+                    origSourcePort: number(12), origDestinationPort: number(13),
+                    replySource: text(14) ?? "", replyDestination: text(15) ?? "",
+                    replySourcePort: number(16), replyDestinationPort: number(17),
+                    mark: number(18), timeout: number(19), zone: number(20))
             }
-            return out
+            let entry = AuditEntry(
+                action: AuditAction(rawValue: text(2) ?? ""), procedure: text(3) ?? "", user: text(4) ?? "",
+                roles: (text(5) ?? "").split(separator: ",").map(String.init), client: text(6) ?? "",
+                connection: connection, field: text(21), newValue: text(22))
+            out.append(AuditUnfinishedAction(seq: int(0) ?? 0, hash: text(1) ?? "", entry: entry))
         }
+        return out
     }
 
     /// Appends an `interrupted` outcome row for each action (one transaction, durable when it returns).

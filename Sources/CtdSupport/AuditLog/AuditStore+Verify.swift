@@ -114,6 +114,7 @@ extension AuditStore {
             }
             let actionIndex = names.firstIndex(of: "action")
             let refIndex = names.firstIndex(of: "ref_seq")
+            let refLastIndex = names.firstIndex(of: "ref_last")
             var expected: Int64 = 1
             var previousHash = AuditChain.genesis
             // A pruned trail starts after the newest prune checkpoint's head and links to its hash (the signature
@@ -136,7 +137,7 @@ extension AuditStore {
             }
             let layout = AuditChain.Layout(names: names)
             var values = [SQLValue](repeating: .null, count: names.count)
-            var canonical: [UInt8] = []
+            let scratch = CanonicalScratch()
             while try s.step(doing: "read the audit trail") {
                 for i in 0..<Int(count) { values[i] = s.column(Int32(i)) }
                 guard let seq = values[seqIndex].integer else {
@@ -161,8 +162,7 @@ extension AuditStore {
                     report.problem = .malformedRow("its hash is not 64 lowercase hex digits")
                     return report
                 }
-                layout.canonical(values, into: &canonical)
-                if try AuditChain.sha256Hex(canonical) != stored {
+                if try layout.hash(values, scratch: scratch) != stored {
                     report.firstBadSeq = seq
                     report.problem = .editedRow
                     return report
@@ -189,6 +189,12 @@ extension AuditStore {
                     guard let ref, ref >= 1, ref < seq else {
                         report.firstBadSeq = seq
                         report.problem = .malformedRow("an outcome row must refer to an earlier action row")
+                        return report
+                    }
+                    if let last = refLastIndex.flatMap({ values[$0].integer }), !(last > ref && last < seq) {
+                        report.firstBadSeq = seq
+                        report.problem = .malformedRow(
+                            "an outcome row's run (ref_seq to ref_last) must end after it starts and before the row")
                         return report
                     }
                 }

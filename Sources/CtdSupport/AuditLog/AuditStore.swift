@@ -159,15 +159,13 @@ public final class AuditStore: Sendable {
         let names = AuditEntry.columnNames
         let insert = try db.prepare(Self.insertSQL(names), doing: "prepare the insert")
         var values = [SQLValue](repeating: .null, count: names.count)
-        var canonical: [UInt8] = []
-        canonical.reserveCapacity(1024)
+        let scratch = CanonicalScratch()
         var roles: (list: [String], text: String) = ([], "")
         for entry in entries {
             seq += 1
             if entry.roles != roles.list { roles = (entry.roles, entry.rolesText) }
             entry.values(seq: seq, time: when, iso: iso, roles: roles.text, previousHash: previous, into: &values)
-            Self.layout.canonical(values, into: &canonical)
-            let hash = try AuditChain.sha256Hex(canonical)
+            let hash = try Self.layout.hash(values, scratch: scratch)
             values[names.count - 1] = .text(hash)
             try insert.bind(values, doing: "write a row")
             _ = try insert.step(doing: "write a row")
@@ -262,11 +260,13 @@ final class WALCheckpointer: Sendable {
 }
 
 extension AuditEntry {
-    /// The columns of `audit` in table order; `hash` is last.
+    /// The columns of `audit` as rows are inserted (the table's order, but for `ref_last`, added by schema version
+    /// 4); `hash` is last.
     static let columnNames = [
         "seq", "time", "time_iso", "action", "ref_seq", "procedure", "user", "roles", "client", "conn_id", "l3proto",
         "l4proto", "orig_src", "orig_dst", "orig_sport", "orig_dport", "repl_src", "repl_dst", "repl_sport",
-        "repl_dport", "mark", "timeout", "zone", "field", "new_value", "outcome", "reason", "prev_hash", "hash",
+        "repl_dport", "mark", "timeout", "zone", "field", "new_value", "outcome", "reason", "ref_last", "prev_hash",
+        "hash",
     ]
 
     /// `roles` as stored: sorted, comma-separated.
@@ -305,7 +305,8 @@ extension AuditEntry {
         values[24] = SQLValue(newValue)
         values[25] = .text(outcome.rawValue)
         values[26] = SQLValue(reason)
-        values[27] = .text(previousHash)
-        values[28] = .null
+        values[27] = SQLValue(refLast)
+        values[28] = .text(previousHash)
+        values[29] = .null
     }
 }
