@@ -31,7 +31,7 @@ SHAPES = ["none", "dport", "protocol", "/30 dst", "mark"]
 def fill(n):
     bench.sh("conntrack -F", check=False)
     t = time.perf_counter()
-    bench.sh(f"{bench.BIN}/ctd-fill create {n} --mix --marks {MARKS} --timeout 432000")
+    bench.sh(f"{bench.BIN}/ctd-fill create {n} --mix --marks {MARKS} --timeout 432000 --batch 64")
     return time.perf_counter() - t
 
 
@@ -118,6 +118,58 @@ def timed_calls(daemon, make_body, calls=20):
     return bench.percentile(times, 50) * 1000, bench.percentile(times, 99) * 1000
 
 
+KILL_MARK, KILL_REF_MARK = 7, 8  # (i % 25): 40,000 entries each at 1M
+
+
+def audited_kill(daemon):
+    """One `kill` call of 10,000 ids of one mark (audited if AuditSQLite is loaded), and the reference:
+    `conntrack -D -m MARK` of another mark's entries on the same table (N/25 of them), with its rate per 10,000."""
+    ids = bench.ids_with_mark(KILL_MARK)[:10_000]
+    c = bench.RawClient(daemon.port)
+    elapsed, data = c.call(bench.request_body("kill", daemon.session, ids))
+    killed = int(bench.re.search(rb"<name>killed</name><value><int>(\d+)</int>", data).group(1))
+    ref_n = len(bench.ids_with_mark(KILL_REF_MARK))
+    t = time.perf_counter()
+    bench.sh(f"conntrack -D -m {KILL_REF_MARK} > /dev/null 2>&1", check=False)
+    ref = time.perf_counter() - t
+    return {"ids": len(ids), "killed": killed, "ms": elapsed * 1000, "ref_n": ref_n, "ref_ms": ref * 1000}
+
+
+FLOOD = 100_000
+FLOOD_BASE = "10.200.0.0"  # ctd-fill's default layout from here: sources 10.200.0.1-2, destination 11.200.0.1
+
+
+def flood(daemon):
+    """A creation flood into the loaded table: `ctd-fill create 100000 --batch 64` as fast as the kernel goes (the
+    kernel makes each NEW event in the creating process's time, so the rate is what the 2 cores give with ctd
+    listening). Then: how long until the mirror holds all 100,000 (a filtered `view` total), whether ctd lost events
+    (its resync count; the kernel reports ENOBUFS to the listener as a resync), and the rate itself."""
+    rpc = xmlrpc.client.ServerProxy(daemon.url)
+    before = rpc.status(daemon.session)
+    t = time.perf_counter()
+    out = bench.sh(f"{bench.BIN}/ctd-fill create {FLOOD} --base {FLOOD_BASE} --batch 64 --timeout 3600 --marks 0",
+                   check=False)
+    created_s = time.perf_counter() - t
+    m = bench.re.search(r"created (\d+) entries, (\d+) failed", out.stderr)
+    failed = int(m.group(2)) if m else -1
+    body = bench.request_body("view", daemon.session, {"orig_dst": "11.200.0.1"}, "", "ASC", 0, 1)
+    c = bench.RawClient(daemon.port)
+    end = time.perf_counter()
+    total = 0
+    while time.perf_counter() - end < 60:
+        _, data = c.call(body)
+        total = int(bench.re.search(rb"<name>total</name><value><int>(\d+)</int>", data).group(1))
+        if total >= FLOOD - failed:
+            break
+        time.sleep(0.005)
+    lag = time.perf_counter() - end
+    after = rpc.status(daemon.session)
+    bench.sh(f"{bench.BIN}/ctd-fill delete {FLOOD} --base {FLOOD_BASE} --batch 64", check=False)
+    return {"rate": FLOOD / created_s, "failed": failed, "seen": total, "lag_ms": lag * 1000,
+            "resyncs": after["resyncs"] - before["resyncs"], "healthy": after["events_healthy"],
+            "buffer": after["receive_buffer"]}
+
+
 def peak_rss_mb(daemon):
     for line in open(f"/proc/{daemon.proc.pid}/status"):
         if line.startswith("VmHWM:"):
@@ -149,10 +201,15 @@ def main():
                 "count", 10))
             preview = timed_calls(daemon, lambda i: bench.request_body(
                 "kill_preview", s, {"orig_src": f"10.{i % 64}.0.0/16"}))
+            rss, peak_requests = daemon.rss_mb(), peak_rss_mb(daemon)
+            kill = audited_kill(daemon)
+            peak_kill = peak_rss_mb(daemon)
+            flooded = flood(daemon)
             rows.append({
                 "n": n, "fill": fill_s, "ref": ref_list, "times": times, "shapes": per_shape, "rps": rps,
-                "summary": summary, "preview": preview, "rss": daemon.rss_mb(), "peak": peak_rss_mb(daemon),
-                "loaded": daemon.rss_loaded, "startup": daemon.startup,
+                "summary": summary, "preview": preview, "rss": rss, "peak": peak_rss_mb(daemon),
+                "loaded": daemon.rss_loaded, "startup": daemon.startup, "kill": kill, "flood": flooded,
+                "peak_requests": peak_requests, "peak_kill": peak_kill,
             })
         finally:
             daemon.stop()
@@ -195,8 +252,21 @@ def render(rows, plugins):
         [f"{r['preview'][0]:.1f} / {r['preview'][1]:.1f} ms" for r in rows], "≤ 20 ms")
     row("RSS, loaded and first view served / per entry",
         [f"{r['loaded']:.0f} MB / {r['loaded'] * 1048576 / r['n']:.0f} B" for r in rows])
-    row("RSS after the requests / peak (VmHWM)", [f"{r['rss']:.0f} / {r['peak']:.0f} MB" for r in rows],
+    row("RSS after the requests / peak (VmHWM) by then", [f"{r['rss']:.0f} / {r['peak_requests']:.0f} MB" for r in rows],
         "≤ 400 / ≤ 450 MB")
+    row("peak (VmHWM) after the kill below / after the flood below (the whole benchmark)",
+        [f"{r['peak_kill']:.0f} / {r['peak']:.0f} MB" for r in rows], "≤ 450 MB")
+    audited = "audited" if plugins else "not audited: no AuditSQLite"
+    row(f"one `kill` of 10,000 ids of one mark ({audited})", [f"{r['kill']['ms']:.0f} ms ({r['kill']['killed']:,} killed)"
+                                               for r in rows], "≤ 250 ms")
+    row("reference: `conntrack -D -m MARK` on the same table (its entries; per 10,000)",
+        [f"{r['kill']['ref_ms']:.0f} ms ({r['kill']['ref_n']:,}; {r['kill']['ref_ms'] * 10000 / max(1, r['kill']['ref_n']):.0f} ms)"
+         for r in rows])
+    row(f"creation flood of {FLOOD:,} (`ctd-fill --batch 64`, as fast as the kernel goes with ctd listening)",
+        [f"{r['flood']['rate']:,.0f} entries/s, {r['flood']['failed']} failed" for r in rows], "≥ 100,000/s")
+    row("… the mirror holds all of them, after the flood's end; resyncs (lost events); receive buffer",
+        [f"{r['flood']['lag_ms']:.0f} ms ({r['flood']['seen']:,}); {r['flood']['resyncs']}; "
+         f"{r['flood']['buffer'] // 1048576} MB" for r in rows], "0 resyncs")
     row("start-up to the first complete `view` (incl. login)", [f"{r['startup']:.2f} s" for r in rows],
         "≤ 4 s and < `conntrack -L`")
     row("(fill with ctd-fill --mix, for scale)", [f"{r['fill']:.1f} s" for r in rows])

@@ -310,6 +310,24 @@ public final class ConntrackMirror: @unchecked Sendable {
         changes.publish()
     }
 
+    /// Puts back entries ``remove(_:)`` dropped before the kernel deleted them, for those it could not delete
+    /// (``ConntrackTable/destroy(_:)``): as they were, unless an event brought them back already.
+    func restore(_ flows: [Flow]) {
+        guard !flows.isEmpty else { return }
+        lock.withLock {
+            dropPublishedLocked()
+            let batched = flows.count >= Self.batchThreshold
+            if batched { indexes.beginBatch() }
+            for f in flows {
+                removedDuringReconcile?.remove(FlowKey(f))
+                upsertLocked(f, present: .all)
+            }
+            if batched { indexes.endBatch() }
+            generation &+= 1
+        }
+        changes.publish()
+    }
+
     /// Stores an entry as re-read from the kernel after ctd changed it.
     func replace(_ flow: Flow) {
         lock.withLock {

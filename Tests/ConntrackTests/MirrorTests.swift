@@ -37,6 +37,32 @@ struct MirrorTests {
         }
     }
 
+    /// A bulk kill drops the entries before the kernel has deleted them; those the kernel could not delete come back
+    /// as they were, with their index keys, and a pinned snapshot keeps the table it was taken of.
+    @Test func restore_afterABulkRemoval_bringsBackExactlyTheKeptEntries() {
+        let all: [Flow] = (0..<3000).map { (i: Int) -> Flow in
+            flow(UInt32(10 + i), "10.1.\(i / 250).\(i % 250)", sport: UInt16(2000 + i), mark: UInt32(i % 7))
+        }
+        mirror.apply(events: all.map { ConntrackEvent(kind: .new, fields: .all, flow: $0) })
+        let pinned = mirror.snapshot()
+        let victims = Array(all[500..<2500])
+        mirror.remove(victims)
+        #expect(mirror.statistics.entries == 1000)
+        let kept: [Flow] = victims.indices.filter { $0 % 10 == 0 }.map { victims[$0] }
+        mirror.restore(kept)
+        let snap = mirror.snapshot()
+        #expect(snap.flows.count == 1000 + kept.count)
+        #expect(snap.indexes.matches(snap.flows))
+        let present = Set(snap.flows.map { $0.id })
+        #expect(kept.allSatisfy { present.contains($0.id) })
+        #expect(victims.filter { !present.contains($0.id) }.count == victims.count - kept.count)
+        #expect(mirror.lookup(keys: kept.map(FlowKey.init)).allSatisfy { $0 != nil })
+        #expect(pinned.flows.count == 3000 && pinned.indexes.matches(pinned.flows))
+        // Restoring what is already there changes nothing.
+        mirror.restore(kept)
+        #expect(mirror.statistics.entries == 1000 + kept.count)
+    }
+
     @Test func apply_whenUpdateLacksAField_keepsItsLastValue() {
         mirror.apply(events: [ConntrackEvent(kind: .new, fields: .all, flow: flow(1, "10.0.0.1", mark: 5))])
         // An update that carries no mark (e.g. a timeout refresh) must not reset the mark to 0.
