@@ -716,3 +716,17 @@ private func plainName(_ key: FlowSummary.Key, _ f: Flow) -> String {
         #expect(plain.values.filter { $0 > cutoff }.count <= s.groups.count)
     }
 }
+
+@Test func uint32Text_parsesPlainDigitsFastAndEverythingElseAsBefore() {
+    #expect(UInt32Text.from(text: "0") == 0)
+    #expect(UInt32Text.from(text: "4294967295") == UInt32.max)
+    #expect(UInt32Text.from(text: "4294967296") == nil)
+    #expect(UInt32Text.from(text: "9999999999") == nil)
+    #expect(UInt32Text.from(text: "00000000012") == 12)  // past ten digits: the general path
+    #expect(UInt32Text.from(text: " 42 ") == 42)
+    #expect(UInt32Text.from(text: "-1") == UInt32.max)
+    #expect(UInt32Text.from(text: "0x1F") == 31)
+    #expect(UInt32Text.from(text: "") == nil)
+    #expect(UInt32Text.from(text: "12a") == nil)
+    #expect(UInt32Text.from(text: "١٢") == nil)  // Arabic-Indic digits are not ASCII digits
+}

@@ -954,3 +954,14 @@ private let everyType: [XMLRPCValue] = [
     }
     #expect(mismatches.withLock { $0 } == 0)
 }
+
+@Test func structWithDistinctNames_equalsTheCheckedOne_andLooksUpEveryMember() {
+    let list: [(String, XMLRPCValue)] = (0..<40).map { ("field\($0)", .int(Int64($0))) }
+    let fast = XMLRPCStruct(distinctNames: list)
+    #expect(fast == XMLRPCStruct(list))
+    #expect(fast.members.map(\.0) == list.map(\.0))
+    #expect((0..<40).allSatisfy { fast["field\($0)"] == .int(Int64($0)) })
+    var grown = fast
+    grown["extra"] = .string("x")
+    #expect(grown["extra"] == .string("x") && grown["field39"] == .int(39) && grown.members.count == 41)
+}

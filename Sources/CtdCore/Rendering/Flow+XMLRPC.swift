@@ -63,8 +63,9 @@ extension Flow {
             members.append(("icmp_code", .int(Int64(icmpCode))))
             members.append(("icmp_id", .int(Int64(icmpID))))
         }
-        members.append(contentsOf: extra)
-        return .structure(XMLRPCStruct(members))
+        // The names above are distinct; a resolver's extra fields are checked.
+        guard extra.isEmpty else { return .structure(XMLRPCStruct(members + extra)) }
+        return .structure(XMLRPCStruct(distinctNames: members))
     }
 
     /// An unsigned 32-bit value as the `<int>` every client stack reads: values above 2^31-1 become negative.
