@@ -74,24 +74,103 @@ public final class ConntrackTable: @unchecked Sendable {
     /// the mirror at once, so that the caller's next view shows the result.
     /// - Throws: ``KernelConntrack/Error`` when the netlink socket itself failed (nothing was sent).
     public func destroy(_ flows: [Flow]) throws -> [WriteOutcome] {
-        guard flows.count >= Self.parallelRemovalThreshold else {
-            let outcomes = try kernel.destroy(flows)
-            mirror.remove(zip(flows, outcomes).compactMap { flow, outcome in outcome.removesEntry ? flow : nil })
-            return outcomes
+        let result = destroy(flows, parts: flows.isEmpty ? [] : [flows.indices]) { Array(repeating: true, count: $0.count) }
+        if let error = result.socketFailure { throw error }
+        return result.outcomes.map { $0! }
+    }
+
+    /// What ``destroy(_:parts:approve:)`` did.
+    public struct PartedDestroy {
+        /// Per entry: the kernel's outcome, or `nil` when it was not approved or its part was never reached.
+        public var outcomes: [WriteOutcome?]
+        /// What `approve` threw, which stopped the approvals at that part.
+        public var stoppedBy: (any Swift.Error)?
+        /// The netlink socket failure, when every part given to the kernel failed so (nothing was sent or answered;
+        /// those entries have ``KernelConntrack/Outcome/failed(_:)``).
+        public var socketFailure: (any Swift.Error)?
+    }
+
+    /// Deletes `flows` part by part, each part once `approve` allows it: `approve` is called on the caller's thread
+    /// for each part in turn and answers, for each entry of the part, whether it may go. The kernel deletes an
+    /// approved part on another thread while the caller approves the next, so that writing the audit records of a
+    /// bulk kill and the kernel's deletes overlap. An `approve` that throws stops the kill at that part: the parts
+    /// approved before it are still deleted, nothing from that part on.
+    ///
+    /// From ``parallelRemovalThreshold`` entries the mirror drops all of them at once on a third thread, when the
+    /// call begins, and takes back, as they were, the ones that were not deleted in the end (not approved, not
+    /// reached, kept by the kernel): a `view` during the call may miss an entry up to the call's end before the
+    /// kernel deletes it or keeps it. Smaller calls drop each part's deleted entries once the kernel answered it.
+    /// - Parameter parts: consecutive ranges covering `flows.indices`, in order.
+    public func destroy(
+        _ flows: [Flow], parts: [Range<Int>], approve: (Range<Int>) throws -> [Bool]
+    ) -> PartedDestroy {
+        precondition(parts.map(\.count).reduce(0, +) == flows.count, "parts must cover the entries")
+        let results = PartResults(count: flows.count)
+        let removedAtOnce = flows.count >= Self.parallelRemovalThreshold
+        let removal = DispatchGroup()
+        if removedAtOnce {
+            DispatchQueue.global(qos: .userInitiated).async(group: removal) { self.mirror.remove(flows) }
         }
-        let removed = DispatchGroup()
-        DispatchQueue.global(qos: .userInitiated).async(group: removed) { self.mirror.remove(flows) }
-        let outcomes: [WriteOutcome]
-        do {
-            outcomes = try kernel.destroy(flows)
-        } catch {
-            removed.wait()
-            mirror.restore(flows)
-            throw error
+        let kernelQueue = DispatchQueue(label: "ctd.table.destroy", qos: .userInitiated)
+        let deleted = DispatchGroup()
+        var stoppedBy: (any Swift.Error)?
+        for part in parts {
+            let approved: [Bool]
+            do {
+                approved = try approve(part)
+            } catch {
+                stoppedBy = error
+                break
+            }
+            precondition(approved.count == part.count, "approve must answer for each entry of its part")
+            let indices = part.filter { approved[$0 - part.lowerBound] }
+            if indices.isEmpty { continue }
+            kernelQueue.async(group: deleted) {
+                let batch = indices.map { flows[$0] }
+                do {
+                    let outcomes = try self.kernel.destroy(batch)
+                    results.set(indices, outcomes)
+                    if !removedAtOnce {
+                        self.mirror.remove(zip(batch, outcomes).compactMap { $1.removesEntry ? $0 : nil })
+                    }
+                } catch {
+                    results.set(indices, socketFailure: error)
+                }
+            }
         }
-        removed.wait()
-        mirror.restore(zip(flows, outcomes).compactMap { flow, outcome in outcome.removesEntry ? nil : flow })
-        return outcomes
+        deleted.wait()
+        var result = PartedDestroy(outcomes: results.outcomes, stoppedBy: stoppedBy, socketFailure: results.socketFailure)
+        if removedAtOnce {
+            removal.wait()
+            mirror.restore(flows.indices.compactMap { result.outcomes[$0]?.removesEntry == true ? nil : flows[$0] })
+        }
+        if result.socketFailure != nil, !results.anyAnswered { return result }
+        result.socketFailure = nil
+        return result
+    }
+
+    /// The kernel thread's answers in ``destroy(_:parts:approve:)``, read by the caller once the thread is done.
+    private final class PartResults: @unchecked Sendable {
+        private let lock = NSLock()
+        private(set) var outcomes: [WriteOutcome?]
+        private(set) var socketFailure: (any Swift.Error)?
+        private(set) var anyAnswered = false
+
+        init(count: Int) { outcomes = Array(repeating: nil, count: count) }
+
+        func set(_ indices: [Int], _ answers: [WriteOutcome]) {
+            lock.withLock {
+                for (k, i) in indices.enumerated() { outcomes[i] = answers[k] }
+                anyAnswered = true
+            }
+        }
+
+        func set(_ indices: [Int], socketFailure error: any Swift.Error) {
+            lock.withLock {
+                for i in indices { outcomes[i] = .failed("the conntrack netlink socket failed: \(error)") }
+                socketFailure = error
+            }
+        }
     }
 
     /// From this many entries, ``destroy(_:)`` has the mirror drop them on another thread while the kernel deletes

@@ -200,6 +200,51 @@ struct KernelIntegration {
         #expect(try table.destroy([flow]) == [.gone])
     }
 
+    struct Refused: Error {}
+
+    /// The parts of a bulk kill (`destroy(_:parts:approve:)`): each part reaches the kernel only once approved, an
+    /// entry not approved stays, and an `approve` that throws stops the kill there: the parts before it are gone
+    /// from kernel and mirror, that part and the rest stay in both. At 300 entries the mirror drops them all at the
+    /// start and must take back the ones that stayed; at 12 it drops each deleted part.
+    @Test(arguments: [300, 12])
+    func table_destroyInParts_deletesTheApprovedPartsBeforeARefusal(count: Int) throws {
+        let (mirror, service, table) = try following()
+        defer { service.stop() }
+        for i in 0..<count { try insertUDP("10.8.\(i / 200).\(i % 200 + 1)", "10.8.9.9", sport: 2000 + i, dport: 53) }
+        let ids = try dumpAll().map(\.id)
+        try #require(ids.count == count)
+        var flows: [Flow] = []
+        #expect(waitUntil { table.lookup(ids: ids).allSatisfy { if case .found = $0 { true } else { false } } })
+        for case .found(let f) in table.lookup(ids: ids) { flows.append(f) }
+        try #require(flows.count == count)
+        let third = count / 3
+        let parts = [0..<third, third..<2 * third, 2 * third..<count]
+        var asked: [Range<Int>] = []
+        let result = table.destroy(flows, parts: parts) { part in
+            asked.append(part)
+            if part == parts[2] { throw Refused() }
+            // One entry of the first part is not approved.
+            return part.map { $0 != 1 }
+        }
+        #expect(asked == parts)
+        #expect(result.stoppedBy is Refused)
+        #expect(result.socketFailure == nil)
+        let deleted = Set((0..<2 * third).filter { $0 != 1 })
+        for i in flows.indices {
+            #expect(result.outcomes[i] == (deleted.contains(i) ? .done : nil), "entry \(i)")
+        }
+        let left = Set(try dumpAll().map(\.id))
+        #expect(left == Set(flows.indices.filter { !deleted.contains($0) }.map { flows[$0].id }))
+        // The mirror, at once: the deleted entries gone, every other one as it was.
+        for (i, found) in zip(flows.indices, mirror.lookup(ids: flows.map(\.id))) {
+            switch found {
+            case .found(let f): #expect(!deleted.contains(i) && FlowKey(f) == FlowKey(flows[i]), "entry \(i)")
+            case .missing: #expect(deleted.contains(i), "entry \(i) is missing from the mirror")
+            case .ambiguous: Issue.record("entry \(i) is ambiguous")
+            }
+        }
+    }
+
     /// A mirror that follows the kernel, its event service (started: stop it) and the table over both.
     func following() throws -> (ConntrackMirror, ConntrackService, ConntrackTable) {
         let logger = Logger(label: "test")
@@ -211,7 +256,7 @@ struct KernelIntegration {
     }
 
     func waitUntil(_ condition: () -> Bool) -> Bool {
-        let end = Date().addingTimeInterval(2)
+        let end = Date().addingTimeInterval(10)
         while Date() < end {
             if condition() { return true }
             Thread.sleep(forTimeInterval: 0.01)

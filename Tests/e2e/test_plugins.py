@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ctdtest import BIN_DIR, CTD, REPO, assert_fault, conntrack_list, ct_find, ct_insert, make_password_file
+from ctdtest import (BIN_DIR, CTD, REPO, assert_fault, conntrack_list, ct_fill, ct_find, ct_insert, make_password_file,
+                     view_all, wait_for)
 
 EXAMPLE = REPO / "Examples" / "ExampleHook"
 API_PACKAGE = REPO / "Sources" / "CtdPluginAPI"
@@ -25,9 +26,15 @@ import PackageDescription
 
 let package = Package(
     name: "WrongABI",
-    products: [.library(name: "WrongABI", type: .dynamic, targets: ["WrongABI"])],
+    products: [
+        .library(name: "WrongABI", type: .dynamic, targets: ["WrongABI"]),
+        .library(name: "FailingRecorder", type: .dynamic, targets: ["FailingRecorder"]),
+    ],
     dependencies: [.package(path: "{api}")],
-    targets: [.target(name: "WrongABI", dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")])]
+    targets: [
+        .target(name: "WrongABI", dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")]),
+        .target(name: "FailingRecorder", dependencies: [.product(name: "CtdPluginAPI", package: "CtdPluginAPI")]),
+    ]
 )
 """
 
@@ -47,6 +54,34 @@ public final class WrongABIHook: ActionHook {
 
 @_cdecl("ctd_plugin_create")
 public func ctdPluginCreate() -> UnsafeMutableRawPointer? { CtdPluginExport.export(WrongABIHook()) }
+"""
+
+# A hook that must record every action (failureStopsAction, like AuditSQLite) and fails on the second batch of
+# more than one action it is asked about: the second part of a bulk kill (a disk that fills in the middle).
+FAILING_RECORDER_SOURCE = """\
+import CtdPluginAPI
+import Synchronization
+
+public final class FailingRecorder: ActionHook {
+    public let metadata = PluginMetadata(
+        id: "hook.failing_recorder", name: "FailingRecorder", version: "0.0.1", roles: [.actionHook],
+        summary: "Records nothing and fails on its second batch (a test plugin).")
+    public let failureStopsAction = true
+    private let batches = Mutex(0)
+    public init() {}
+    public func configure(_ configuration: PluginConfiguration, context: PluginContext) throws {}
+    public func before(_ event: ActionEvent) throws -> (decision: HookDecision, token: Int64) { (.allow, 1) }
+    public func after(_ event: ActionEvent, token: Int64, outcome: ActionOutcome) throws {}
+    public func before(batch events: [ActionEvent]) throws -> [(decision: HookDecision, token: Int64)] {
+        if events.count > 1, batches.withLock({ n in n += 1; return n }) == 2 {
+            throw PluginError("the disk is full")
+        }
+        return events.map { _ in (HookDecision.allow, 1) }
+    }
+}
+
+@_cdecl("ctd_plugin_create")
+public func ctdPluginCreate() -> UnsafeMutableRawPointer? { CtdPluginExport.export(FailingRecorder()) }
 """
 
 NO_ENTRY_SOURCE = "int ctd_plugin_version_without_entry(void) { return 1; }\n"
@@ -78,6 +113,8 @@ def plugin_dir(tmp_path_factory) -> PluginDir:
     (variant / "Sources" / "WrongABI").mkdir(parents=True)
     (variant / "Package.swift").write_text(WRONG_ABI_MANIFEST.replace("{api}", str(API_PACKAGE)))
     (variant / "Sources" / "WrongABI" / "WrongABI.swift").write_text(WRONG_ABI_SOURCE)
+    (variant / "Sources" / "FailingRecorder").mkdir(parents=True)
+    (variant / "Sources" / "FailingRecorder" / "FailingRecorder.swift").write_text(FAILING_RECORDER_SOURCE)
     # Both packages build at once (2 cores); the example keeps its own .build, never the repository's.
     example_build = _swift_build(EXAMPLE, EXAMPLE / ".build")
     variant_build = _swift_build(variant, variant / ".build")
@@ -89,6 +126,7 @@ def plugin_dir(tmp_path_factory) -> PluginDir:
     example_so = EXAMPLE / ".build" / "debug" / "libExampleHook.so"
     shutil.copy2(example_so, d / "libExampleHook.so")
     shutil.copy2(variant / ".build" / "debug" / "libWrongABI.so", d / "libWrongABI.so")
+    shutil.copy2(variant / ".build" / "debug" / "libFailingRecorder.so", d / "libFailingRecorder.so")
     shutil.copy2(BIN_DIR / "libAuthSHA.so", d / "libAuthSHA.so")
     # An authenticator under another name, to be passed where a resolver or hook belongs.
     (d / "libAuthAlias.so").symlink_to(d / "libAuthSHA.so")
@@ -179,6 +217,29 @@ def test_exampleHook_killAndChangeOfProtectedPort_faultVetoedAndEntryStays(ctd, 
     assert web2["id"] not in {e["id"] for e in conntrack_list()}
     changed = rpc.change(sid, "mark", str(dns["id"]), 9)
     assert changed["mark"] == 9 and ct_find("udp", "10.88.0.1", "10.88.0.3", 5000, 53)["mark"] == 9
+
+
+def test_bulkKill_recorderFailsOnTheSecondPart_firstPartKilledTheRestReportedAndKept(ctd, plugin_dir):
+    # A kill of 2,000 ids is asked of the hooks in two parts (70 %, then the rest) so that the kernel deletes the
+    # first while the second is recorded. The recorder fails on the second: the first part, recorded, is killed;
+    # the rest is reported failed with the reason and stays in the kernel table and in `view`.
+    ct_fill("create", 2000, "--base", "10.66.0.0", "--timeout", 600)
+    c = ctd(args=["--plugin-dir", str(plugin_dir.path), "--plugin", "FailingRecorder"])
+    rpc, sid = c.login()
+    entries = wait_for(lambda: view_all(rpc, sid, {"orig_dst": "11.66.0.1"}), timeout=30,
+                       done=lambda e: len(e) == 2000, what="the 2,000 entries in view")
+    ids = [str(e["id"]) for e in entries]
+    result = rpc.kill(sid, ids)
+    assert result["killed"] == 1400, result["killed"]
+    assert result["killed_ids"] == ids[:1400]
+    assert [f["id"] for f in result["failed"]] == ids[1400:]
+    assert all("FailingRecorder could not record the action" in f["reason"] for f in result["failed"])
+    kernel = {str(e["id"]) for e in conntrack_list("-d", "11.66.0.1")}
+    assert kernel == set(ids[1400:]), "the kernel table is not exactly the part that was not recorded"
+    assert {str(e["id"]) for e in view_all(rpc, sid, {"orig_dst": "11.66.0.1"})} == kernel
+    # A later kill of the rest is the recorder's third batch: it records, and the rest goes.
+    assert rpc.kill(sid, ids[1400:])["killed"] == 600
+    assert conntrack_list("-d", "11.66.0.1") == []
 
 
 def test_exampleHook_badConfiguration_refusedNamingTheKey(plugin_dir, tmp_path):

@@ -71,21 +71,46 @@ struct HookRunner {
         return result
     }
 
-    func after(batch: Batch, outcomes: [ActionOutcome]) {
-        var chain: (recorder: any ChainedTrailRecorder, tokens: [Int64])?
-        for (h, tokens) in batch.tokens.enumerated() where !tokens.isEmpty {
-            let (info, hook) = plugins.hooks[h]
+    func after(batch: Batch, outcomes: [ActionOutcome]) { after(parts: [(batch, outcomes[...])]) }
+
+    /// Tells every hook the outcomes of the actions it was asked about in one or several batches (the parts of one
+    /// bulk kill, each asked with its own `before(batch:)`): one `after(batch:)` per hook for all of them.
+    func after(parts: [(batch: Batch, outcomes: ArraySlice<ActionOutcome>)]) {
+        // The recorder's tokens (AuditSQLite), by part, for the observers after it.
+        var chain: (recorder: any ChainedTrailRecorder, tokens: [Int: [Int64]])?
+        for (h, (info, hook)) in plugins.hooks.enumerated() {
+            let included = parts.indices.filter { h < parts[$0].batch.tokens.count && !parts[$0].batch.tokens[h].isEmpty }
+            if included.isEmpty { continue }
+            var results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)] = []
+            for p in included {
+                let (batch, outcomes) = parts[p]
+                results += zip(batch.events.indices, outcomes.indices).map {
+                    (batch.events[$0], batch.tokens[h][$0], outcomes[$1])
+                }
+            }
             do {
-                let results = (0..<batch.events.count).map { (batch.events[$0], tokens[$0], outcomes[$0]) }
                 if let observer = hook as? any TrailPositionObserver, let chain {
+                    var outcomePositions: [TrailPosition?] = []
+                    var actionPositions: [TrailPosition?] = []
+                    for p in included {
+                        if let tokens = chain.tokens[p] {
+                            outcomePositions += chain.recorder.outcomePositions(for: tokens)
+                            actionPositions += chain.recorder.actionPositions(for: tokens)
+                        } else {
+                            let unknown = [TrailPosition?](repeating: nil, count: parts[p].batch.events.count)
+                            outcomePositions += unknown
+                            actionPositions += unknown
+                        }
+                    }
                     try observer.after(
-                        batch: results, outcomePositions: chain.recorder.outcomePositions(for: chain.tokens),
-                        actionPositions: chain.recorder.actionPositions(for: chain.tokens))
+                        batch: results, outcomePositions: outcomePositions, actionPositions: actionPositions)
                 } else {
                     try hook.after(batch: results)
                 }
-                if chain == nil, let recorder = hook as? any ChainedTrailRecorder { chain = (recorder, tokens) }
-                metrics.auditRecords(plugin: info.name, count: batch.events.count)
+                if chain == nil, let recorder = hook as? any ChainedTrailRecorder {
+                    chain = (recorder, Dictionary(uniqueKeysWithValues: included.map { ($0, parts[$0].batch.tokens[h]) }))
+                }
+                metrics.auditRecords(plugin: info.name, count: results.count)
             } catch {
                 metrics.auditFailure(plugin: info.name, phase: "after")
                 plugins.reportProblem(info.name, "\(error)")
