@@ -173,11 +173,12 @@ public final class ConntrackTable: @unchecked Sendable {
         }
     }
 
-    /// From this many entries, ``destroy(_:)`` has the mirror drop them on another thread while the kernel deletes
-    /// them. At 250k the two cost about the same for 10,000 entries (the kernel 40-60 ms; the mirror 60-100 ms, most
-    /// of it merging the removals into its seven ordered indexes), and the DESTROY events the kernel sends meanwhile
-    /// find nothing left to do instead of doing the same work in small batches. A view during the call may miss an
-    /// entry a few milliseconds before the kernel deletes it; one the kernel could not delete comes back as it was.
+    /// From this many entries, ``destroy(_:parts:approve:)`` (and ``destroy(_:)``) has the mirror drop them on
+    /// another thread while the kernel deletes them. At 250k the two cost about the same for 10,000 entries (the
+    /// kernel 35-65 ms; the mirror 55-105 ms, most of it merging the removals into its seven ordered indexes), and
+    /// the DESTROY events the kernel sends meanwhile find nothing left to do instead of doing the same work in small
+    /// batches. A view during the call may miss an entry before the kernel deletes it; one the kernel could not
+    /// delete, or that was never approved, comes back as it was.
     static let parallelRemovalThreshold = 256
 
     /// Changes mark and/or timeout of exactly the entry `flow` (the same id), and stores the entry as the kernel
