@@ -822,9 +822,12 @@ def render(r):
     refusals = {}
     for k, v in c.items():
         if k.startswith("refused:"):
-            _, cat, code = k.split(":")
-            refusals[(cat, int(code))] = refusals.get((cat, int(code)), 0) + v
-    refused_text = "; ".join(f"{cat}: fault {code} × {n:,}" for (cat, code), n in sorted(refusals.items())) or "none"
+            # "refused:CATEGORY:CODE": a fault code, or a word ("ambiguous": ids `kill` refused in its answer).
+            _, cat, code = k.split(":", 2)
+            code = code.strip()
+            refusals[(cat, code)] = refusals.get((cat, code), 0) + v
+    refused_text = "; ".join(f"{cat}: {'fault ' + code if code.isdigit() else code} × {n:,}"
+                             for (cat, code), n in sorted(refusals.items())) or "none"
     throttle_text = "; ".join(f"{n:,} × “{k}”" for k, n in sorted(r["throttled"].items())) or "none logged"
     mal_codes = "; ".join(f"{k.split(':')[1]} × {v:,}" for k, v in sorted(c.items()) if k.startswith("malformed:"))
     errors = {k[6:]: v for k, v in c.items() if k.startswith("error:")}
