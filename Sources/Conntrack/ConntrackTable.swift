@@ -74,7 +74,9 @@ public final class ConntrackTable: @unchecked Sendable {
     /// the mirror at once, so that the caller's next view shows the result.
     /// - Throws: ``KernelConntrack/Error`` when the netlink socket itself failed (nothing was sent).
     public func destroy(_ flows: [Flow]) throws -> [WriteOutcome] {
-        let result = destroy(flows, parts: flows.isEmpty ? [] : [flows.indices]) { Array(repeating: true, count: $0.count) }
+        let result = destroy(flows, parts: flows.isEmpty ? [] : [flows.indices]) {
+            Array(repeating: true, count: $0.count)
+        }
         if let error = result.socketFailure { throw error }
         return result.outcomes.map { $0! }
     }
@@ -141,7 +143,8 @@ public final class ConntrackTable: @unchecked Sendable {
             if parts.count == 1 { delete() } else { kernelQueue.async(group: deleted, execute: delete) }
         }
         deleted.wait()
-        var result = PartedDestroy(outcomes: results.outcomes, stoppedBy: stoppedBy, socketFailure: results.socketFailure)
+        var result = PartedDestroy(
+            outcomes: results.outcomes, stoppedBy: stoppedBy, socketFailure: results.socketFailure)
         if removedAtOnce {
             removal.wait()
             mirror.restore(flows.indices.compactMap { result.outcomes[$0]?.removesEntry == true ? nil : flows[$0] })

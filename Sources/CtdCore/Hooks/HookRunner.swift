@@ -79,7 +79,9 @@ struct HookRunner {
         // The recorder's tokens (AuditSQLite), by part, for the observers after it.
         var chain: (recorder: any ChainedTrailRecorder, tokens: [Int: [Int64]])?
         for (h, (info, hook)) in plugins.hooks.enumerated() {
-            let included = parts.indices.filter { h < parts[$0].batch.tokens.count && !parts[$0].batch.tokens[h].isEmpty }
+            let included = parts.indices.filter {
+                h < parts[$0].batch.tokens.count && !parts[$0].batch.tokens[h].isEmpty
+            }
             if included.isEmpty { continue }
             var results: [(event: ActionEvent, token: Int64, outcome: ActionOutcome)] = []
             for p in included {
@@ -108,7 +110,9 @@ struct HookRunner {
                     try hook.after(batch: results)
                 }
                 if chain == nil, let recorder = hook as? any ChainedTrailRecorder {
-                    chain = (recorder, Dictionary(uniqueKeysWithValues: included.map { ($0, parts[$0].batch.tokens[h]) }))
+                    chain = (
+                        recorder, Dictionary(uniqueKeysWithValues: included.map { ($0, parts[$0].batch.tokens[h]) })
+                    )
                 }
                 metrics.auditRecords(plugin: info.name, count: results.count)
             } catch {
