@@ -3,33 +3,6 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 
-extension Flow {
-    /// Takes the fields an event or dump carried (`present`) from `newer`; the tuple and id are the same.
-    package mutating func merge(_ newer: Flow, present: ConntrackEvent.Fields) {
-        if present.contains(.mark) { mark = newer.mark }
-        if present.contains(.status) { status = newer.status }
-        if present.contains(.timeout) {
-            timeout = newer.timeout
-            timeoutObservedAt = newer.timeoutObservedAt
-        }
-        if present.contains(.state), newer.tcpState != Flow.noState { tcpState = newer.tcpState }
-        if present.contains(.counters) {
-            origBytes = newer.origBytes
-            origPackets = newer.origPackets
-            replyBytes = newer.replyBytes
-            replyPackets = newer.replyPackets
-        }
-        // A dump without a start (timestamps off, or an entry older than the sysctl) keeps an estimate made from
-        // the NEW event; a dump that has one always wins.
-        if present.contains(.start), newer.start > 0 { start = newer.start }
-        if present.contains(.labels) {
-            labelsLow = newer.labelsLow
-            labelsHigh = newer.labelsHigh
-        }
-        if present.contains(.helper) { helper = newer.helper }
-    }
-}
-
 /// An immutable view of the table at one moment; queries run on it without locks.
 public struct MirrorSnapshot: Sendable {
     public let flows: FlowTable
@@ -39,28 +12,6 @@ public struct MirrorSnapshot: Sendable {
     /// Wall-clock time (epoch seconds) and monotonic time the snapshot was taken.
     public let takenAt: Double
     public let monotonic: Double
-}
-
-/// Identity of a kernel entry: the id alone can collide (a random 32-bit value; about 7 pairs in 250,000 entries),
-/// so the mirror keys entries by id and original tuple.
-public struct FlowKey: Hashable, Sendable {
-    package var id: UInt32
-    package var source: IPAddress
-    package var destination: IPAddress
-    package var sourcePort: UInt16
-    package var destinationPort: UInt16
-    package var l4proto: UInt8
-    package var zone: UInt16
-
-    package init(_ f: Flow) {
-        id = f.id
-        source = f.origSource
-        destination = f.origDestination
-        sourcePort = f.l4proto == 1 || f.l4proto == 58 ? f.icmpID : f.origSourcePort
-        destinationPort = f.origDestinationPort
-        l4proto = f.l4proto
-        zone = f.zone
-    }
 }
 
 /// The live copy of the kernel table: one dump at start, then events; a dump again after event loss.

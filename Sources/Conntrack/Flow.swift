@@ -229,3 +229,30 @@ public enum ConntrackNames {
         return statusBits.firstIndex(of: upper).map { UInt32(1) << UInt32($0) }
     }
 }
+
+extension Flow {
+    /// Takes the fields an event or dump carried (`present`) from `newer`; the tuple and id are the same.
+    package mutating func merge(_ newer: Flow, present: ConntrackEvent.Fields) {
+        if present.contains(.mark) { mark = newer.mark }
+        if present.contains(.status) { status = newer.status }
+        if present.contains(.timeout) {
+            timeout = newer.timeout
+            timeoutObservedAt = newer.timeoutObservedAt
+        }
+        if present.contains(.state), newer.tcpState != Flow.noState { tcpState = newer.tcpState }
+        if present.contains(.counters) {
+            origBytes = newer.origBytes
+            origPackets = newer.origPackets
+            replyBytes = newer.replyBytes
+            replyPackets = newer.replyPackets
+        }
+        // A dump without a start (timestamps off, or an entry older than the sysctl) keeps an estimate made from
+        // the NEW event; a dump that has one always wins.
+        if present.contains(.start), newer.start > 0 { start = newer.start }
+        if present.contains(.labels) {
+            labelsLow = newer.labelsLow
+            labelsHigh = newer.labelsHigh
+        }
+        if present.contains(.helper) { helper = newer.helper }
+    }
+}
