@@ -113,7 +113,8 @@ public final class ConntrackTable: @unchecked Sendable {
         if removedAtOnce {
             DispatchQueue.global(qos: .userInitiated).async(group: removal) { self.mirror.remove(flows) }
         }
-        let kernelQueue = DispatchQueue(label: "ctd.table.destroy", qos: .userInitiated)
+        // With one part there is nothing to overlap: no thread hop (most kills are one part).
+        let kernelQueue = parts.count > 1 ? DispatchQueue(label: "ctd.table.destroy", qos: .userInitiated) : nil
         let deleted = DispatchGroup()
         var stoppedBy: (any Swift.Error)?
         for part in parts {
@@ -139,18 +140,16 @@ public final class ConntrackTable: @unchecked Sendable {
                     results.set(indices, socketFailure: error)
                 }
             }
-            // With one part there is nothing to overlap: no thread hop (most kills are one part).
-            if parts.count == 1 { delete() } else { kernelQueue.async(group: deleted, execute: delete) }
+            if let kernelQueue { kernelQueue.async(group: deleted, execute: delete) } else { delete() }
         }
         deleted.wait()
-        var result = PartedDestroy(
-            outcomes: results.outcomes, stoppedBy: stoppedBy, socketFailure: results.socketFailure)
+        let result = PartedDestroy(
+            outcomes: results.outcomes, stoppedBy: stoppedBy,
+            socketFailure: results.anyAnswered ? nil : results.socketFailure)
         if removedAtOnce {
             removal.wait()
             mirror.restore(flows.indices.compactMap { result.outcomes[$0]?.removesEntry == true ? nil : flows[$0] })
         }
-        if result.socketFailure != nil, !results.anyAnswered { return result }
-        result.socketFailure = nil
         return result
     }
 

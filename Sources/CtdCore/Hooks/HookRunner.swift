@@ -15,11 +15,6 @@ struct HookRunner {
         var tokens: [[Int64]]
         var approved: [Bool]
         var vetoes: [String?] = []
-
-        /// A batch no hook was asked about: every action approved.
-        static func unasked(count: Int) -> Batch {
-            Batch(events: [], tokens: [], approved: Array(repeating: true, count: count), vetoes: [])
-        }
     }
 
     /// `before(batch:)` on every hook: a veto stops that action only; a failure of a hook whose failure stops
