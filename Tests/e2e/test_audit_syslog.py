@@ -243,6 +243,28 @@ def collector(tmp_path):
     rs.stop()
 
 
+def _late_ranges(numbers: list[int]) -> list[range]:
+    """The events whose first copy came after the first copy of a later event, as ranges of consecutive numbers."""
+    late, highest = [], 0
+    for n in dict.fromkeys(numbers):
+        if n < highest:
+            late.append(n)
+        highest = max(highest, n)
+    ranges = []
+    for n in sorted(late):
+        if ranges and ranges[-1].stop == n:
+            ranges[-1] = range(ranges[-1].start, n + 1)
+        else:
+            ranges.append(range(n, n + 1))
+    return ranges
+
+
+def test_lateRanges_namesTheEventsAResentBatchFilledIn():
+    assert _late_ranges([1, 2, 3, 4]) == []
+    assert _late_ranges([1, 2, 5, 6, 3, 4, 5, 6, 7]) == [range(3, 5)]
+    assert _late_ranges([1, 4, 2, 3, 4, 5, 7, 6, 7]) == [range(2, 4), range(6, 7)]
+
+
 def _fill(n: int) -> list[dict]:
     """n UDP entries 10.80.x.y:port -> 10.81.0.1:53 through `conntrack -R` (conntrack -I lines, one process)."""
     lines = [f"-I -p udp -s 10.80.{i // 250}.{i % 250 + 1} -d 10.81.0.1 --sport {20000 + i % 30000} --dport 53 "
@@ -328,10 +350,12 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     distinct = sorted(set(numbers))
     assert len(distinct) == sent and distinct == list(range(distinct[0], distinct[0] + sent)), \
         f"{len(distinct)} distinct events received for {sent} sent"
-    # At least once, in order: the first copies arrive in sequence; a copy is byte-identical and only unproven
-    # batches are resent: for the one interruption, the batch read but not yet proven and the one in flight.
-    first_seen = list(dict.fromkeys(numbers))
-    assert first_seen == distinct, "events arrived out of order"
+    # At least once, in order: ctd sends every event in sequence, and the first copies arrive in sequence except
+    # where the collector itself lost part of a batch it was reading when its session ended (rsyslog may drop a
+    # few records in the middle of a batch and keep the rest; measured, docs/audit.md): those events come with the
+    # resend of that batch, so each such range lies within two batches, and all of them were resent.
+    late = _late_ranges(numbers)
+    assert all(len(r) <= 2 * BATCH for r in late), f"events arrived out of order: {late}"
     copies = collections.defaultdict(set)
     for e in events:
         copies[e["sd"]["event"]].add(e["line"])
@@ -343,6 +367,7 @@ def test_forwarding_acrossACollectorRestartInABulkKill_deliversEverySentEventAtL
     assert m, c.stderr()[-3000:]
     # Stopping closes the test's sessions, which is audited too: compare with the trail as it is now.
     assert int(m.group(1)) == _event_count(_audit_rows(db)) and duplicates <= int(m.group(2)), m.group(0)
+    assert sum(len(r) for r in late) <= int(m.group(2)), f"events out of order that were not resent: {late}"
     print(f"sent {sent}, received {len(numbers)} ({duplicates} duplicates, {m.group(2)} retransmissions), "
           f"collector stopped at {at_stop} lines; {len(torn)} torn records: {[t[:120] for t in torn]}")
 
