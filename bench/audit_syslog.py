@@ -36,9 +36,10 @@ def fill(base: int) -> list[str]:
     lines = [f"-I -p udp -s 10.{base}.{i // 250}.{i % 250 + 1} -d 10.99.0.1 --sport {20000 + i % 30000} --dport 53 "
              f"-t 900" for i in range(N)]
     run(["conntrack", "-R", "-"], input="\n".join(lines) + "\n", timeout=300)
-    # A dump can show an entry twice while the table changes: the ids are a set.
+    # A dump can show an entry twice while the table changes: the ids are a set. Now and then one insert of the
+    # 10,000 fails (`conntrack -R` goes on): the set is what the table holds, and the kill is of those.
     ids = sorted({str(e["id"]) for e in conntrack_list("-s", f"10.{base}.0.0/16") if e["dst"] == "10.99.0.1"})
-    assert len(ids) == N, len(ids)
+    assert N - 10 <= len(ids) <= N, f"{len(ids)} of the {N} entries made"
     return ids
 
 
@@ -49,16 +50,17 @@ def kills(c, rs: Rsyslog | None, first_base: int) -> list[tuple[float, float | N
     for k in range(SETS):
         ids = fill(first_base + k)
         wait_for(lambda: rpc.view(sid, {"orig_dst": "10.99.0.1"}, "", "ASC", 0, 1)["total"], timeout=60,
-                 done=lambda t: t == N, what="the set in view")
+                 done=lambda t: t == len(ids), what="the set in view")
         before = rs.count() if rs else 0
         t = time.perf_counter()
         r = rpc.kill(sid, ids)
         call = time.perf_counter() - t
-        assert r["killed"] == N, {k: (v if not isinstance(v, list) else v[:5]) for k, v in r.items()}
+        assert r["killed"] == len(ids), {k: (v if not isinstance(v, list) else v[:5]) for k, v in r.items()}
         rate = None
         if rs:
-            wait_for(rs.count, timeout=300, interval=0.01, done=lambda n: n >= before + 2 * N, what="the events")
-            rate = 2 * N / (time.perf_counter() - t)
+            wait_for(rs.count, timeout=300, interval=0.01, done=lambda n: n >= before + 2 * len(ids),
+                     what="the events")
+            rate = 2 * len(ids) / (time.perf_counter() - t)
         out.append((call * 1000, rate))
     return out
 

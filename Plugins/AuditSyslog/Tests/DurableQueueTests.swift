@@ -207,6 +207,35 @@ final class ProvingTransport: SyslogTransport, @unchecked Sendable {
     #expect(f.currentStatus.delivered == 260 && f.currentStatus.resent == 10)
 }
 
+@Test func forwarder_whilePaused_startsNoDelivery_andResumeOrTheLimitEndsThePause() throws {
+    let q = try DurableQueue(path: try syslogTestDirectory() + "/q", maxBytes: 1 << 22, maxEvents: 10_000)
+    let transport = FlakyTransport(failures: 0)
+    let f = SyslogForwarder(queue: q, transport: transport, batchEvents: 100, retryMaxSeconds: 0.2) { _, _ in }
+    f.start()
+    // Paused for an hour: whatever the machine's load, nothing may go out until resume().
+    f.pause(atMost: 3600)
+    _ = try q.append(count: 50, policy: .refuse) { seq in Array("m\(seq)".utf8) }
+    f.notify()
+    Thread.sleep(forTimeInterval: 0.5)
+    #expect(transport.lock.withLock { transport.batches } == 0 && q.count == 50)
+    f.resume()
+    var deadline = Date().addingTimeInterval(60)
+    while q.count > 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    #expect(transport.lock.withLock { transport.received } == (1...50).map { "m\($0)" })
+    // A pause nobody ends (the action's outcomes never came) ends by itself.
+    f.pause(atMost: 0.3)
+    _ = try q.append(count: 5, policy: .refuse) { seq in Array("m\(seq)".utf8) }
+    f.notify()
+    deadline = Date().addingTimeInterval(60)
+    while q.count > 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    #expect(q.count == 0)
+    // A stop ends a pause too, and drains.
+    f.pause(atMost: 3600)
+    _ = try q.append(count: 5, policy: .refuse) { seq in Array("m\(seq)".utf8) }
+    #expect(f.stop(drainSeconds: 30) == 0)
+    #expect(transport.lock.withLock { transport.received } == (1...60).map { "m\($0)" })
+}
+
 @Test func queueFile_hasTheDocumentedRecordLayout() throws {
     let path = try syslogTestDirectory() + "/q"
     let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 10)

@@ -129,14 +129,91 @@ private let formatter = AuditEventFormatter(
         id: 9, l3proto: "ipv4", l4proto: 17, origSource: "10.0.0.1", origDestination: "10.0.0.2", origSourcePort: 1,
         origDestinationPort: 53, replySource: "10.0.0.2", replyDestination: "10.0.0.1", replySourcePort: 53,
         replyDestinationPort: 1, mark: 0, timeout: 10, status: 0, zone: 0)
-    let e = ActionEvent(kind: .kill, procedure: "kill", user: "alice", roles: [.operator], clientAddress: "::1", connection: c)
+    let e = ActionEvent(
+        kind: .kill, procedure: "kill", user: "alice", roles: [.operator], clientAddress: "::1", connection: c)
     let a = InterruptedAction(
         event: e, token: 7, recordedBy: "AuditSQLite", connectionPresent: false, current: nil, reason: "gone",
         outcomeRecord: TrailPosition(seq: 8, hash: "ef"), actionRecord: TrailPosition(seq: 7, hash: "01"))
     let s = text(formatter.interrupted(a, event: 12, time: 0))
     #expect(s.hasPrefix("<84>1 "))
     #expect(s.contains(" outcome [ctd@32473 event=\"12\" action=\"kill\" procedure=\"kill\" user=\"alice\" "))
-    #expect(s.contains("outcome=\"interrupted\" reason=\"gone\" kernel=\"gone\" recorded_by=\"AuditSQLite\" "
-        + "audit_ref_seq=\"7\" audit_seq=\"8\" audit_hash=\"ef\" conn_id=\"9\""))
+    #expect(
+        s.contains(
+            "outcome=\"interrupted\" reason=\"gone\" kernel=\"gone\" recorded_by=\"AuditSQLite\" "
+                + "audit_ref_seq=\"7\" audit_seq=\"8\" audit_hash=\"ef\" conn_id=\"9\""))
     #expect(!s.contains(" ref="))
+}
+
+/// The hot path's encoder against the reference (SyslogMessage, built field by field): the same bytes for random
+/// events of every kind, with and without connections and trail positions, with values that need escaping
+/// (`"`, `\`, `]`), control characters, non-ASCII text, empty users, extreme numbers, and roles that change from one
+/// event to the next (the encoder keeps the last roles' text).
+@Test func messageEncoder_writesTheReferenceFormattersBytes_forRandomEvents() {
+    var rng = SplitMix(seed: 0x5eed)
+    let pieces = [
+        "", "a", "alice", "10.0.0.1", "::1", "x\"y", "back\\slash", "br]acket", "tab\there", "line\nfeed",
+        "del\u{7F}", "é", "日本", "\u{1F600}", "mark", "timeout", "label", "-",
+    ]
+    func string() -> String { (0..<rng.next(below: 3)).map { _ in pieces[rng.next(below: pieces.count)] }.joined() }
+    func number<T: FixedWidthInteger & UnsignedInteger>(_: T.Type) -> T {
+        [T.min, T.max, 1, 9, 10, T(truncatingIfNeeded: rng.next())][rng.next(below: 6)]
+    }
+    let formatters = [
+        formatter,
+        AuditEventFormatter(facility: 23, hostname: "host with spaces é", appName: "", procID: "42", sdID: "x@1"),
+    ]
+    let kinds: [ActionKind] = [.login, .kill, .change, .denied, .auditRead]
+    let roleSets: [[Role]] = [[], [.admin], [.operator, .admin], [.viewer]]
+    for round in 0..<2000 {
+        let f = formatters[round % formatters.count]
+        let time = [0, 1_780_000_000.999_999_7, Double(rng.next(below: 2_000_000_000)) + 0.5][rng.next(below: 3)]
+        var encoder = AuditMessageEncoder(formatter: f, time: time)
+        for _ in 0..<4 {
+            let connection =
+                rng.next(below: 3) == 0
+                ? nil
+                : ConnectionInfo(
+                    id: number(UInt32.self), l3proto: string(), l4proto: number(UInt8.self), origSource: string(),
+                    origDestination: string(), origSourcePort: number(UInt16.self),
+                    origDestinationPort: number(UInt16.self), replySource: string(), replyDestination: string(),
+                    replySourcePort: number(UInt16.self), replyDestinationPort: number(UInt16.self),
+                    mark: number(UInt32.self), timeout: number(UInt32.self), status: number(UInt32.self),
+                    zone: number(UInt16.self))
+            let e = ActionEvent(
+                kind: kinds[rng.next(below: kinds.count)], procedure: string(), user: string(),
+                roles: roleSets[rng.next(below: roleSets.count)], clientAddress: string(), connection: connection,
+                field: rng.next(below: 2) == 0 ? nil : ["mark", "timeout", string()][rng.next(below: 3)],
+                newValue: rng.next(below: 2) == 0 ? nil : string())
+            let position =
+                rng.next(below: 2) == 0 ? nil : TrailPosition(seq: Int64(rng.next(below: 1 << 40)), hash: string())
+            let other =
+                rng.next(below: 2) == 0 ? nil : TrailPosition(seq: Int64(rng.next(below: 1 << 40)), hash: string())
+            let seq = number(UInt64.self)
+            let ref = [Int64.min, -1, 0, Int64.max, Int64(rng.next(below: 1 << 30))][rng.next(below: 5)]
+            let outcome: ActionOutcome = rng.next(below: 2) == 0 ? .succeeded : .failed(reason: string())
+            #expect(
+                encoder.action(e, event: seq, position: position)
+                    == f.action(e, event: seq, time: time, position: position).encoded())
+            #expect(
+                encoder.outcome(e, outcome: outcome, event: seq, ref: ref, position: position, actionPosition: other)
+                    == f.outcome(
+                        e, outcome: outcome, event: seq, ref: ref, time: time, position: position,
+                        actionPosition: other
+                    ).encoded())
+        }
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so that a failure can be replayed.
+private struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
 }

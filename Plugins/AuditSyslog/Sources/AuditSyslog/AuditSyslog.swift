@@ -16,6 +16,10 @@ import SyslogForwarding
 /// `refuse`) the host refuses the action. With `queue_full = "drop_oldest"` a full queue drops its oldest events
 /// instead, counts them and logs it.
 public final class AuditSyslogPlugin: ActionHook {
+    /// From this many events in one batch, delivery pauses until the batch's outcomes are queued
+    /// (``SyslogForwarder/pause(atMost:)``); smaller actions are sent at once.
+    static let bulkEvents = 256
+
     public let metadata = PluginMetadata(
         id: "hook.audit_syslog",
         name: "AuditSyslog",
@@ -148,7 +152,7 @@ public final class AuditSyslogPlugin: ActionHook {
     }
 
     func enqueue(
-        _ s: State, count: Int, exempt: Bool, doing what: String, make: (Int, UInt64) -> SyslogMessage
+        _ s: State, count: Int, exempt: Bool, doing what: String, make: (Int, UInt64) -> [UInt8]
     ) throws -> UInt64 {
         guard count > 0 else { return s.queue.nextSequence }
         let policy: DurableQueue.FullPolicy = s.settings.queueFull
@@ -156,7 +160,7 @@ public final class AuditSyslogPlugin: ActionHook {
             var base: UInt64 = 0
             let result = try s.queue.append(count: count, policy: policy, exempt: exempt) { seq in
                 if base == 0 { base = seq }
-                return make(Int(seq - base), seq).encoded()
+                return make(Int(seq - base), seq)
             }
             appendProblem.withLock { $0 = nil }
             if result.dropped > 0 {
@@ -180,9 +184,11 @@ extension AuditSyslogPlugin: TrailPositionObserver {
         -> [(decision: HookDecision, token: Int64)]
     {
         let s = try configured()
-        let now = Date().timeIntervalSince1970
+        // A bulk action: its messages wait on disk until its outcomes are queued (or 2 s at most).
+        if events.count >= Self.bulkEvents { s.forwarder.pause(atMost: 2) }
+        var encoder = AuditMessageEncoder(formatter: s.formatter, time: Date().timeIntervalSince1970)
         let first = try enqueue(s, count: events.count, exempt: false, doing: "queue \(events.count) events") {
-            i, seq in s.formatter.action(events[i], event: seq, time: now, position: i < positions.count ? positions[i] : nil)
+            i, seq in encoder.action(events[i], event: seq, position: i < positions.count ? positions[i] : nil)
         }
         return (0..<events.count).map { (HookDecision.allow, Int64(first + UInt64($0))) }
     }
@@ -192,13 +198,14 @@ extension AuditSyslogPlugin: TrailPositionObserver {
         actionPositions: [TrailPosition?]
     ) throws {
         let s = try configured()
-        let now = Date().timeIntervalSince1970
+        var encoder = AuditMessageEncoder(formatter: s.formatter, time: Date().timeIntervalSince1970)
         // Outcomes of actions that were let through always fit: `refuse` bounds new actions, and each admitted
         // action has exactly one outcome (the overshoot is bounded by the actions in flight).
+        defer { if results.count >= Self.bulkEvents { s.forwarder.resume() } }
         _ = try enqueue(s, count: results.count, exempt: true, doing: "queue \(results.count) outcomes") { i, seq in
             let r = results[i]
-            return s.formatter.outcome(
-                r.event, outcome: r.outcome, event: seq, ref: r.token, time: now,
+            return encoder.outcome(
+                r.event, outcome: r.outcome, event: seq, ref: r.token,
                 position: i < outcomePositions.count ? outcomePositions[i] : nil,
                 actionPosition: i < actionPositions.count ? actionPositions[i] : nil)
         }
@@ -212,7 +219,7 @@ extension AuditSyslogPlugin: InterruptedActionObserver {
         let s = try configured()
         let now = Date().timeIntervalSince1970
         _ = try enqueue(s, count: actions.count, exempt: true, doing: "queue \(actions.count) interrupted outcomes") {
-            i, seq in s.formatter.interrupted(actions[i], event: seq, time: now)
+            i, seq in s.formatter.interrupted(actions[i], event: seq, time: now).encoded()
         }
     }
 }
