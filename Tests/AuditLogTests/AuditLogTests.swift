@@ -155,6 +155,47 @@ private func mutable(_ paths: String...) throws {
     #expect(try store.verify().isIntact)
 }
 
+// MARK: Crash recovery's settled mark
+
+@Test func settle_movesTheMarkToTheOldestActionWithoutOutcome_andStartUpReadsOnlyFromThere() throws {
+    let dir = try TempDir()
+    let path = dir.file("audit.db")
+    do {
+        let store = try AuditStore(path: path)
+        try store.markOpened()
+        #expect(try store.settledBelow() == 0)
+        try fill(store, actions: 3)  // seq 1 to 6, all finished
+        let open = kill(id: 77)
+        let inFlight = try store.append(open)  // 7: an action in flight
+        try fill(store, actions: 1)  // 8, 9
+        #expect(try store.settle() == inFlight)
+        #expect(try store.unfinishedActions().map(\.seq) == [inFlight])
+        try store.append(.outcome(of: open, seq: inFlight, outcome: .succeeded, reason: nil))  // 10
+        #expect(try store.settle() == 11)
+        #expect(try store.unfinishedActions().isEmpty)
+        // The mark never goes back, and a crash leaves what came after it to the next start.
+        #expect(try store.settle() == 11)
+        #expect(try store.append(kill(id: 78)) == 11)
+        store.close()
+    }
+    // A restart: a new writer session (no mark of its own yet) reads from the greatest mark, 11.
+    let store = try AuditStore(path: path)
+    try store.markOpened()
+    #expect(try store.settledBelow() == 11)
+    #expect(try store.unfinishedActions().map(\.seq) == [11])
+    // An outcome run completes its actions as single outcomes do.
+    let first = try store.append(kill(id: 79))
+    let last = try store.append(kill(id: 80))
+    try store.append(.outcome(ofRun: kill(id: 79), first: first, last: last, outcome: .succeeded, reason: nil))
+    #expect(try store.settle() == 11)  // 11 still has no outcome
+    #expect(try store.unfinishedActions().map(\.seq) == [11])
+    #expect(try store.verify().isIntact)
+    // The partial index of version 3 is gone from version 5 on.
+    #expect(
+        try run("sqlite3", path, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_pending'").out
+            .trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+}
+
 // MARK: Tampering
 
 @Test func verify_afterEditingARowWithSqlite3_failsAtThatSeq() throws {

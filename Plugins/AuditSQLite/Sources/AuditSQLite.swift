@@ -127,6 +127,7 @@ public final class AuditSQLitePlugin: ActionHook {
             if let head = try? s.store.head(), head.seq > self.anchored.withLock({ $0.seq }) {
                 try? self.checkpoint(s, kind: "periodic")
             }
+            self.settle(s)
         }
         t.resume()
         timer.withLock { $0 = t }
@@ -144,9 +145,22 @@ public final class AuditSQLitePlugin: ActionHook {
         }
     }
 
-    /// After the interrupted outcomes of a crash: a checkpoint of kind `recovery`.
+    /// After the interrupted outcomes of a crash: a checkpoint of kind `recovery`, and the settled mark moved past
+    /// them.
     func recordedRecovery(_ s: State) {
         try? checkpoint(s, kind: "recovery")
+        settle(s)
+    }
+
+    /// Moves the settled mark (``AuditStore/settle()``) when rows were written after it, so that the next start-up
+    /// reads only what came later. A failure is logged; the mark stays, which only makes the next start read more.
+    private func settle(_ s: State) {
+        do {
+            guard let head = try s.store.head(), head.seq >= (try s.store.settledBelow()) else { return }
+            try s.store.settle()
+        } catch {
+            s.log(.warning, "AuditSQLite: cannot record the settled mark: \(error)")
+        }
     }
 
     /// A checkpoint when `checkpoint_rows` rows were written since the last one. A failed checkpoint does not
@@ -209,7 +223,8 @@ public final class AuditSQLitePlugin: ActionHook {
             i = j + 1
         }
         let written = try writeBatch(rows, doing: "record the outcomes of \(results.count) actions")
-        positions.recordOutcomes(results.indices.map { (results[$0].token, written[rowOf[$0]].seq, written[rowOf[$0]].hash) })
+        positions.recordOutcomes(
+            results.indices.map { (results[$0].token, written[rowOf[$0]].seq, written[rowOf[$0]].hash) })
     }
 
     private func verdict(_ outcome: ActionOutcome) -> (AuditOutcome, String?) {
@@ -241,6 +256,7 @@ public final class AuditSQLitePlugin: ActionHook {
         if let head = try? s.store.head() {
             s.log(.info, "AuditSQLite: closing \(s.store.path), head seq \(head.seq) hash \(head.hash)")
         }
+        settle(s)
         try? s.store.markClosed()
         s.store.close()
     }

@@ -104,6 +104,15 @@ enum AuditSchema {
         // 10,000 connections that all went writes one outcome row, not 10,000 (docs/audit.md, "Outcome runs").
         // NULL in every older row, and NULLs are not part of the canonical form: no existing hash changes.
         Migration(version: 4, statements: ["ALTER TABLE audit ADD COLUMN ref_last INTEGER"]),
+        // Version 5: a settled mark per writer session (every action row below it has its outcome, see
+        // ``AuditStore/settle()``), so that start-up reads only the rows after it; the partial index of version 3
+        // goes (every action row stayed in it, and a 10,000-id kill inserted 10,000 entries).
+        Migration(
+            version: 5,
+            statements: [
+                "ALTER TABLE writer_session ADD COLUMN settled_below INTEGER",
+                "DROP INDEX IF EXISTS audit_pending",
+            ]),
     ]
 
     /// The guard against deleting rows; `ctd audit prune` drops and recreates it inside its transaction.

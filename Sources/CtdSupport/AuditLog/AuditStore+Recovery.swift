@@ -9,27 +9,77 @@ public struct AuditUnfinishedAction: Sendable, Equatable {
 }
 
 extension AuditStore {
-    /// The action rows still `pending` with no outcome row, oldest first. Read through the partial index
-    /// `audit_pending` (schema version 3). Action rows are never updated, so every one of them stays `pending`: the
-    /// cost is the number of action rows in the trail (about 1.3 s for 1,000,000, docs/audit.md), not its length.
+    /// The action rows still `pending` with no outcome row, oldest first, from the settled mark on (``settle()``):
+    /// action rows are never updated, so every one of them stays `pending`, and without the mark this read every
+    /// action row ever written (about 1.3 s for 1,000,000, docs/audit.md). The mark makes it the rows written since
+    /// the last settle (a clean stop, the periodic checkpoint timer, a recovery), however long the trail.
     /// - Throws: ``AuditError`` when the database cannot be read.
     public func unfinishedActions() throws -> [AuditUnfinishedAction] {
         try withConnection { db in
             try db.execute("BEGIN", doing: "start a read")
             defer { try? db.execute("COMMIT", doing: "end a read") }
-            return try Self.unfinishedActions(db)
+            return try Self.unfinishedActions(db, from: try Self.settledBelow(db))
         }
     }
 
-    private static func unfinishedActions(_ db: SQLiteConnection) throws -> [AuditUnfinishedAction] {
+    /// Every action row below this `seq` has its outcome row: the greatest mark a writer session recorded
+    /// (``settle()``), 0 when none did (a trail from before schema version 5).
+    public func settledBelow() throws -> Int64 {
+        try withConnection { try Self.settledBelow($0) }
+    }
+
+    /// Moves the settled mark up to the oldest action that has no outcome yet (an action in flight, or one a crash
+    /// left that recovery could not settle), or past the head when there is none, and records it in the newest
+    /// writer session. Reads only the rows from the current mark on. Not inside an action: the host's threads call
+    /// it at a clean stop, on AuditSQLite's checkpoint timer and after a recovery.
+    /// - Returns: the new mark.
+    /// - Throws: ``AuditError``; the mark stays where it was then.
+    @discardableResult
+    public func settle() throws -> Int64 {
+        try withConnection { db in
+            guard !self.isReadOnly else {
+                throw AuditError(.writeRefused, "the audit database \(self.path) was opened read-only")
+            }
+            try db.execute("BEGIN IMMEDIATE", doing: "take the write lock")
+            do {
+                let from = try Self.settledBelow(db)
+                let oldest = try Self.unfinishedActions(db, from: from, limit: 1).first?.seq
+                let pastHead = (try Self.head(db)?.seq ?? 0) + 1
+                let mark = max(from, oldest ?? pastHead)
+                try db.execute(
+                    "UPDATE writer_session SET settled_below = \(mark) WHERE id = (SELECT max(id) FROM writer_session)",
+                    doing: "record the settled mark")
+                try db.execute("COMMIT", doing: "commit the settled mark")
+                return mark
+            } catch {
+                if db.isInTransaction { try? db.execute("ROLLBACK", doing: "roll back") }
+                throw error
+            }
+        }
+    }
+
+    static func settledBelow(_ db: SQLiteConnection) throws -> Int64 {
+        let version = try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
+        guard version >= 5 else { return 0 }
+        return try db.scalar(
+            "SELECT coalesce(max(settled_below), 0) FROM writer_session", doing: "read the settled mark"
+        ).integer ?? 0
+    }
+
+    private static func unfinishedActions(_ db: SQLiteConnection, from mark: Int64, limit: Int? = nil) throws
+        -> [AuditUnfinishedAction]
+    {
+        let version = try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
+        // Version 3 and 4 have the partial index of pending rows; from 5 the rows after the mark are read by seq.
+        let source = version >= 3 && version < 5 ? "audit a INDEXED BY audit_pending" : "audit a"
         let sql = """
             SELECT a.seq, a.hash, a.action, a.procedure, a.user, a.roles, a.client, a.conn_id, a.l3proto, a.l4proto,
                    a.orig_src, a.orig_dst, a.orig_sport, a.orig_dport, a.repl_src, a.repl_dst, a.repl_sport,
                    a.repl_dport, a.mark, a.timeout, a.zone, a.field, a.new_value
-            FROM audit a INDEXED BY audit_pending
-            WHERE a.outcome = 'pending' AND a.action <> 'outcome'
+            FROM \(source)
+            WHERE a.seq >= \(mark) AND a.outcome = 'pending' AND a.action <> 'outcome'
               AND \(try completingOutcome(of: "a.seq", in: db)) IS NULL
-            ORDER BY a.seq
+            ORDER BY a.seq\(limit.map { " LIMIT \($0)" } ?? "")
             """
         let s = try db.prepare(sql, doing: "read the actions without an outcome")
         defer { s.reset() }
@@ -65,7 +115,9 @@ extension AuditStore {
         -> [(seq: Int64, hash: String)]
     {
         try appendReturningHashes(
-            batch: actions.map { AuditEntry.outcome(of: $0.entry, seq: $0.seq, outcome: .interrupted, reason: $0.reason) }
+            batch: actions.map {
+                AuditEntry.outcome(of: $0.entry, seq: $0.seq, outcome: .interrupted, reason: $0.reason)
+            }
         )
     }
 }
