@@ -196,6 +196,22 @@ private func mutable(_ paths: String...) throws {
             .trimmingCharacters(in: .whitespacesAndNewlines) == "0")
 }
 
+@Test func settle_passesAPendingPruneRow_whichIsNotTheHostsToSettle() throws {
+    let dir = try TempDir()
+    let store = try AuditStore(path: dir.file("audit.db"))
+    try store.markOpened()
+    try fill(store, actions: 1)  // 1, 2
+    let prune = AuditEntry(
+        action: .prune, procedure: "audit prune", user: "root", roles: [], client: "local", field: "before",
+        newValue: "2026-01-01T00:00:00Z")
+    let stopped = try store.append(prune)  // 3: a prune that stopped before its transaction
+    #expect(try store.settle() == 4)
+    #expect(try store.unfinishedActions().isEmpty)
+    #expect(try store.append(kill()) == 4)
+    #expect(try store.unfinishedActions().map(\.seq) == [4])
+    #expect(stopped == 3)
+}
+
 // MARK: Tampering
 
 @Test func verify_afterEditingARowWithSqlite3_failsAtThatSeq() throws {

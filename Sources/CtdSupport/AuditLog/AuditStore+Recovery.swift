@@ -43,7 +43,9 @@ extension AuditStore {
             try db.execute("BEGIN IMMEDIATE", doing: "take the write lock")
             do {
                 let from = try Self.settledBelow(db)
-                let oldest = try Self.unfinishedActions(db, from: from, limit: 1).first?.seq
+                // A pending prune row (a `ctd audit prune` that stopped before its transaction, or one running
+                // now) is not the host's to settle and must not pin the mark: the next prune is unaffected by it.
+                let oldest = try Self.unfinishedActions(db, from: from, limit: 1, except: .prune).first?.seq
                 let pastHead = (try Self.head(db)?.seq ?? 0) + 1
                 let mark = max(from, oldest ?? pastHead)
                 try db.execute(
@@ -66,9 +68,9 @@ extension AuditStore {
         ).integer ?? 0
     }
 
-    private static func unfinishedActions(_ db: SQLiteConnection, from mark: Int64, limit: Int? = nil) throws
-        -> [AuditUnfinishedAction]
-    {
+    private static func unfinishedActions(
+        _ db: SQLiteConnection, from mark: Int64, limit: Int? = nil, except: AuditAction? = nil
+    ) throws -> [AuditUnfinishedAction] {
         let version = try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
         // Version 3 and 4 have the partial index of pending rows; from 5 the rows after the mark are read by seq.
         let source = version >= 3 && version < 5 ? "audit a INDEXED BY audit_pending" : "audit a"
@@ -77,7 +79,7 @@ extension AuditStore {
                    a.orig_src, a.orig_dst, a.orig_sport, a.orig_dport, a.repl_src, a.repl_dst, a.repl_sport,
                    a.repl_dport, a.mark, a.timeout, a.zone, a.field, a.new_value
             FROM \(source)
-            WHERE a.seq >= \(mark) AND a.outcome = 'pending' AND a.action <> 'outcome'
+            WHERE a.seq >= \(mark) AND a.outcome = 'pending' AND a.action <> 'outcome'\(except.map { " AND a.action <> '\($0.rawValue)'" } ?? "")
               AND \(try completingOutcome(of: "a.seq", in: db)) IS NULL
             ORDER BY a.seq\(limit.map { " LIMIT \($0)" } ?? "")
             """
