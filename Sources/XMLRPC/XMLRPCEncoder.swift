@@ -105,7 +105,17 @@ public enum XMLRPCEncoder {
             w.put("</data></array>")
         case .nil:
             w.put("<nil/>")
+        case .encoded(let e):
+            e.bytes.withUnsafeBufferPointer { w.put($0) }
         }
+    }
+
+    /// A struct written member by member straight to bytes: the same bytes as encoding the ``XMLRPCStruct`` of the
+    /// same members in the same order (names must not repeat: the writer does not check).
+    package static func encodedStruct(capacity: Int, _ build: (inout XMLRPCStructWriter) -> Void) -> XMLRPCValue {
+        var s = XMLRPCStructWriter(capacity: capacity)
+        build(&s)
+        return .encoded(XMLRPCEncodedValue(bytes: s.finish(), typeName: "struct"))
     }
 
     /// A rough upper bound of the encoded size, so that the buffer is allocated once in the usual case. It can fall
@@ -113,6 +123,7 @@ public enum XMLRPCEncoder {
     package static func estimatedSize(_ value: XMLRPCValue) -> Int {
         switch value {
         case .int, .bool, .nil: return 40
+        case .encoded(let e): return e.bytes.count
         case .double: return 64
         case .string(let s), .dateTime(let s): return 48 + s.utf8.count
         case .base64(let b): return 40 + (b.count + 2) / 3 * 4
@@ -291,6 +302,69 @@ public enum XMLRPCEncoder {
                 }
             }
         }
+    }
+}
+
+/// Writes the members of one `<struct>`; see ``XMLRPCEncoder/encodedStruct(capacity:_:)``.
+package struct XMLRPCStructWriter: ~Copyable {
+    private var w: ByteWriter
+
+    init(capacity: Int) {
+        w = ByteWriter(capacity: capacity)
+        w.put("<struct>")
+    }
+
+    consuming func finish() -> [UInt8] {
+        w.put("</struct>")
+        return w.finish()
+    }
+
+    /// `name` is plain text (a literal of the caller's: not escaped).
+    @inline(__always) private mutating func open(_ name: StaticString) {
+        w.put("<member><name>")
+        w.put(name)
+        w.put("</name><value>")
+    }
+
+    package mutating func int(_ name: StaticString, _ v: Int64) {
+        open(name)
+        XMLRPCEncoder.writeInt(v, to: &w)
+        w.put("</value></member>")
+    }
+
+    package mutating func string(_ name: StaticString, _ s: String) {
+        open(name)
+        w.put("<string>")
+        XMLRPCEncoder.writeEscaped(s, to: &w)
+        w.put("</string></value></member>")
+    }
+
+    package mutating func double(_ name: StaticString, _ v: Double) {
+        open(name)
+        w.put("<double>")
+        XMLRPCEncoder.writeDouble(v, to: &w)
+        w.put("</double></value></member>")
+    }
+
+    /// An array of strings.
+    package mutating func strings<S: Sequence<String>>(_ name: StaticString, _ items: S) {
+        open(name)
+        w.put("<array><data>")
+        for s in items {
+            w.put("<value><string>")
+            XMLRPCEncoder.writeEscaped(s, to: &w)
+            w.put("</string></value>")
+        }
+        w.put("</data></array></value></member>")
+    }
+
+    /// Any value, under a name that is escaped.
+    package mutating func value(_ name: String, _ v: XMLRPCValue) {
+        w.put("<member><name>")
+        XMLRPCEncoder.writeEscaped(name, to: &w)
+        w.put("</name><value>")
+        XMLRPCEncoder.write(v, to: &w)
+        w.put("</value></member>")
     }
 }
 

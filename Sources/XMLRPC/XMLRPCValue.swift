@@ -15,6 +15,21 @@ public enum XMLRPCValue: Equatable, Sendable {
     case array([XMLRPCValue])
     /// `<nil/>` (or `<ex:nil/>`), the common extension.
     case `nil`
+    /// A value already encoded (the typed content of a `<value>`, well-formed): what the encoder writes as it is.
+    /// Only in answers, never decoded from a request: `view` writes each connection of a page straight to bytes
+    /// (``XMLRPCEncoder/encodedStruct(capacity:_:)``) instead of building a tree of 40 members and encoding it.
+    case encoded(XMLRPCEncodedValue)
+}
+
+/// The bytes of a value's typed content (`<struct>…</struct>`) and its type's name.
+public struct XMLRPCEncodedValue: Equatable, Sendable {
+    public let bytes: [UInt8]
+    public let typeName: String
+
+    package init(bytes: [UInt8], typeName: String) {
+        self.bytes = bytes
+        self.typeName = typeName
+    }
 }
 
 extension XMLRPCValue {
@@ -30,6 +45,7 @@ extension XMLRPCValue {
         case .structure: return "struct"
         case .array: return "array"
         case .nil: return "nil"
+        case .encoded(let e): return e.typeName
         }
     }
 

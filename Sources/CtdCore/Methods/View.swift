@@ -71,7 +71,7 @@ enum View {
             for i in result.page {
                 let flow = snap.flows[i]
                 page.append(
-                    flow.xmlrpcStruct(
+                    flow.xmlrpcEncodedStruct(
                         now: now, wallNow: wallNow, labelNames: context.settings.labelNames,
                         extra: context.resolvedFields.members(mark: flow.mark)))
             }
