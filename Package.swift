@@ -126,16 +126,20 @@ let package = Package(
 
         // Loads a built plugin .so the way the host does, for the plugins' own tests.
         .target(name: "CtdPluginTestKit", dependencies: ["PluginHost", api], path: "Tests/CtdPluginTestKit"),
+        // The randomized tests' generator, shared by the test targets that use one.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
 
         // Tests: unit tests per module; the kernel suite (KernelIntegration) runs inside `unshare -n`.
         .testTarget(name: "XMLRPCTests", dependencies: ["XMLRPC"], path: "Tests/XMLRPCTests"),
         .testTarget(name: "ConntrackTests", dependencies: ["Conntrack", "CtdRuntime"], path: "Tests/ConntrackTests"),
         .testTarget(
-            name: "ConntrackQueryTests", dependencies: ["ConntrackQuery", "Conntrack"],
+            name: "ConntrackQueryTests", dependencies: ["ConntrackQuery", "Conntrack", "TestSupport"],
             path: "Tests/ConntrackQueryTests"),
         .testTarget(
             name: "CtdCoreTests",
-            dependencies: ["CtdCore", "Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", api],
+            dependencies: [
+                "CtdCore", "Conntrack", "ConntrackQuery", "XMLRPC", "PluginHost", "CtdRuntime", "TestSupport", api,
+            ],
             path: "Tests/CtdCoreTests"
         ),
         .testTarget(name: "CtdTests", dependencies: ["ctd", support], path: "Tests/CtdTests"),
@@ -148,7 +152,7 @@ let package = Package(
             name: "AuditSQLiteTests", dependencies: ["CtdPluginTestKit", support, api],
             path: "Plugins/AuditSQLite/Tests"),
         .testTarget(
-            name: "AuditSyslogTests", dependencies: ["SyslogForwarding", "CtdPluginTestKit", api],
+            name: "AuditSyslogTests", dependencies: ["SyslogForwarding", "CtdPluginTestKit", "TestSupport", api],
             path: "Plugins/AuditSyslog/Tests"),
         .testTarget(
             name: "UIDResolverTests", dependencies: ["CtdPluginTestKit", api], path: "Plugins/UIDResolver/Tests"),

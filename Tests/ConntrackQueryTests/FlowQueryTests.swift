@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import ConntrackQuery
@@ -76,18 +77,6 @@ private let sample: [Flow] = [
         origSourcePort: 40000, origDestinationPort: 9899, replySourcePort: 9899, replyDestinationPort: 40000,
         mark: 0x8000_0000, timeout: 60, status: 0b0110),
 ]
-
-/// Deterministic generator for the randomized tests (FieldFilterTests uses it too).
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// ~5000 flows with heavy key duplication (few ports, marks, addresses; some duplicate ids).
 func randomTable(count: Int, seed: UInt64) -> [Flow] {

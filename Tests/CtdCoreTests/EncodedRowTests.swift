@@ -1,5 +1,6 @@
 import Conntrack
 import Foundation
+import TestSupport
 import Testing
 import XMLRPC
 
@@ -10,7 +11,7 @@ import XMLRPC
 /// times, labels (named and not), helpers, counters past 2^53, marks past 2^31, names and values that need escaping,
 /// and a resolver's extra fields (plain, repeating a built-in name, repeating each other).
 @Test func encodedRow_isTheBytesOfTheEncodedTree_forRandomFlows() throws {
-    var rng = SplitMix64(seed: 0xC0FFEE)
+    var rng = SplitMix(state: 0xC0FFEE)
     let labels = ConnLabelMap(text: "0 blocked\n5 vip\n64 <quarantine&co>\n127 last\n")
     let helpers = [HelperName.none, HelperName("ftp"), HelperName("sip"), HelperName("a<b>&\"c")]
     let addresses = [
@@ -72,16 +73,4 @@ import XMLRPC
         return
     }
     #expect(decoded == .structure(["connections": .array([flow.xmlrpcStruct(now: 0, wallNow: 0)])]))
-}
-
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }

@@ -1,6 +1,7 @@
 import CtdPluginAPI
 import Foundation
 import SyslogForwarding
+import TestSupport
 import Testing
 
 // The RFC 5424 formatter: header, structured data and its escaping, framing (RFC 5425 octet counting).
@@ -149,7 +150,7 @@ private let formatter = AuditEventFormatter(
 /// (`"`, `\`, `]`), control characters, non-ASCII text, empty users, extreme numbers, and roles that change from one
 /// event to the next (the encoder keeps the last roles' text).
 @Test func messageEncoder_writesTheReferenceFormattersBytes_forRandomEvents() {
-    var rng = SplitMix(seed: 0x5eed)
+    var rng = SplitMix(state: 0x5eed)
     let pieces = [
         "", "a", "alice", "10.0.0.1", "::1", "x\"y", "back\\slash", "br]acket", "tab\there", "line\nfeed",
         "del\u{7F}", "é", "日本", "\u{1F600}", "mark", "timeout", "label", "-",
@@ -202,18 +203,4 @@ private let formatter = AuditEventFormatter(
                     ).encoded())
         }
     }
-}
-
-/// A small deterministic generator (SplitMix64), so that a failure can be replayed.
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
 }
