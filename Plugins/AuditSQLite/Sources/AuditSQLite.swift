@@ -152,11 +152,10 @@ public final class AuditSQLitePlugin: ActionHook {
         settle(s)
     }
 
-    /// Moves the settled mark (``AuditStore/settle()``) when rows were written after it, so that the next start-up
+    /// Moves the settled mark (``AuditStore/settle()``, which writes only when it moves), so that the next start-up
     /// reads only what came later. A failure is logged; the mark stays, which only makes the next start read more.
     private func settle(_ s: State) {
         do {
-            guard let head = try s.store.head(), head.seq >= (try s.store.settledBelow()) else { return }
             try s.store.settle()
         } catch {
             s.log(.warning, "AuditSQLite: cannot record the settled mark: \(error)")

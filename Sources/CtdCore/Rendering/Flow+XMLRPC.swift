@@ -76,13 +76,12 @@ extension Flow {
         now: Double, wallNow: Double = Date().timeIntervalSince1970, labelNames: ConnLabelMap = .empty,
         extra: [(String, XMLRPCValue)] = []
     ) -> XMLRPCValue {
-        // A resolver's field that repeats a name takes the first position (the tree's rule): the tree handles it.
-        if !extra.isEmpty && extra.contains(where: { Self.memberNames.contains($0.0) }) {
-            return xmlrpcStruct(now: now, wallNow: wallNow, labelNames: labelNames, extra: extra)
+        // A resolver's field that repeats a name (a built-in one, or another resolver's) takes the first position:
+        // the tree's rule, so the tree handles it. No allocation: a row has a few resolved fields at most.
+        let repeats = extra.indices.contains { i in
+            Self.memberNames.contains(extra[i].0) || extra[..<i].contains { $0.0 == extra[i].0 }
         }
-        if !extra.isEmpty && Set(extra.map(\.0)).count != extra.count {
-            return xmlrpcStruct(now: now, wallNow: wallNow, labelNames: labelNames, extra: extra)
-        }
+        if repeats { return xmlrpcStruct(now: now, wallNow: wallNow, labelNames: labelNames, extra: extra) }
         let icmp = l4proto == 1 || l4proto == 58
         return XMLRPCEncoder.encodedStruct(capacity: 2048) { m in
             m.string("id", String(id))

@@ -48,9 +48,11 @@ extension AuditStore {
                 let oldest = try Self.unfinishedActions(db, from: from, limit: 1, except: .prune).first?.seq
                 let pastHead = (try Self.head(db)?.seq ?? 0) + 1
                 let mark = max(from, oldest ?? pastHead)
-                try db.execute(
-                    "UPDATE writer_session SET settled_below = \(mark) WHERE id = (SELECT max(id) FROM writer_session)",
-                    doing: "record the settled mark")
+                if mark > from {
+                    try db.execute(
+                        "UPDATE writer_session SET settled_below = \(mark) WHERE id = (SELECT max(id) FROM writer_session)",
+                        doing: "record the settled mark")
+                }
                 try db.execute("COMMIT", doing: "commit the settled mark")
                 return mark
             } catch {

@@ -8,7 +8,8 @@ import Foundation
 /// ``SyslogMessage`` (some 25 pairs of Strings, every number a String, the sentence interpolated) cost about 13 µs, so a
 /// 10,000-id kill spent some 260 ms of CPU inside the call formatting its 20,000 messages (docs/audit.md). Here:
 /// - one time per batch, so the header up to PROCID is built once per severity;
-/// - numbers are written as digits, values escaped in place (a scan, then one copy when nothing needs escaping);
+/// - numbers are written as digits; values and text go through ``SyslogMessage``'s own escaping, which copies a
+///   value as it is when a scan finds nothing to escape;
 /// - the roles text is built again only when an event's roles differ from the previous event's.
 public struct AuditMessageEncoder {
     private let formatter: AuditEventFormatter
@@ -72,7 +73,7 @@ public struct AuditMessageEncoder {
         Self.sentence(e, to: &out)
         if let reason {
             out.append(contentsOf: "failed: ".utf8)
-            Self.text(reason, to: &out)
+            SyslogMessage.appendText(reason, to: &out)
         } else {
             out.append(contentsOf: "succeeded".utf8)
         }
@@ -114,7 +115,7 @@ public struct AuditMessageEncoder {
         if roles != e.roles {
             roles = e.roles
             rolesText = []
-            Self.escaped(e.roles.map(\.rawValue).sorted().joined(separator: ","), to: &rolesText)
+            SyslogMessage.appendEscaped(e.roles.map(\.rawValue).sorted().joined(separator: ","), to: &rolesText)
         }
         out.append(contentsOf: " roles=\"".utf8)
         out.append(contentsOf: rolesText)
@@ -156,31 +157,31 @@ public struct AuditMessageEncoder {
     private static func sentence(_ e: ActionEvent, to out: inout [UInt8]) {
         out.append(contentsOf: e.kind.rawValue.utf8)
         out.append(contentsOf: " by ".utf8)
-        if e.user.isEmpty { out.append(UInt8(ascii: "-")) } else { text(e.user, to: &out) }
+        if e.user.isEmpty { out.append(UInt8(ascii: "-")) } else { SyslogMessage.appendText(e.user, to: &out) }
         out.append(contentsOf: " from ".utf8)
-        text(e.clientAddress, to: &out)
+        SyslogMessage.appendText(e.clientAddress, to: &out)
         if let c = e.connection {
             out.append(contentsOf: " of conntrack id ".utf8)
             decimal(UInt64(c.id), to: &out)
             out.append(contentsOf: " (".utf8)
-            text(c.l3proto, to: &out)
+            SyslogMessage.appendText(c.l3proto, to: &out)
             out.append(contentsOf: " proto ".utf8)
             decimal(UInt64(c.l4proto), to: &out)
             out.append(UInt8(ascii: " "))
-            text(c.origSource, to: &out)
+            SyslogMessage.appendText(c.origSource, to: &out)
             out.append(UInt8(ascii: ":"))
             decimal(UInt64(c.origSourcePort), to: &out)
             out.append(contentsOf: " > ".utf8)
-            text(c.origDestination, to: &out)
+            SyslogMessage.appendText(c.origDestination, to: &out)
             out.append(UInt8(ascii: ":"))
             decimal(UInt64(c.origDestinationPort), to: &out)
             out.append(UInt8(ascii: ")"))
         }
         if let f = e.field, let v = e.newValue {
             out.append(contentsOf: ", ".utf8)
-            text(f, to: &out)
+            SyslogMessage.appendText(f, to: &out)
             out.append(contentsOf: " = ".utf8)
-            text(v, to: &out)
+            SyslogMessage.appendText(v, to: &out)
         }
         out.append(contentsOf: ": ".utf8)
     }
@@ -190,7 +191,7 @@ public struct AuditMessageEncoder {
     @inline(__always)
     private static func param(_ name: StaticString, _ value: String, to out: inout [UInt8]) {
         open(name, to: &out)
-        escaped(value, to: &out)
+        SyslogMessage.appendEscaped(value, to: &out)
         out.append(UInt8(ascii: "\""))
     }
 
@@ -230,39 +231,5 @@ public struct AuditMessageEncoder {
             return i
         }
         withUnsafeBytes(of: &digits) { out.append(contentsOf: $0[n...]) }
-    }
-
-    /// An SD-PARAM value (RFC 5424 §6.3.3): `"`, `\` and `]` escaped, control characters as U+FFFD. Byte by byte,
-    /// which is the same as ``SyslogMessage/escapeParamValue(_:)`` scalar by scalar: every byte it changes is ASCII,
-    /// and no byte of a multi-byte UTF-8 sequence is.
-    private static func escaped(_ value: String, to out: inout [UInt8]) {
-        var value = value
-        value.withUTF8 { u in
-            guard u.contains(where: { $0 == 0x22 || $0 == 0x5C || $0 == 0x5D || $0 < 0x20 || $0 == 0x7F }) else {
-                out.append(contentsOf: u)
-                return
-            }
-            for b in u {
-                switch b {
-                case 0x22, 0x5C, 0x5D: out += [0x5C, b]
-                case 0x00..<0x20, 0x7F: out += [0xEF, 0xBF, 0xBD]
-                default: out.append(b)
-                }
-            }
-        }
-    }
-
-    /// MSG text: control characters as U+FFFD (``SyslogMessage``'s rule for the free text).
-    private static func text(_ value: String, to out: inout [UInt8]) {
-        var value = value
-        value.withUTF8 { u in
-            guard u.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
-                out.append(contentsOf: u)
-                return
-            }
-            for b in u {
-                if b < 0x20 || b == 0x7F { out += [0xEF, 0xBF, 0xBD] } else { out.append(b) }
-            }
-        }
     }
 }

@@ -82,11 +82,7 @@ public struct SyslogMessage: Sendable, Equatable {
         out.append(UInt8(ascii: "]"))
         if !text.isEmpty {
             out.append(UInt8(ascii: " "))
-            if text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
-                out += Self.withoutControls(text).utf8
-            } else {
-                out += text.utf8
-            }
+            Self.appendText(text, to: &out)
         }
         return out
     }
@@ -168,6 +164,15 @@ public struct SyslogMessage: Sendable, Equatable {
             out += s.utf8
         } else {
             out += escapeParamValue(s).utf8
+        }
+    }
+
+    /// Free text (MSG): control characters, which some collectors split lines on, become U+FFFD.
+    static func appendText(_ s: String, to out: inout [UInt8]) {
+        if s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            out += withoutControls(s).utf8
+        } else {
+            out += s.utf8
         }
     }
 
