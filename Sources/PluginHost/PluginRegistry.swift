@@ -11,6 +11,7 @@ public final class PluginRegistry: @unchecked Sendable {
     public let hooks: [(LoadedPlugin, any ActionHook)]
     private let lock = NIOLock()
     private var problems: [String: String] = [:]
+    private var isShutDown = false
     package let logger: Logger
 
     public init(
@@ -39,15 +40,25 @@ public final class PluginRegistry: @unchecked Sendable {
         try configure(auth)
         var resolvers: [LoadedPlugin] = []
         var hooks: [LoadedPlugin] = []
-        for name in config.plugins where name != config.authenticator {
-            let probe = try loader.load(name)
-            guard probe.metadata.roles.contains(.fieldResolver) || probe.metadata.roles.contains(.actionHook) else {
-                throw PluginLoadError(
-                    plugin: name, reason: "is an authenticator; select it with --mod-auth, not --plugin")
+        // A plugin that fails leaves the ones configured before it to be shut down: they may have started threads
+        // (AuditSyslog's sender) that must end before the process exits.
+        var configured: [LoadedPlugin] = [auth]
+        do {
+            for name in config.plugins where name != config.authenticator {
+                let probe = try loader.load(name)
+                guard probe.metadata.roles.contains(.fieldResolver) || probe.metadata.roles.contains(.actionHook)
+                else {
+                    throw PluginLoadError(
+                        plugin: name, reason: "is an authenticator; select it with --mod-auth, not --plugin")
+                }
+                try configure(probe)
+                configured.append(probe)
+                if probe.metadata.roles.contains(.fieldResolver) { resolvers.append(probe) }
+                if probe.metadata.roles.contains(.actionHook) { hooks.append(probe) }
             }
-            try configure(probe)
-            if probe.metadata.roles.contains(.fieldResolver) { resolvers.append(probe) }
-            if probe.metadata.roles.contains(.actionHook) { hooks.append(probe) }
+        } catch {
+            for p in configured.reversed() { p.instance.shutdown() }
+            throw error
         }
         for section in config.sections.keys
         where section != config.authenticator && !config.plugins.contains(section) {
@@ -94,7 +105,10 @@ public final class PluginRegistry: @unchecked Sendable {
             let section = PluginConfiguration(pluginName: name, values: config.sections[name] ?? [:])
             do {
                 try p.instance.configure(section, context: context(for: p, logger: logger))
-                return InventoryEntry(name: name, plugin: p, health: "ok")
+                // Configured only to see that it can be: stopped again at once (threads, open files).
+                let health = p.instance.healthProblem ?? "ok"
+                p.instance.shutdown()
+                return InventoryEntry(name: name, plugin: p, health: health)
             } catch {
                 return InventoryEntry(name: name, plugin: p, health: "not configured: \(error)")
             }
@@ -180,7 +194,14 @@ public final class PluginRegistry: @unchecked Sendable {
     /// Names of the fields resolvers add.
     public var resolvedFieldNames: [String] { resolvers.flatMap { $0.1.fields.map(\.name) } }
 
+    /// Shuts every plugin down, each once; later calls do nothing.
     public func shutdown() {
+        guard
+            lock.withLock({ () -> Bool in
+                defer { isShutDown = true }
+                return !isShutDown
+            })
+        else { return }
         for p in all { p.instance.shutdown() }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SyslogForwarding
 import Testing
 
@@ -234,6 +235,51 @@ final class ProvingTransport: SyslogTransport, @unchecked Sendable {
     _ = try q.append(count: 5, policy: .refuse) { seq in Array("m\(seq)".utf8) }
     #expect(f.stop(drainSeconds: 30) == 0)
     #expect(transport.lock.withLock { transport.received } == (1...60).map { "m\($0)" })
+}
+
+/// Counts thread-exit destructors of ``ThreadExitTransport``'s key: they run as the forwarder's thread ends.
+private let threadExitsSeen = Atomic<Int>(0)
+
+/// Delivers everything, and leaves a thread-specific value on the calling thread (as OpenSSL does on the TLS
+/// transport's thread), whose destructor runs when that thread exits.
+private final class ThreadExitTransport: SyslogTransport, @unchecked Sendable {
+    let destination = "test:thread-exit"
+    let key: pthread_key_t
+
+    init() {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { _ in threadExitsSeen.add(1, ordering: .sequentiallyConsistent) }
+        key = k
+    }
+
+    func deliver(_ messages: [[UInt8]], awaitingProof: Int) -> DeliveryResult {
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1))
+        return DeliveryResult(proven: messages.count, read: 0, error: nil, transmitted: 0..<messages.count)
+    }
+}
+
+/// stop() returns only when the thread has ended, its thread-exit destructors included: the process may exit
+/// right after, and OpenSSL's exit cleanup frees the lock its thread destructor takes (a crash seen in CI).
+@Test func forwarder_stop_returnsAfterTheThreadAndItsExitDestructorsHaveRun() throws {
+    let q = try DurableQueue(path: try syslogTestDirectory() + "/q", maxBytes: 1 << 20, maxEvents: 100)
+    let f = SyslogForwarder(queue: q, transport: ThreadExitTransport(), batchEvents: 10, retryMaxSeconds: 0.2) {
+        _, _ in
+    }
+    f.start()
+    _ = try q.append(count: 3, policy: .refuse) { seq in Array("m\(seq)".utf8) }
+    f.notify()
+    let deadline = Date().addingTimeInterval(60)
+    while q.count > 0 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    #expect(q.count == 0)
+    #expect(threadExitsSeen.load(ordering: .sequentiallyConsistent) == 0)
+    #expect(f.stop(drainSeconds: 5) == 0)
+    #expect(threadExitsSeen.load(ordering: .sequentiallyConsistent) == 1)
+    // A second stop, and a stop of a forwarder never started, return at once.
+    #expect(f.stop(drainSeconds: 5) == 0)
+    let idle = SyslogForwarder(queue: q, transport: ThreadExitTransport(), batchEvents: 10, retryMaxSeconds: 0.2) {
+        _, _ in
+    }
+    #expect(idle.stop(drainSeconds: 5) == 0)
 }
 
 @Test func queueFile_hasTheDocumentedRecordLayout() throws {

@@ -217,6 +217,8 @@ struct PluginsCommand: ParsableCommand {
                 }
                 return
             }
+            // The plugins were configured to be checked; stop them before exiting (AuditSyslog's sender thread).
+            defer { registry.shutdown() }
             for p in registry.all {
                 let m = p.metadata
                 print(

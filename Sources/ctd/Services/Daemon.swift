@@ -45,6 +45,9 @@ final class Daemon {
     func run() async throws {
         ProcessTuning.limitMallocArenas()
         let plugins = try PluginRegistry.load(config.pluginSelection, logger: logger)
+        // When a later part cannot start, the plugins are stopped before the process exits (threads such as
+        // AuditSyslog's sender must not outlive main); after a normal stop PluginsService did it and this is a no-op.
+        defer { plugins.shutdown() }
         for p in plugins.all {
             logger.info(
                 "plugin loaded",

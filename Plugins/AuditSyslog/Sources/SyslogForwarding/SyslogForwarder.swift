@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Drains a ``DurableQueue`` to a ``SyslogTransport`` on one thread of its own, oldest first.
 ///
 /// A batch of at most `batchEvents` records is handed to the transport; the records it proves delivered leave the
@@ -28,6 +32,8 @@ public final class SyslogForwarder: @unchecked Sendable {
     private var stopping = false
     private var drainDeadline: Date = .distantFuture
     private var finished = false
+    /// The delivery thread, joined by ``stop(drainSeconds:)``.
+    private var thread: pthread_t?
     private var wake = false
     /// No delivery starts before this, unless ``resume()`` comes first (see ``pause(atMost:)``).
     private var pausedUntil: Date?
@@ -46,10 +52,31 @@ public final class SyslogForwarder: @unchecked Sendable {
         self.log = log
     }
 
+    /// Starts the delivery thread. A POSIX thread, not a Foundation `Thread`, because ``stop(drainSeconds:)`` must
+    /// join it: the thread's OpenSSL state is freed by a thread-exit destructor, and a process that exits while
+    /// that destructor runs races OpenSSL's own `atexit` cleanup, which frees the lock the destructor takes (a
+    /// crash in `pthread_rwlock_wrlock` at exit, seen once in CI). After the join nothing of the thread is left.
     public func start() {
-        let thread = Thread { [self] in run() }
-        thread.name = "ctd.audit-syslog"
-        thread.start()
+        condition.lock()
+        defer { condition.unlock() }
+        guard thread == nil else { return }
+        let me = Unmanaged.passRetained(self).toOpaque()
+        var t = pthread_t()
+        let rc = pthread_create(
+            &t, nil,
+            { arg in
+                let forwarder = Unmanaged<SyslogForwarder>.fromOpaque(arg!).takeRetainedValue()
+                Thread.current.name = "ctd.audit-syslog"
+                forwarder.run()
+                return nil
+            }, me)
+        guard rc == 0 else {
+            Unmanaged<SyslogForwarder>.fromOpaque(me).release()
+            finished = true
+            log(true, "cannot start the delivery thread: \(String(cString: strerror(rc))); events stay queued")
+            return
+        }
+        thread = t
     }
 
     /// Tells the thread there is something new in the queue.
@@ -94,8 +121,11 @@ public final class SyslogForwarder: @unchecked Sendable {
         drainDeadline = Date().addingTimeInterval(drainSeconds)
         condition.broadcast()
         // The thread ends by the deadline plus one transport timeout at most.
-        while !finished { _ = condition.wait(until: Date().addingTimeInterval(0.2)) }
+        while thread != nil && !finished { _ = condition.wait(until: Date().addingTimeInterval(0.2)) }
+        let t = thread
+        thread = nil
         condition.unlock()
+        if let t { pthread_join(t, nil) }
         return queue.count
     }
 
