@@ -74,3 +74,16 @@ import XMLRPC
     }
     #expect(decoded == .structure(["connections": .array([flow.xmlrpcStruct(now: 0, wallNow: 0)])]))
 }
+
+/// The names a resolver's field must not repeat are derived from the one member list; they are the documented row
+/// fields (README.md, `view`), every optional one included.
+@Test func memberNames_areTheDocumentedRowFields() {
+    let documented: Set<String> = [
+        "id", "l3proto", "l3proto_num", "l4proto", "l4proto_num", "orig_src", "orig_dst", "orig_port_src",
+        "orig_port_dst", "repl_src", "repl_dst", "repl_port_src", "repl_port_dst", "mark", "timeout", "status",
+        "status_flags", "state", "zone", "orig_bytes", "orig_packets", "repl_bytes", "repl_packets", "byte_rate",
+        "start", "age", "labels", "helper", "orig_l4proto", "orig_ipv4_src", "orig_ipv4_dst", "icmp_type",
+        "icmp_code", "icmp_id",
+    ]
+    #expect(Flow.memberNames == documented)
+}

@@ -19,54 +19,11 @@ extension Flow {
         now: Double, wallNow: Double = Date().timeIntervalSince1970, labelNames: ConnLabelMap = .empty,
         extra: [(String, XMLRPCValue)] = []
     ) -> XMLRPCValue {
-        let icmp = l4proto == 1 || l4proto == 58
-        var members: [(String, XMLRPCValue)] = [
-            ("id", .string(String(id))),
-            ("l3proto", .string(ConntrackNames.l3(l3proto))),
-            ("l3proto_num", .int(Int64(l3proto))),
-            ("l4proto", .string(ConntrackNames.l4(l4proto))),
-            ("l4proto_num", .int(Int64(l4proto))),
-            ("orig_src", .string(origSource.description)),
-            ("orig_dst", .string(origDestination.description)),
-            ("orig_port_src", .int(Int64(origSourcePort))),
-            ("orig_port_dst", .int(Int64(origDestinationPort))),
-            ("repl_src", .string(replySource.description)),
-            ("repl_dst", .string(replyDestination.description)),
-            ("repl_port_src", .int(Int64(replySourcePort))),
-            ("repl_port_dst", .int(Int64(replyDestinationPort))),
-            ("mark", .int(Self.twosComplement(mark))),
-            ("timeout", .int(Int64(remainingTimeout(at: now)))),
-            ("status", .int(Int64(status))),
-            ("status_flags", .array(ConntrackNames.statusNames(status).map { .string($0) })),
-            ("state", .string(ConntrackNames.tcpState(tcpState))),
-            ("zone", .int(Int64(zone))),
-            ("orig_bytes", .double(Double(origBytes))),
-            ("orig_packets", .double(Double(origPackets))),
-            ("repl_bytes", .double(Double(replyBytes))),
-            ("repl_packets", .double(Double(replyPackets))),
-            ("byte_rate", .double(byteRate)),
-        ]
-        if let age = age(at: wallNow) {
-            members.append(("start", .double(start)))
-            members.append(("age", .int(age)))
-        }
-        members.append(("labels", .array(labelBits.map { .string(labelNames.name(of: $0)) })))
-        members.append(("helper", .string(helper.name)))
-        // pyctd's row fields, by the names of its filters.
-        members.append(("orig_l4proto", .int(Int64(l4proto))))
-        if l3proto == 2 {
-            members.append(("orig_ipv4_src", .int(Self.twosComplement(UInt32(truncatingIfNeeded: origSource.low)))))
-            members.append(
-                ("orig_ipv4_dst", .int(Self.twosComplement(UInt32(truncatingIfNeeded: origDestination.low)))))
-        }
-        if icmp {
-            members.append(("icmp_type", .int(Int64(icmpType))))
-            members.append(("icmp_code", .int(Int64(icmpCode))))
-            members.append(("icmp_id", .int(Int64(icmpID))))
-        }
-        // The names above are distinct; a resolver's extra fields are checked.
-        guard extra.isEmpty else { return .structure(XMLRPCStruct(members + extra)) }
-        return .structure(XMLRPCStruct(distinctNames: members))
+        var tree = RowTree()
+        writeMembers(to: &tree, now: now, wallNow: wallNow, labelNames: labelNames)
+        // The names ``writeMembers`` writes are distinct; a resolver's extra fields are checked.
+        guard extra.isEmpty else { return .structure(XMLRPCStruct(tree.members + extra)) }
+        return .structure(XMLRPCStruct(distinctNames: tree.members))
     }
 
     /// ``xmlrpcStruct(now:wallNow:labelNames:extra:)`` written straight to bytes: the same bytes its tree encodes to
@@ -82,60 +39,67 @@ extension Flow {
             Self.memberNames.contains(extra[i].0) || extra[..<i].contains { $0.0 == extra[i].0 }
         }
         if repeats { return xmlrpcStruct(now: now, wallNow: wallNow, labelNames: labelNames, extra: extra) }
-        let icmp = l4proto == 1 || l4proto == 58
         return XMLRPCEncoder.encodedStruct(capacity: 2048) { m in
-            m.string("id", String(id))
-            m.string("l3proto", ConntrackNames.l3(l3proto))
-            m.int("l3proto_num", Int64(l3proto))
-            m.string("l4proto", ConntrackNames.l4(l4proto))
-            m.int("l4proto_num", Int64(l4proto))
-            m.string("orig_src", origSource.description)
-            m.string("orig_dst", origDestination.description)
-            m.int("orig_port_src", Int64(origSourcePort))
-            m.int("orig_port_dst", Int64(origDestinationPort))
-            m.string("repl_src", replySource.description)
-            m.string("repl_dst", replyDestination.description)
-            m.int("repl_port_src", Int64(replySourcePort))
-            m.int("repl_port_dst", Int64(replyDestinationPort))
-            m.int("mark", Self.twosComplement(mark))
-            m.int("timeout", Int64(remainingTimeout(at: now)))
-            m.int("status", Int64(status))
-            m.strings("status_flags", ConntrackNames.statusNames(status))
-            m.string("state", ConntrackNames.tcpState(tcpState))
-            m.int("zone", Int64(zone))
-            m.double("orig_bytes", Double(origBytes))
-            m.double("orig_packets", Double(origPackets))
-            m.double("repl_bytes", Double(replyBytes))
-            m.double("repl_packets", Double(replyPackets))
-            m.double("byte_rate", byteRate)
-            if let age = age(at: wallNow) {
-                m.double("start", start)
-                m.int("age", age)
-            }
-            m.strings("labels", labelBits.lazy.map { labelNames.name(of: $0) })
-            m.string("helper", helper.name)
-            m.int("orig_l4proto", Int64(l4proto))
-            if l3proto == 2 {
-                m.int("orig_ipv4_src", Self.twosComplement(UInt32(truncatingIfNeeded: origSource.low)))
-                m.int("orig_ipv4_dst", Self.twosComplement(UInt32(truncatingIfNeeded: origDestination.low)))
-            }
-            if icmp {
-                m.int("icmp_type", Int64(icmpType))
-                m.int("icmp_code", Int64(icmpCode))
-                m.int("icmp_id", Int64(icmpID))
-            }
+            writeMembers(to: &m, now: now, wallNow: wallNow, labelNames: labelNames)
             for (name, value) in extra { m.value(name, value) }
         }
     }
 
-    /// Every name ``xmlrpcStruct(now:wallNow:labelNames:extra:)`` may write.
-    static let memberNames: Set<String> = [
-        "id", "l3proto", "l3proto_num", "l4proto", "l4proto_num", "orig_src", "orig_dst", "orig_port_src",
-        "orig_port_dst", "repl_src", "repl_dst", "repl_port_src", "repl_port_dst", "mark", "timeout", "status",
-        "status_flags", "state", "zone", "orig_bytes", "orig_packets", "repl_bytes", "repl_packets", "byte_rate",
-        "start", "age", "labels", "helper", "orig_l4proto", "orig_ipv4_src", "orig_ipv4_dst", "icmp_type",
-        "icmp_code", "icmp_id",
-    ]
+    /// The row's members, in order: the one list both forms (the tree and the bytes) are written from.
+    @inline(__always)
+    func writeMembers<Sink: RowMemberSink & ~Copyable>(
+        to m: inout Sink, now: Double, wallNow: Double, labelNames: ConnLabelMap
+    ) {
+        m.string("id", String(id))
+        m.string("l3proto", ConntrackNames.l3(l3proto))
+        m.int("l3proto_num", Int64(l3proto))
+        m.string("l4proto", ConntrackNames.l4(l4proto))
+        m.int("l4proto_num", Int64(l4proto))
+        m.string("orig_src", origSource.description)
+        m.string("orig_dst", origDestination.description)
+        m.int("orig_port_src", Int64(origSourcePort))
+        m.int("orig_port_dst", Int64(origDestinationPort))
+        m.string("repl_src", replySource.description)
+        m.string("repl_dst", replyDestination.description)
+        m.int("repl_port_src", Int64(replySourcePort))
+        m.int("repl_port_dst", Int64(replyDestinationPort))
+        m.int("mark", Self.twosComplement(mark))
+        m.int("timeout", Int64(remainingTimeout(at: now)))
+        m.int("status", Int64(status))
+        m.strings("status_flags", ConntrackNames.statusNames(status))
+        m.string("state", ConntrackNames.tcpState(tcpState))
+        m.int("zone", Int64(zone))
+        m.double("orig_bytes", Double(origBytes))
+        m.double("orig_packets", Double(origPackets))
+        m.double("repl_bytes", Double(replyBytes))
+        m.double("repl_packets", Double(replyPackets))
+        m.double("byte_rate", byteRate)
+        if let age = age(at: wallNow) {
+            m.double("start", start)
+            m.int("age", age)
+        }
+        m.strings("labels", labelBits.lazy.map { labelNames.name(of: $0) })
+        m.string("helper", helper.name)
+        // pyctd's row fields, by the names of its filters.
+        m.int("orig_l4proto", Int64(l4proto))
+        if l3proto == 2 {
+            m.int("orig_ipv4_src", Self.twosComplement(UInt32(truncatingIfNeeded: origSource.low)))
+            m.int("orig_ipv4_dst", Self.twosComplement(UInt32(truncatingIfNeeded: origDestination.low)))
+        }
+        if l4proto == 1 || l4proto == 58 {
+            m.int("icmp_type", Int64(icmpType))
+            m.int("icmp_code", Int64(icmpCode))
+            m.int("icmp_id", Int64(icmpID))
+        }
+    }
+
+    /// Every name ``writeMembers(to:now:wallNow:labelNames:)`` may write: those of an IPv4 ICMP row with a start
+    /// time, which takes every branch.
+    static let memberNames: Set<String> = {
+        var names = RowNames()
+        Flow(id: 1, l3proto: 2, l4proto: 1, start: 1).writeMembers(to: &names, now: 0, wallNow: 2, labelNames: .empty)
+        return names.names
+    }()
 
     /// An unsigned 32-bit value as the `<int>` every client stack reads: values above 2^31-1 become negative.
     static func twosComplement(_ v: UInt32) -> Int64 { Int64(Int32(bitPattern: v)) }
@@ -150,4 +114,39 @@ extension Flow {
             replySourcePort: replySourcePort, replyDestinationPort: replyDestinationPort,
             mark: mark, timeout: remainingTimeout(at: now), status: status, zone: zone)
     }
+}
+
+/// Where ``Flow/writeMembers(to:now:wallNow:labelNames:)`` writes a row: the byte writer of `view`'s pages
+/// (``XMLRPCStructWriter``), the value tree of the other methods (``RowTree``), or the names alone (``RowNames``).
+package protocol RowMemberSink: ~Copyable {
+    mutating func int(_ name: StaticString, _ v: Int64)
+    mutating func string(_ name: StaticString, _ s: String)
+    mutating func double(_ name: StaticString, _ v: Double)
+    mutating func strings<S: Sequence<String>>(_ name: StaticString, _ items: S)
+}
+
+extension XMLRPCStructWriter: RowMemberSink {}
+
+/// A row as members of an ``XMLRPCValue`` struct.
+struct RowTree: RowMemberSink {
+    var members: [(String, XMLRPCValue)] = []
+
+    init() { members.reserveCapacity(40) }
+
+    mutating func int(_ name: StaticString, _ v: Int64) { members.append((name.description, .int(v))) }
+    mutating func string(_ name: StaticString, _ s: String) { members.append((name.description, .string(s))) }
+    mutating func double(_ name: StaticString, _ v: Double) { members.append((name.description, .double(v))) }
+    mutating func strings<S: Sequence<String>>(_ name: StaticString, _ items: S) {
+        members.append((name.description, .array(items.map { .string($0) })))
+    }
+}
+
+/// The names a row writes.
+struct RowNames: RowMemberSink {
+    var names: Set<String> = []
+
+    mutating func int(_ name: StaticString, _ v: Int64) { names.insert(name.description) }
+    mutating func string(_ name: StaticString, _ s: String) { names.insert(name.description) }
+    mutating func double(_ name: StaticString, _ v: Double) { names.insert(name.description) }
+    mutating func strings<S: Sequence<String>>(_ name: StaticString, _ items: S) { names.insert(name.description) }
 }
