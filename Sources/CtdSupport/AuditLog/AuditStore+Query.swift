@@ -107,7 +107,7 @@ extension AuditStore {
             defer { try? db.execute("COMMIT", doing: "end a read") }
             let inner = """
                 SELECT \(columns), o.seq, o.time, o.outcome, o.reason FROM audit a
-                LEFT JOIN audit o ON o.seq = \(try Self.completingOutcome(of: "a.seq", in: db))
+                LEFT JOIN audit o ON o.seq = \(Self.completingOutcome(of: "a.seq", version: try Self.schemaVersion(db)))
                 WHERE \(conditions.joined(separator: " AND "))
                 """
             let sql: String
@@ -130,8 +130,7 @@ extension AuditStore {
     /// (`ref_seq` = its seq) or a run's (`ref_seq` <= its seq <= `ref_last`). Runs and single outcomes never
     /// overlap, so the completing row is the outcome with the greatest `ref_seq` not above the action's seq, if it
     /// reaches it: one seek in `audit_ref_seq`.
-    static func completingOutcome(of actionSeq: String, in db: SQLiteConnection) throws -> String {
-        let version = try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
+    static func completingOutcome(of actionSeq: String, version: Int64) -> String {
         guard version >= 4 else {
             return "(SELECT min(seq) FROM audit WHERE ref_seq = \(actionSeq) AND action = 'outcome')"
         }

@@ -18,14 +18,15 @@ extension AuditStore {
         try withConnection { db in
             try db.execute("BEGIN", doing: "start a read")
             defer { try? db.execute("COMMIT", doing: "end a read") }
-            return try Self.unfinishedActions(db, from: try Self.settledBelow(db))
+            let version = try Self.schemaVersion(db)
+            return try Self.unfinishedActions(db, version: version, from: try Self.settledBelow(db, version: version))
         }
     }
 
     /// Every action row below this `seq` has its outcome row: the greatest mark a writer session recorded
     /// (``settle()``), 0 when none did (a trail from before schema version 5).
     public func settledBelow() throws -> Int64 {
-        try withConnection { try Self.settledBelow($0) }
+        try withConnection { try Self.settledBelow($0, version: try Self.schemaVersion($0)) }
     }
 
     /// Moves the settled mark up to the oldest action that has no outcome yet (an action in flight, or one a crash
@@ -42,10 +43,13 @@ extension AuditStore {
             }
             try db.execute("BEGIN IMMEDIATE", doing: "take the write lock")
             do {
-                let from = try Self.settledBelow(db)
+                let version = try Self.schemaVersion(db)
+                let from = try Self.settledBelow(db, version: version)
                 // A pending prune row (a `ctd audit prune` that stopped before its transaction, or one running
                 // now) is not the host's to settle and must not pin the mark: the next prune is unaffected by it.
-                let oldest = try Self.unfinishedActions(db, from: from, limit: 1, except: .prune).first?.seq
+                let oldest = try Self.unfinishedActions(
+                    db, version: version, from: from, limit: 1, except: .prune
+                ).first?.seq
                 let pastHead = (try Self.head(db)?.seq ?? 0) + 1
                 let mark = max(from, oldest ?? pastHead)
                 if mark > from {
@@ -62,8 +66,12 @@ extension AuditStore {
         }
     }
 
-    static func settledBelow(_ db: SQLiteConnection) throws -> Int64 {
-        let version = try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
+    /// The database's schema version (`PRAGMA user_version`), read once per query that depends on it.
+    static func schemaVersion(_ db: SQLiteConnection) throws -> Int64 {
+        try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
+    }
+
+    static func settledBelow(_ db: SQLiteConnection, version: Int64) throws -> Int64 {
         guard version >= 5 else { return 0 }
         return try db.scalar(
             "SELECT coalesce(max(settled_below), 0) FROM writer_session", doing: "read the settled mark"
@@ -71,9 +79,8 @@ extension AuditStore {
     }
 
     private static func unfinishedActions(
-        _ db: SQLiteConnection, from mark: Int64, limit: Int? = nil, except: AuditAction? = nil
+        _ db: SQLiteConnection, version: Int64, from mark: Int64, limit: Int? = nil, except: AuditAction? = nil
     ) throws -> [AuditUnfinishedAction] {
-        let version = try db.scalar("PRAGMA user_version", doing: "read the schema version").integer ?? 0
         // Version 3 and 4 have the partial index of pending rows; from 5 the rows after the mark are read by seq.
         let source = version >= 3 && version < 5 ? "audit a INDEXED BY audit_pending" : "audit a"
         let sql = """
@@ -82,7 +89,7 @@ extension AuditStore {
                    a.repl_dport, a.mark, a.timeout, a.zone, a.field, a.new_value
             FROM \(source)
             WHERE a.seq >= \(mark) AND a.outcome = 'pending' AND a.action <> 'outcome'\(except.map { " AND a.action <> '\($0.rawValue)'" } ?? "")
-              AND \(try completingOutcome(of: "a.seq", in: db)) IS NULL
+              AND \(completingOutcome(of: "a.seq", version: version)) IS NULL
             ORDER BY a.seq\(limit.map { " LIMIT \($0)" } ?? "")
             """
         let s = try db.prepare(sql, doing: "read the actions without an outcome")
