@@ -125,7 +125,10 @@ public final class PluginRegistry: @unchecked Sendable {
             guard (try? p.instance.configure(section, context: context(for: p, logger: logger))) != nil else {
                 return nil
             }
-            return reader.trailLocation
+            // Configured only to learn where the trail is: stopped again at once (its writer session is closed).
+            let location = reader.trailLocation
+            p.instance.shutdown()
+            return location
         }
         return nil
     }
@@ -202,6 +205,8 @@ public final class PluginRegistry: @unchecked Sendable {
                 return !isShutDown
             })
         else { return }
-        for p in all { p.instance.shutdown() }
+        // A plugin with two roles is listed twice in `all`: shut down once.
+        var seen = Set<ObjectIdentifier>()
+        for p in all where seen.insert(ObjectIdentifier(p.instance)).inserted { p.instance.shutdown() }
     }
 }

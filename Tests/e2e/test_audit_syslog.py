@@ -567,3 +567,15 @@ def test_queue_survivesARestartOfCtd_andIsDeliveredByTheNextOne(ctd, collector, 
     assert [g["procid"] for g in got[:left]] == [str(first.proc.pid)] * left
     assert sorted(int(g["sd"]["event"]) for g in got[:left]) == list(range(1, left + 1))
     assert any(g["msgid"] == "kill" and g["sd"]["conn_id"] == str(e["id"]) for g in got)
+
+
+def test_start_whenAPluginAfterItFails_stopsTheSenderBeforeExiting(ctd, collector, tmp_path):
+    """A plugin configured after AuditSyslog fails: ctd exits 1 with the reason, and AuditSyslog, already sending, is
+    stopped first (its stop line is logged); the process does not end with the sender thread still running."""
+    rs, certs = collector
+    extra = _syslog_section(rs, certs, tmp_path / "q" / "queue") + '\n[plugin.UIDResolver]\ncolour = "red"\n'
+    with pytest.raises(AssertionError) as failed:
+        ctd(args=["--plugin", "AuditSyslog", "--plugin", "UIDResolver"], extra=extra)
+    text = str(failed.value)
+    assert "ctd exited with 1 before listening" in text, text
+    assert "unknown key 'colour'" in text and "AuditSyslog: stopped;" in text, text

@@ -30,14 +30,17 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         try q.remove(through: 1)
         #expect(q.count == 2)
     }
-    let reopened = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
-    #expect(reopened.peek(max: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["m2", "m3"])
-    #expect(reopened.nextSequence == 4)
-    try reopened.remove(through: 3)
-    #expect(reopened.count == 0)
-    let attributes = try FileManager.default.attributesOfItem(atPath: path)
-    #expect((attributes[.size] as? Int) == 0)
-    #expect(((attributes[.posixPermissions] as? Int) ?? 0) & 0o077 == 0)
+    // Each reopen below is a new process's: the queue before it is closed first (one process per queue).
+    do {
+        let reopened = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+        #expect(reopened.peek(max: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["m2", "m3"])
+        #expect(reopened.nextSequence == 4)
+        try reopened.remove(through: 3)
+        #expect(reopened.count == 0)
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.size] as? Int) == 0)
+        #expect(((attributes[.posixPermissions] as? Int) ?? 0) & 0o077 == 0)
+    }
     // Sequence numbers keep growing after the queue was emptied and reopened.
     let again = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
     #expect(again.nextSequence == 4)
@@ -59,12 +62,14 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
 @Test func queue_whenFullWithDropOldest_dropsAndCounts() throws {
     let path = try syslogTestDirectory() + "/q"
-    let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 3)
-    _ = try q.append(count: 5, policy: .dropOldest) { seq in bytes("m\(seq)") }
-    #expect(q.peek(max: 10).map(\.seq) == [3, 4, 5])
-    #expect(q.dropped == 2)
-    let r = try q.append(count: 1, policy: .dropOldest) { seq in bytes("m\(seq)") }
-    #expect(r.dropped == 1 && q.dropped == 3)
+    do {
+        let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 3)
+        _ = try q.append(count: 5, policy: .dropOldest) { seq in bytes("m\(seq)") }
+        #expect(q.peek(max: 10).map(\.seq) == [3, 4, 5])
+        #expect(q.dropped == 2)
+        let r = try q.append(count: 1, policy: .dropOldest) { seq in bytes("m\(seq)") }
+        #expect(r.dropped == 1 && q.dropped == 3)
+    }
     let reopened = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 3)
     #expect(reopened.peek(max: 10).map(\.seq) == [4, 5, 6])
 }
@@ -90,9 +95,11 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
     try handle.write(
         contentsOf: Data([0x43, 0x51, 100, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]) + Data("half".utf8))
     try handle.close()
-    let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
-    #expect(q.peek(max: 10).map(\.seq) == [1, 2])
-    _ = try q.append(count: 1, policy: .refuse) { seq in bytes("record \(seq)") }
+    do {
+        let q = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
+        #expect(q.peek(max: 10).map(\.seq) == [1, 2])
+        _ = try q.append(count: 1, policy: .refuse) { seq in bytes("record \(seq)") }
+    }
     let again = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 100)
     #expect(
         again.peek(max: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["record 1", "record 2", "record 3"])
@@ -113,9 +120,11 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
 @Test func queue_manyRecords_compactsAndStaysInOrder() throws {
     let path = try syslogTestDirectory() + "/q"
-    let q = try DurableQueue(path: path, maxBytes: 1 << 24, maxEvents: 100_000)
-    _ = try q.append(count: 20_000, policy: .refuse) { seq in bytes("r\(seq)") }
-    try q.remove(through: 15_000)
+    do {
+        let q = try DurableQueue(path: path, maxBytes: 1 << 24, maxEvents: 100_000)
+        _ = try q.append(count: 20_000, policy: .refuse) { seq in bytes("r\(seq)") }
+        try q.remove(through: 15_000)
+    }
     let reopened = try DurableQueue(path: path, maxBytes: 1 << 24, maxEvents: 100_000)
     let left = reopened.peek(max: 100_000).map(\.seq)
     #expect(left == Array(15_001...20_000))
@@ -293,4 +302,20 @@ private final class ThreadExitTransport: SyslogTransport, @unchecked Sendable {
         [0x43, 0x51, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
         + (0..<4).map { UInt8(truncatingIfNeeded: crc >> (8 * UInt32($0))) } + Array("123456789".utf8)
     #expect(data == expected)
+}
+
+/// One process per queue: a second opener (another ctd, or `ctd plugins list` beside a running one) is refused with
+/// a sentence instead of becoming a second sender; once the first closes, the queue opens again.
+@Test func queue_openedTwice_isRefusedUntilTheFirstCloses() throws {
+    let path = try syslogTestDirectory() + "/q"
+    var first: DurableQueue? = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 10)
+    _ = try first!.append(count: 1, policy: .refuse) { _ in Array("kept".utf8) }
+    #expect {
+        _ = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 10)
+    } throws: { error in
+        "\(error)".contains("is in use by another process")
+    }
+    first = nil
+    let again = try DurableQueue(path: path, maxBytes: 1 << 20, maxEvents: 10)
+    #expect(again.count == 1)
 }

@@ -7,6 +7,15 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+/* OpenSSL without its atexit cleanup, before anything else in the process calls it. OPENSSL_cleanup at exit frees
+ * the lock that each thread's OpenSSL exit destructor takes; a thread that ends while the process exits (a worker
+ * thread retiring, a plugin's sender) then crashes in pthread_rwlock_wrlock (seen once in CI, docs/design.md,
+ * "OpenSSL at exit"). The kernel frees the memory at exit anyway. The same constructor is in AuditSyslog's C shim,
+ * for a process that loads that plugin but not this library. */
+__attribute__((constructor)) static void ccrypt_openssl_without_atexit(void) {
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+}
+
 _Static_assert(CCRYPT_OUTPUT_SIZE == CRYPT_OUTPUT_SIZE, "CCRYPT_OUTPUT_SIZE must match libcrypt");
 _Static_assert(CCRYPT_SETTING_SIZE == CRYPT_GENSALT_OUTPUT_SIZE, "CCRYPT_SETTING_SIZE must match libcrypt");
 

@@ -20,6 +20,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+/* OpenSSL without its atexit cleanup (the reason is in CtdSupport's ccrypt.c): run when the plugin is loaded, a
+ * no-op when the host initialized OpenSSL so already. */
+__attribute__((constructor)) static void csyslog_openssl_without_atexit(void) {
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, NULL);
+}
+
 struct csyslog_tls_context {
     SSL_CTX *ctx;
 };

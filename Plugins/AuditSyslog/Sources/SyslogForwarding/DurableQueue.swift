@@ -62,6 +62,22 @@ public final class DurableQueue: @unchecked Sendable {
             close(fd)
             throw Self.ioError("open the queue head file \(path).head")
         }
+        // One process per queue: two senders would deliver the same records and rewrite each other's head. The lock
+        // is on the head file, which compaction never replaces; the kernel drops it when the process ends.
+        guard flock(headFD, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            let error =
+                busy
+                ? QueueError(
+                    description:
+                        "the queue \(path) is in use by another process (a running ctd): one process per queue; "
+                        + "`ctd plugins list` can check this plugin only while that process is stopped",
+                    isFull: false)
+                : Self.ioError("lock the queue head file \(path).head")
+            close(fd)
+            close(headFD)
+            throw error
+        }
         nextSeq = 1
         do { try load() } catch {
             close(fd)

@@ -59,14 +59,14 @@ public final class SyslogForwarder: @unchecked Sendable {
     public func start() {
         condition.lock()
         defer { condition.unlock() }
-        guard thread == nil else { return }
+        guard thread == nil, !stopping else { return }
         let me = Unmanaged.passRetained(self).toOpaque()
         var t = pthread_t()
         let rc = pthread_create(
             &t, nil,
             { arg in
                 let forwarder = Unmanaged<SyslogForwarder>.fromOpaque(arg!).takeRetainedValue()
-                Thread.current.name = "ctd.audit-syslog"
+                Thread.current.name = "ctd-auditsyslog"  // at most 15 characters (Linux)
                 forwarder.run()
                 return nil
             }, me)
