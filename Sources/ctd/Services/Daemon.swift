@@ -188,9 +188,11 @@ final class Daemon {
         // Started in this order above; stopped in reverse: the reloader, then HTTP (drained), then the conntrack
         // threads, then the last housekeeping (the summaries of failed logins), then the plugins (so a kill in flight
         // and the last audit records still find the audit store open).
+        // A service that fails (a listener's loop, the reloader) starts the same ordered shutdown as SIGTERM, not a
+        // cancellation of every service at once: the plugins must still shut down after HTTP has drained.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
+                services: ([
                     .init(service: PluginsService(plugins: plugins, logger: logger), serviceName: "plugins"),
                     .init(service: MaintenanceService(context: context, interval: .seconds(5)), serviceName: "maintenance"),
                     .init(service: ConntrackFollowerService(follower: follower, logger: logger), serviceName: "conntrack"),
@@ -221,7 +223,11 @@ final class Daemon {
                         service: ReadyAnnouncer(
                             line: (readyLines + ["ctd: listening on \(config.listen) port \(port)"]).joined(separator: "\n")),
                         serviceName: "ready"),
-                ],
+                ] as [ServiceGroupConfiguration.ServiceConfiguration]).map {
+                    var service = $0
+                    service.failureTerminationBehavior = .gracefullyShutdownGroup
+                    return service
+                },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
