@@ -1,9 +1,9 @@
-import CtdPluginAPI
-import Foundation
-import Testing
 import Conntrack
+import CtdPluginAPI
 import CtdRuntime
+import Foundation
 import Logging
+import Testing
 import XMLRPC
 
 @testable import CtdCore
@@ -28,7 +28,8 @@ struct SessionStoreTests {
 
     @Test func use_whenIdleLongerThanTimeout_expires() throws {
         let clock = FakeClock()
-        let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10, clock: MonotonicClock { clock.now })
+        let store = SessionStore(
+            idleTimeout: 10, maxLifetime: 100, maxSessions: 10, clock: MonotonicClock { clock.now })
         let s = try #require(store.open(identity: alice, clientAddress: "127.0.0.1"))
         clock.advance(9)
         #expect(store.use(s.id)?.identity.user == "alice")
@@ -62,7 +63,8 @@ struct SessionStoreTests {
 
     @Test func open_whenFull_dropsTheSameUsersLeastRecentlyUsed() throws {
         let clock = FakeClock()
-        let store = SessionStore(idleTimeout: 100, maxLifetime: 1000, maxSessions: 2, clock: MonotonicClock { clock.now })
+        let store = SessionStore(
+            idleTimeout: 100, maxLifetime: 1000, maxSessions: 2, clock: MonotonicClock { clock.now })
         let a = try #require(store.open(identity: alice, clientAddress: "a"))
         clock.advance(1)
         let b = try #require(store.open(identity: alice, clientAddress: "b"))
@@ -114,7 +116,8 @@ struct SessionStoreTests {
 
     @Test func role_whenSeveralGranted_isTheHighest() throws {
         let store = SessionStore(idleTimeout: 10, maxLifetime: 100, maxSessions: 10)
-        let s = try #require(store.open(identity: Identity(user: "root", roles: [.viewer, .admin]), clientAddress: "x"))
+        let s = try #require(
+            store.open(identity: Identity(user: "root", roles: [.viewer, .admin]), clientAddress: "x"))
         #expect(s.role == .admin)
         #expect(Role.viewer < Role.operator && Role.operator < Role.admin)
     }
@@ -171,7 +174,9 @@ struct LoginThrottleTests {
         var refused = 0
         for _ in 0..<30 {
             for _ in 0..<9 {
-                if t.check(user: "admin", client: "192.0.2.1") != nil { refused += 1 } else {
+                if t.check(user: "admin", client: "192.0.2.1") != nil {
+                    refused += 1
+                } else {
                     t.failed(user: "admin", client: "192.0.2.1")
                 }
             }
@@ -241,11 +246,11 @@ struct FailedLoginRecorderTests {
 }
 
 struct LoginGateTests {
-    @Test func pass_whenFull_refusesAtOnce() {
+    @Test func pass_whenFull_refusesAtOnce() throws {
         let gate = LoginGate(limit: 1)
-        let inner: Bool?? = gate.pass { gate.pass { true } }
+        let inner: Bool?? = try gate.pass { try gate.pass { true } }
         #expect(inner == .some(nil))
-        #expect(gate.pass { true } == true)
+        #expect(try gate.pass { true } == true)
     }
 }
 
@@ -261,7 +266,9 @@ struct PinnedSnapshotTests {
             mirror.apply(events: [
                 ConntrackEvent(
                     kind: .new, fields: .all,
-                    flow: Flow(id: UInt32(i + 1), origSource: IPAddress("10.0.0.\(i + 1)")!, origDestination: IPAddress("10.1.0.1")!))
+                    flow: Flow(
+                        id: UInt32(i + 1), origSource: IPAddress("10.0.0.\(i + 1)")!,
+                        origDestination: IPAddress("10.1.0.1")!))
             ])
             let snap = mirror.snapshot()
             snaps.append(snap)
@@ -275,5 +282,37 @@ struct PinnedSnapshotTests {
         for id in ids { store.pin(id, snaps[2]) }
         #expect(store.pinnedGenerations == 1)
         #expect(store.use(ids[0])?.lostPinnedSnapshot == false)
+    }
+}
+
+struct LoginLaneTests {
+    /// The authenticator runs on a login thread at nice 10; the caller's own priority is untouched.
+    @Test func pass_runsTheBodyOnALoginThreadAtALowerPriority() throws {
+        let gate = LoginGate(limit: 2)
+        let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        let seen = try gate.pass { () -> (Int32, Bool) in
+            (getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0), Thread.isMainThread)
+        }
+        #expect((seen?.0 ?? 0) >= LoginGate.defaultNice && seen?.1 == false)
+        #expect(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) == mine)
+    }
+
+    /// A throw inside the authenticator reaches the caller; many callers at once each get their own answer.
+    @Test func pass_handsBackErrorsAndEachCallersOwnAnswer() throws {
+        struct Boom: Error {}
+        let gate = LoginGate(limit: 4)
+        #expect(throws: Boom.self) { _ = try gate.pass { () throws -> Int in throw Boom() } }
+        let lock = NSLock()
+        nonisolated(unsafe) var answers: [Int] = []
+        DispatchQueue.concurrentPerform(iterations: 200) { i in
+            while true {
+                // nil: the gate was full (4 inside); try again.
+                if let v = try? gate.pass({ i * 3 }) {
+                    lock.withLock { answers.append(v) }
+                    return
+                }
+            }
+        }
+        #expect(lock.withLock { answers.sorted() } == (0..<200).map { $0 * 3 })
     }
 }

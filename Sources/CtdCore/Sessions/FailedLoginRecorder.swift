@@ -79,24 +79,3 @@ package final class FailedLoginRecorder: @unchecked Sendable {
         }
     }
 }
-
-/// Lets at most `limit` logins into the authenticator at once.
-package final class LoginGate: @unchecked Sendable {
-    private let limit: Int
-    private let lock = NIOLock()
-    private var inside = 0
-
-    package init(limit: Int) { self.limit = max(1, limit) }
-
-    /// Runs `body` if there is room, else returns nil at once.
-    package func pass<T>(_ body: () throws -> T) rethrows -> T? {
-        let entered = lock.withLock {
-            guard inside < limit else { return false }
-            inside += 1
-            return true
-        }
-        guard entered else { return nil }
-        defer { lock.withLock { inside -= 1 } }
-        return try body()
-    }
-}
