@@ -72,7 +72,6 @@ public final class SyslogForwarder: @unchecked Sendable {
             }, me)
         guard rc == 0 else {
             Unmanaged<SyslogForwarder>.fromOpaque(me).release()
-            finished = true
             log(true, "cannot start the delivery thread: \(String(cString: strerror(rc))); events stay queued")
             return
         }
